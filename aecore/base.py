@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from aecore.config import ModelConfig
-from aecore.nets import reconstruction_error
+from aecore.nets import corrupt, reconstruction_error
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,17 @@ class Autoencoder(nn.Module):
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
     registry_name: ClassVar[str] = ""
     generative: ClassVar[bool] = False
+    penalty_needs_input_grad: ClassVar[bool] = False
+    """Whether :meth:`penalties` differentiates the code with respect to the input (contractive)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         torch.manual_seed(config.seed)
+
+    def code_width(self) -> int:
+        """Width of the encoder's last layer (a Gaussian-latent family doubles it for mean and log-variance)."""
+        return self.config.latent_dim
 
     # -- the interface ------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,9 +59,35 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named scalar terms of the training objective; ``"loss"`` is the total that is minimised."""
-        rec = reconstruction_error(self(x), x, self.config.reconstruction).mean()
-        return {"loss": rec, "reconstruction": rec}
+        """Named scalar terms of the training objective; ``"loss"`` is the total that is minimised.
+
+        The (possibly corrupted) input is encoded, the clean input is the target, and every term of
+        :meth:`penalties` is added to the reconstruction error.
+        """
+        x_in = self.corrupt(x)
+        if self.penalty_needs_input_grad:
+            x_in = x_in.detach().requires_grad_(True)
+        z = self.encode(x_in)
+        terms = {"reconstruction": self.reconstruction_loss(self.decode(z), x), **self.penalties(x_in, z)}
+        return {"loss": sum(terms.values()), **terms}
+
+    def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Batch-mean reconstruction error (scalar) under ``config.reconstruction``."""
+        return reconstruction_error(x_hat, x, self.config.reconstruction).mean()
+
+    def penalties(self, x_in: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted regularisation terms (scalars) added to the loss, given the encoded input and its code."""
+        return {}
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The input seen by the encoder while training: ``x`` corrupted per ``config.corruption``.
+
+        Identity in eval mode, so validation losses and scores always use the clean input.
+        """
+        if not self.training:
+            return x
+        cfg = self.config
+        return corrupt(x, cfg.corruption, cfg.corruption_rate, cfg.noise_std)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:

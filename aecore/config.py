@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aecore.nets import Corruption
+
 
 class ModelConfig(BaseModel):
     """Fields every autoencoder family has."""
@@ -31,5 +33,15 @@ class ModelConfig(BaseModel):
     output_activation: Literal["identity", "sigmoid"] = "identity"
     """Activation on the decoder output; sigmoid suits inputs scaled to [0, 1]."""
 
+    corruption: Corruption = "none"
+    """Input corruption while training (any family becomes denoising; the clean input is the target
+    and scoring always sees the clean input): none, gaussian, masking or salt_pepper."""
+
+    corruption_rate: float = Field(default=0.25, ge=0.0, le=1.0)
+    """Fraction of input entries corrupted when ``corruption`` is not none."""
+
+    noise_std: float = Field(default=0.1, ge=0.0)
+    """Standard deviation of the noise added by ``gaussian`` corruption."""
+
     seed: int = 0
-    """Seed for parameter initialisation."""
+    """Seed for parameter initialisation (and for the fixed draws of stochastic scores)."""

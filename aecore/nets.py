@@ -1,4 +1,5 @@
-"""Building blocks shared by the families: MLP stacks, activations, reconstruction errors."""
+"""Building blocks shared by the families: MLP and residual stacks, activations, reconstruction errors,
+input corruption and Gaussian densities."""
 
 from __future__ import annotations
 
@@ -28,8 +29,18 @@ def activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
+Corruption = Literal["none", "gaussian", "masking", "salt_pepper"]
+
+
 def _norm(kind: str, width: int) -> nn.Module:
     return {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width) if kind != "none" else nn.Identity()
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """Normalisation for ``[B, C, H, W]`` maps: none, batch (BatchNorm2d) or layer (GroupNorm with 1 group)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(1, channels) if kind == "layer" else nn.Identity()
 
 
 def mlp(
@@ -51,24 +62,64 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block ``x + W2 act(norm(W1 act(norm(x))))`` on ``[B, width]``."""
+
+    def __init__(self, width: int, act: str = "relu", norm: str = "none", dropout: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(norm, width), activation(act), nn.Linear(width, width),
+            _norm(norm, width), activation(act), nn.Dropout(dropout), nn.Linear(width, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def residual_mlp(
+    d_in: int,
+    width: int,
+    blocks: int,
+    d_out: int,
+    act: str = "relu",
+    norm: str = "none",
+    dropout: float = 0.0,
+    final_activation: str = "identity",
+) -> nn.Sequential:
+    """``Linear(d_in, width)``, ``blocks`` residual blocks, then norm/act and ``Linear(width, d_out)``."""
+    return nn.Sequential(
+        nn.Linear(d_in, width),
+        *(ResidualBlock(width, act, norm, dropout) for _ in range(blocks)),
+        _norm(norm, width),
+        activation(act),
+        nn.Linear(width, d_out),
+        activation(final_activation),
+    )
+
+
 def numel(shape: tuple[int, ...]) -> int:
     """Number of features in one sample of ``shape``."""
     return int(math.prod(shape))
 
 
+def elementwise_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Reconstruction error per entry, same shape as ``x``: squared error or BCE.
+
+    ``x_hat`` for ``bce`` is a probability in [0, 1] (the decoder ends in a sigmoid) and ``x`` in [0, 1].
+    """
+    if kind == "mse":
+        return (x_hat - x).pow(2)
+    if kind == "bce":
+        return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none")
+    raise ValueError(f"unknown reconstruction {kind!r}; known: mse, bce")
+
+
 def reconstruction_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample reconstruction error, shape [B]: mean squared error or summed-then-averaged BCE.
 
-    ``x_hat`` for ``bce`` is a probability in [0, 1] (the decoder ends in a sigmoid) and ``x`` in [0, 1].
-    Both are averaged over features so the number does not depend on the input size.
+    Averaged over features so the number does not depend on the input size.
     """
-    if kind == "mse":
-        err = (x_hat - x).pow(2)
-    elif kind == "bce":
-        err = F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none")
-    else:
-        raise ValueError(f"unknown reconstruction {kind!r}; known: mse, bce")
-    return err.flatten(1).mean(dim=1)
+    return elementwise_error(x_hat, x, kind).flatten(1).mean(dim=1)
 
 
 def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -80,3 +131,44 @@ def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch
     if kind == "mse":
         return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1) + 0.5 * d * math.log(2 * math.pi)
     return reconstruction_error(x_hat, x, kind) * d
+
+
+def corrupt(
+    x: torch.Tensor,
+    kind: str,
+    rate: float,
+    noise_std: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """A corrupted copy of ``x`` (any shape) for denoising training; ``rate`` is the corrupted fraction.
+
+    ``gaussian`` adds N(0, noise_std^2) to a ``rate`` fraction of entries; ``masking`` sets that fraction
+    to 0; ``salt_pepper`` sets it to the batch minimum or maximum with equal odds; ``none`` returns ``x``.
+    """
+    if kind == "none" or rate <= 0:
+        return x
+    if kind not in ("gaussian", "masking", "salt_pepper"):
+        raise ValueError(f"unknown corruption {kind!r}; known: none, gaussian, masking, salt_pepper")
+    hit = torch.rand(x.shape, generator=generator, device=x.device) < rate
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * noise_std
+        return x + noise * hit
+    if kind == "masking":
+        return x.masked_fill(hit, 0.0)
+    salt = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+    lo, hi = x.detach().amin(), x.detach().amax()
+    return torch.where(hit, torch.where(salt, hi, lo), x)
+
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``KL(N(mu, exp(logvar)) || N(0, I))`` per sample: ``[B, L] -> [B]``."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
+
+
+def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """``log N(z; mu, diag(exp(logvar)))`` summed over the last dimension: ``[..., L] -> [...]``."""
+    logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
+    return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(dim=-1)

@@ -4,4 +4,17 @@ Adding a family: create one module here with a config class and a model class de
 ``@register("name")``, then import it below.
 """
 
-from aecore.models import dense  # noqa: F401
+from aecore.models import (  # noqa: F401
+    adversarial,
+    contractive,
+    conv,
+    dense,
+    denoising,
+    linear,
+    masked,
+    recurrent,
+    residual,
+    sparse,
+    vae,
+    vq_vae,
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from aecore.base import Autoencoder
 from aecore.config import ModelConfig
@@ -11,11 +12,8 @@ from aecore.nets import Activation, Norm, mlp, numel
 from aecore.registry import register
 
 
-class DenseConfig(ModelConfig):
-    """Configuration of the dense autoencoder."""
-
-    hidden: list[int] = Field(default_factory=lambda: [256, 128])
-    """Widths of the encoder's hidden layers, outermost first; the decoder mirrors them."""
+class MLPConfig(ModelConfig):
+    """Layer options shared by the families built from linear layers (and the conv family)."""
 
     activation: Activation = "relu"
     """Activation between hidden layers."""
@@ -27,6 +25,13 @@ class DenseConfig(ModelConfig):
     """Dropout probability after each hidden activation."""
 
 
+class DenseConfig(MLPConfig):
+    """Configuration of the dense autoencoder."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256, 128])
+    """Widths of the encoder's hidden layers, outermost first; the decoder mirrors them."""
+
+
 @register("dense")
 class DenseAutoencoder(Autoencoder):
     """Undercomplete MLP autoencoder with configurable depth, widths, activation, norm and dropout."""
@@ -35,16 +40,15 @@ class DenseAutoencoder(Autoencoder):
 
     def __init__(self, config: DenseConfig):
         super().__init__(config)
-        d = numel(config.input_shape)
-        enc_widths = [d, *config.hidden, self.code_width()]
-        dec_widths = [config.latent_dim, *reversed(config.hidden), d]
-        common = dict(act=config.activation, norm=config.norm, dropout=config.dropout)
-        self.encoder = mlp(enc_widths, **common)
-        self.decoder = mlp(dec_widths, final_activation=config.output_activation, **common)
+        self.encoder, self.decoder = self.build_networks(numel(config.input_shape))
 
-    def code_width(self) -> int:
-        """Width of the encoder's last layer (a VAE doubles it for mean and log-variance)."""
-        return self.config.latent_dim
+    def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
+        """Encoder ``[B, d] -> [B, code_width]`` and decoder ``[B, latent_dim] -> [B, d]``."""
+        cfg = self.config
+        common = dict(act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
+        encoder = mlp([d, *cfg.hidden, self.code_width()], **common)
+        decoder = mlp([cfg.latent_dim, *reversed(cfg.hidden), d], final_activation=cfg.output_activation, **common)
+        return encoder, decoder
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))

@@ -1,0 +1,131 @@
+"""Variational autoencoders: a Gaussian-latent mixin, the dense VAE and the beta-VAE.
+
+:class:`GaussianLatent` turns any encoder/decoder family whose encoder emits ``code_width()`` features
+into a VAE (the conv VAE reuses it), so the ELBO, the importance-weighted score, the posterior-mean
+embedding and prior sampling live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field
+
+from aecore.config import ModelConfig
+from aecore.models.dense import DenseAutoencoder, DenseConfig
+from aecore.nets import gaussian_kl, gaussian_log_prob, reconstruction_nll
+from aecore.registry import register
+
+
+class GaussianLatentConfig(ModelConfig):
+    """Fields of every Gaussian-latent (variational) family."""
+
+    beta: float = Field(default=1.0, ge=0.0)
+    """Weight of the KL term (1 = the ELBO; > 1 = beta-VAE, more disentangled, blurrier)."""
+
+    score_samples: int = Field(default=1, ge=1)
+    """Posterior samples k per input for ``score``: 1 = negative ELBO, k > 1 = importance-weighted NLL."""
+
+
+class GaussianLatent:
+    """Mixin: diagonal-Gaussian posterior q(z|x), N(0, I) prior, reparameterised ELBO training.
+
+    Put it before an autoencoder class whose ``encode`` returns ``[B, code_width()]`` raw features;
+    they are split into mean and log-variance. Losses sum over features (a true ELBO in nats).
+    """
+
+    generative = True
+    config: GaussianLatentConfig
+
+    def code_width(self) -> int:
+        return 2 * self.config.latent_dim
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z|x), each ``[B, latent_dim]``."""
+        mu, logvar = super().encode(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-20.0, 10.0)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior mean ``[B, latent_dim]`` (so ``forward`` is the deterministic reconstruction)."""
+        return self.posterior(x)[0]
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``mu + sigma * eps`` with ``eps ~ N(0, I)``; leading sample dims of ``mu`` are kept."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def nll(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``-log p(x|z)`` per sample ``[B]``, summed over features."""
+        return reconstruction_nll(x_hat, x, self.config.reconstruction)
+
+    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-sample reconstruction NLL and closed-form KL, each ``[B]``; x is encoded as given."""
+        mu, logvar = self.posterior(x)
+        return self.nll(self.decode(self.reparameterize(mu, logvar, generator)), x), gaussian_kl(mu, logvar)
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        mu, logvar = self.posterior(self.corrupt(x))
+        rec = self.nll(self.decode(self.reparameterize(mu, logvar)), x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        return {"loss": rec + self.config.beta * kl, "reconstruction": rec, "kl": kl}
+
+    def negative_elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One-sample estimate of ``-ELBO`` per sample ``[B]`` (KL in closed form, beta ignored)."""
+        rec, kl = self.elbo_terms(x, generator)
+        return rec + kl
+
+    def iwae_nll(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Importance-weighted estimate of ``-log p(x)`` with ``k`` posterior samples, ``[B]``.
+
+        ``-logmeanexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)]``; an upper bound on the NLL that
+        tightens as k grows and is never looser, in expectation, than the negative ELBO.
+        """
+        mu, logvar = self.posterior(x)
+        z = self.reparameterize(mu.expand(k, *mu.shape), logvar, generator)  # [k, B, L]
+        x_rep = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])
+        log_px_z = -self.nll(self.decode(z.reshape(-1, z.shape[-1])), x_rep).view(k, -1)
+        log_w = log_px_z + gaussian_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO (k = 1) or importance-weighted NLL (k = ``score_samples``) per sample ``[B]``.
+
+        The posterior draws come from a generator seeded with ``config.seed``: equal inputs, equal scores.
+        """
+        gen = torch.Generator(device=x.device).manual_seed(self.config.seed)
+        k = self.config.score_samples
+        return self.negative_elbo(x, gen) if k == 1 else self.iwae_nll(x, k, gen)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Decode ``n`` draws from the N(0, I) prior: ``[n, *input_shape]``."""
+        device = next(self.parameters()).device
+        return self.decode(torch.randn(n, self.config.latent_dim, device=device))
+
+
+class VAEConfig(GaussianLatentConfig, DenseConfig):
+    """Configuration of the dense variational autoencoder."""
+
+
+@register("vae")
+class VAE(GaussianLatent, DenseAutoencoder):
+    """Variational autoencoder: Gaussian latent, reparameterised ELBO, samples from the N(0, I) prior."""
+
+    config_cls = VAEConfig
+
+
+class BetaVAEConfig(VAEConfig):
+    """Configuration of the beta-VAE: the VAE with a KL weight above 1 by default."""
+
+    beta: float = Field(default=4.0, ge=0.0)
+    """Weight of the KL term; > 1 trades reconstruction for a more factorised (disentangled) code."""
+
+
+@register("beta_vae")
+class BetaVAE(VAE):
+    """Beta-VAE: the VAE with the KL term weighted by beta > 1 for a more disentangled latent code."""
+
+    config_cls = BetaVAEConfig

@@ -1,0 +1,1 @@
+"""Benchmarks of the aecore families (not part of the installed package)."""

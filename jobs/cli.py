@@ -1,0 +1,21 @@
+"""The ``aepipe`` command line: assembles the command groups in ``jobs/commands``."""
+
+from __future__ import annotations
+
+import typer
+
+from jobs.commands import data, models, score, train, zoo
+
+app = typer.Typer(
+    help="aepipe: train autoencoders on Ray, track them in MLflow, score whole corpora.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command("train")(train.train)
+app.command("score")(score.score)
+app.command("zoo")(zoo.zoo)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,27 @@
+"""``aepipe train``: train a model on Ray, track it in MLflow, register a version."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from jobs.runtime import echo, job_config, ray_session, user_errors
+
+
+def train(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML job config (see jobs/configs/)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=3"),
+    address: Optional[str] = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
+) -> None:
+    """Train the configured model with Ray Train and register it in MLflow."""
+    from pipelines.train import run_training
+
+    with user_errors():
+        job = job_config(config, overrides or [])
+        with ray_session(address):
+            result = run_training(job, log=echo)
+        echo(f"run:      {result.run_id}")
+        echo(f"model:    models:/{result.model_name}/{result.model_version}  aliases={result.aliases}")
+        echo(f"val_loss: {result.metrics.get('val_loss', float('nan')):.6f}")
+        echo(f"bundle:   {result.bundle_dir}")

@@ -1,0 +1,16 @@
+"""``aepipe zoo``: list every registered autoencoder family."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from aecore import describe_models
+
+
+def zoo() -> None:
+    """Every model family you can name in ``model.name``, with a one-line description."""
+    table = Table("name", "description")
+    for name, text in describe_models().items():
+        table.add_row(name, text)
+    Console().print(table)

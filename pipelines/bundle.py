@@ -1,0 +1,110 @@
+"""A model bundle: everything scoring needs, in one directory of plain files (no pickles).
+
+Layout::
+
+    model/config.json, model/model.safetensors   the aecore model
+    normalizer.json                              statistics fitted on the training split
+    calibration.json                             anomaly threshold and the validation score baseline
+    data.json                                    how the corpus was read (source kind, columns)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aecore import Autoencoder, load_model, save_model
+from pipelines.data.normalize import Normalizer
+
+MODEL_DIR, NORMALIZER_FILE, CALIBRATION_FILE, DATA_FILE = "model", "normalizer.json", "calibration.json", "data.json"
+
+
+def calibrate(val_scores: np.ndarray, quantile: float = 0.99, k_std: float = 2.0) -> dict[str, Any]:
+    """Threshold and baseline from validation scores ``[N]``.
+
+    ``threshold`` is the ``quantile`` of validation scores; ``threshold_mean_std`` is mean + k * std (the
+    rule in the source documents). ``baseline_quantiles`` (101 points) is the reference for drift checks.
+    """
+    s = np.asarray(val_scores, dtype=np.float64)
+    if s.size == 0:
+        raise ValueError("cannot calibrate a threshold on an empty validation split")
+    return {
+        "threshold": float(np.quantile(s, quantile)),
+        "threshold_quantile": quantile,
+        "threshold_mean_std": float(s.mean() + k_std * s.std()),
+        "k_std": k_std,
+        "val_count": int(s.size),
+        "val_mean": float(s.mean()),
+        "val_std": float(s.std()),
+        "baseline_quantiles": np.quantile(s, np.linspace(0, 1, 101)).tolist(),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class ModelBundle:
+    """A trained model with its normalizer and calibration; ``infer`` maps raw inputs to scores."""
+
+    model: Autoencoder
+    normalizer: Normalizer
+    calibration: dict[str, Any] = field(default_factory=dict)
+    data_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.config.input_shape)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.calibration.get("threshold", float("inf")))
+
+    def save(self, directory: str | Path) -> Path:
+        out = Path(directory)
+        save_model(self.model, out / MODEL_DIR)
+        self.normalizer.save(out / NORMALIZER_FILE)
+        (out / CALIBRATION_FILE).write_text(json.dumps(self.calibration, indent=2))
+        (out / DATA_FILE).write_text(json.dumps(self.data_config, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ModelBundle":
+        src = Path(directory)
+        return cls(load_model(src / MODEL_DIR), Normalizer.load(src / NORMALIZER_FILE),
+                   _read_json(src / CALIBRATION_FILE), _read_json(src / DATA_FILE))
+
+    def check_shape(self, sample_shape: tuple[int, ...], where: str) -> None:
+        """Raise a clear error when the data's sample shape does not match the model's input shape."""
+        if tuple(sample_shape) != self.input_shape:
+            raise ValueError(
+                f"{where}: samples have shape {tuple(sample_shape)} but the model expects {self.input_shape}"
+            )
+
+    @torch.no_grad()
+    def infer(self, x_raw: np.ndarray, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+        """Raw inputs ``[B, *input_shape]`` -> ``score`` [B], ``is_anomaly`` [B], ``embedding`` [B, k]."""
+        x = torch.from_numpy(self.normalizer.apply(x_raw)).to(device)
+        scores = self.model.score(x).float().cpu().numpy()
+        embedding = self.model.embed(x).float().cpu().numpy()
+        return {"score": scores, "is_anomaly": scores > self.threshold, "embedding": embedding}
+
+
+def predict_frame(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:
+    """Score a DataFrame whose ``x`` column holds one raw sample per row (the pyfunc contract)."""
+    if "x" not in df.columns:
+        raise ValueError(f"input needs an 'x' column with one sample per row; got columns {list(df.columns)}")
+    x = np.stack([np.asarray(v, dtype=np.float32) for v in df["x"]]).reshape(len(df), *bundle.input_shape)
+    out = bundle.infer(x)
+    return pd.DataFrame({
+        "score": out["score"].astype(np.float64),
+        "is_anomaly": out["is_anomaly"],
+        "embedding": list(out["embedding"].astype(np.float64)),
+    })

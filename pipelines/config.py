@@ -1,0 +1,217 @@
+"""Typed job configuration: pydantic models loaded from YAML with ``key=value`` overrides.
+
+Nothing here reads the environment or touches disk at import time; ``jobs/`` fills in defaults that come
+from the environment (``AEPIPE_HOME``, ``MLFLOW_TRACKING_URI``, ``RAY_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aecore import model_class
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class DataConfig(_Section):
+    """Where the corpus is and how it becomes model inputs."""
+
+    source: Literal["parquet"] = "parquet"
+    """Kind of corpus: parquet (a directory of Parquet shards)."""
+
+    path: str = "data/mnist"
+    """Corpus location: a directory, a local path relative to AEPIPE_HOME, or an s3:// / gs:// URI."""
+
+    id_column: str = "id"
+    """Column holding each row's unique id."""
+
+    vector_column: str = "x"
+    """Column holding a fixed-length float vector (list) per row."""
+
+    label_column: str | None = "label"
+    """Optional label column, used only to colour plots; ignored when absent."""
+
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Fraction of ids (by a stable hash of the id) held out for validation."""
+
+    normalize: Literal["none", "minmax", "standard"] = "minmax"
+    """Normalization fitted once on the training split and applied identically at scoring."""
+
+    normalize_scope: Literal["global", "feature"] = "global"
+    """Fit one statistic for all features (global) or one per feature."""
+
+
+class TrainConfig(_Section):
+    """How the distributed training runs."""
+
+    epochs: int = Field(default=5, ge=1)
+    """Number of passes over the training split."""
+
+    batch_size: int = Field(default=128, ge=1)
+    """Per-worker batch size."""
+
+    lr: float = Field(default=1e-3, gt=0)
+    """Learning rate of every optimizer."""
+
+    num_workers: int = Field(default=2, ge=1)
+    """Ray Train workers (DDP ranks)."""
+
+    cpus_per_worker: float = Field(default=0.5, gt=0)
+    """Logical CPUs each worker reserves. Below 1 on small machines so Ray Data can still schedule reads."""
+
+    use_gpu: bool | None = None
+    """One GPU per worker; null = use GPUs when the cluster has them."""
+
+    seed: int = 0
+    """Seed for model initialisation, data order and corruption noise."""
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking and registry."""
+
+    tracking_uri: str | None = None
+    """MLflow tracking URI; null = SQLite database under AEPIPE_HOME."""
+
+    registry_uri: str | None = None
+    """MLflow registry URI; null = same as tracking_uri."""
+
+    experiment: str = "aepipe"
+    """MLflow experiment name."""
+
+    registered_model: str = "aepipe-model"
+    """Registered model name that each successful run adds a version to."""
+
+    auto_promote: bool = False
+    """Move the champion alias to a new version when it passes the gate. The first version of a model
+    always becomes champion."""
+
+    promote_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Gate: the new version's val_loss must be <= champion's x (1 - margin). Without auto_promote
+    only the challenger alias moves and promotion is explicit (``aepipe models promote``)."""
+
+
+class ScoreConfig(_Section):
+    """How the corpus is scored."""
+
+    batch_size: int = Field(default=1024, ge=1)
+    """Rows per scoring batch."""
+
+    concurrency: int = Field(default=1, ge=1)
+    """Scorer actors in the pool."""
+
+    num_cpus: float = Field(default=1.0, gt=0)
+    """CPUs each scorer actor reserves."""
+
+
+class JobConfig(_Section):
+    """A whole training job: data, model, trainer, tracking and scoring settings."""
+
+    name: str = "mnist-dense"
+    """Job name: the Ray Train run name (resume key) and default MLflow run name."""
+
+    home: str = ".aepipe"
+    """Local state directory (AEPIPE_HOME): SQLite MLflow store, artifacts, data, checkpoints, outputs."""
+
+    storage_path: str | None = None
+    """Where checkpoints go (local path or s3:// / gs:// URI); null = HOME/checkpoints."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "dense"})
+    """Model family settings; ``name`` picks the family (``aepipe zoo`` lists them)."""
+
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_config_is_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        family = model_class(value.get("name", "dense"))
+        return family.config_cls.model_validate(value).model_dump(mode="json")
+
+    # -- derived locations ----------------------------------------------------------------------
+    def resolve(self, path: str) -> str:
+        """A path relative to ``home`` unless it is absolute or a URI."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str(Path(self.home).resolve() / path)
+
+    @property
+    def data_path(self) -> str:
+        return self.resolve(self.data.path)
+
+    @property
+    def checkpoint_path(self) -> str:
+        return self.storage_path or self.resolve("checkpoints")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.tracking_uri or f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=3)")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = _parse_value(value)
+    return raw
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: no such config key")
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> JobConfig:
+    """Validate a raw dict into a :class:`JobConfig`, turning pydantic errors into one clear message."""
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(exc)}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, **defaults: Any) -> JobConfig:
+    """Load a YAML job config (or defaults when ``path`` is None), apply defaults then overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of config sections")
+        raw = loaded
+    for key, value in defaults.items():
+        if value is not None:
+            raw.setdefault(key, value)
+    apply_overrides(raw, overrides or [])
+    return build_config(raw, str(path or "config"))

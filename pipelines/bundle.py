@@ -88,10 +88,19 @@ class ModelBundle:
                 f"{where}: samples have shape {tuple(sample_shape)} but the model expects {self.input_shape}"
             )
 
+    def normalize(self, x_raw: np.ndarray) -> np.ndarray:
+        """Raw ``[B, ...]`` with ``prod(input_shape)`` values per row -> normalized ``[B, *input_shape]`` float32."""
+        x = np.asarray(x_raw, dtype=np.float32)
+        stats_shape = np.shape(self.normalizer.shift) if self.normalizer.kind != "none" else ()
+        if stats_shape:  # per-feature statistics keep the shape the data was read with
+            x = x.reshape(len(x), *stats_shape)
+        return self.normalizer.apply(x).reshape(len(x), *self.input_shape)
+
     @torch.no_grad()
     def infer(self, x_raw: np.ndarray, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
-        """Raw inputs ``[B, *input_shape]`` -> ``score`` [B], ``is_anomaly`` [B], ``embedding`` [B, k]."""
-        x = torch.from_numpy(self.normalizer.apply(x_raw)).to(device)
+        """Raw inputs ``[B, *input_shape]`` (or flat ``[B, prod(input_shape)]``) -> ``score`` [B],
+        ``is_anomaly`` [B], ``embedding`` [B, k]."""
+        x = torch.from_numpy(self.normalize(x_raw)).to(device)
         scores = self.model.score(x).float().cpu().numpy()
         embedding = self.model.embed(x).float().cpu().numpy()
         return {"score": scores, "is_anomaly": scores > self.threshold, "embedding": embedding}

@@ -51,6 +51,19 @@ class DataConfig(_Section):
     """Fit one statistic for all features (global) or one per feature."""
 
 
+class FaultInjection(_Section):
+    """Kill one worker process once (a marker file under the run's storage makes it one-shot)."""
+
+    epoch: int = Field(ge=1)
+    """Epoch in which the worker dies."""
+
+    rank: int = Field(default=0, ge=0)
+    """World rank of the worker that dies."""
+
+    after_batches: int = Field(default=0, ge=0)
+    """Training batches the worker finishes in that epoch before it dies."""
+
+
 class TrainConfig(_Section):
     """How the distributed training runs."""
 
@@ -73,7 +86,58 @@ class TrainConfig(_Section):
     """One GPU per worker; null = use GPUs when the cluster has them."""
 
     seed: int = 0
-    """Seed for model initialisation, data order and corruption noise."""
+    """Seed for model initialisation, data order and corruption noise (python, numpy and torch RNGs)."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Training arithmetic: fp32, bf16 autocast (GPU or CPU), or fp16 autocast with loss scaling (GPU only)."""
+
+    grad_clip: float | None = Field(default=None, gt=0)
+    """Clip each optimizer's gradient norm to this value; null = no clipping."""
+
+    lr_schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    """Per-epoch learning-rate schedule after warm-up: constant, cosine decay to lr x lr_min_factor,
+    step (x lr_gamma every lr_step_epochs) or plateau (x lr_gamma after lr_plateau_patience epochs
+    without validation improvement)."""
+
+    warmup_epochs: int = Field(default=0, ge=0)
+    """Epochs of linear learning-rate warm-up (epoch e of W runs at lr x e / W)."""
+
+    lr_min_factor: float = Field(default=0.0, ge=0.0, le=1.0)
+    """cosine: the last epoch's learning rate as a fraction of lr."""
+
+    lr_step_epochs: int = Field(default=10, ge=1)
+    """step: epochs between learning-rate decays."""
+
+    lr_gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    """step / plateau: factor applied at each decay."""
+
+    lr_plateau_patience: int = Field(default=2, ge=0)
+    """plateau: epochs without improvement of val_loss (by early_stopping_min_delta) before a decay."""
+
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    """Stop after this many epochs without val_loss improving by more than early_stopping_min_delta;
+    null = train every epoch. Every rank sees the same all-reduced val_loss, so all stop together."""
+
+    early_stopping_min_delta: float = Field(default=0.0, ge=0.0)
+    """Smallest decrease of val_loss that counts as an improvement."""
+
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """Checkpoints kept per run: the best by val_loss, and always the latest (the resume point)."""
+
+    max_failures: int = Field(default=1, ge=-1)
+    """Worker-group restarts from the latest checkpoint before the job fails; -1 = unlimited."""
+
+    threshold_quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
+    """Anomaly threshold = this quantile of validation scores (mean + threshold_k_std x std is stored too)."""
+
+    threshold_k_std: float = Field(default=2.0, gt=0.0)
+    """k of the alternative mean + k x std threshold stored with the calibration."""
+
+    plot_rows: int = Field(default=512, ge=16)
+    """Validation rows the driver takes for the end-of-run plots."""
+
+    fault_injection: FaultInjection | None = None
+    """Testing only: SIGKILL one worker once, mid-epoch, to exercise failure recovery."""
 
 
 class TrackingConfig(_Section):

@@ -123,6 +123,32 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     return sorted((m.step, m.value) for m in hist)
 
 
+def log_metrics_once(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int,
+                     key: str = "val_loss") -> bool:
+    """Log ``metrics`` at ``step`` unless ``key`` already has a value there (a re-run epoch after a restart
+    keeps its first record, so each step appears once in the history). Returns whether it logged."""
+    if step in {m.step for m in client(tracking_uri).get_metric_history(run_id, key)}:
+        return False
+    log_metrics(tracking_uri, run_id, metrics, step)
+    return True
+
+
+def metric_histories(tracking_uri: str, run_id: str, prefixes: tuple[str, ...] = ("train_", "val_")) -> dict[str, list[tuple[int, float]]]:
+    """Histories of every metric of the run whose name starts with one of ``prefixes``."""
+    keys = [k for k in client(tracking_uri).get_run(run_id).data.metrics if k.startswith(prefixes)]
+    return {k: metric_history(tracking_uri, run_id, k) for k in sorted(keys)}
+
+
+def run_status(tracking_uri: str, run_id: str) -> str:
+    """``RUNNING``, ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    return client(tracking_uri).get_run(run_id).info.status
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a continued run as running again (a restarted driver resumes it)."""
+    client(tracking_uri).update_run(run_id, status="RUNNING")
+
+
 def log_artifacts(tracking_uri: str, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
     client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
@@ -242,3 +268,19 @@ def registered_models(tracking_uri: str, registry_uri: str | None = None) -> lis
     return out
 
 
+
+
+# -- scoring (issue 6) ------------------------------------------------------------------------------
+def resolve_model_uri(tracking_uri: str, uri: str, registry_uri: str | None = None) -> ResolvedModel:
+    """Like :func:`resolve_model`, and also ``runs:/RUN_ID/model``: the registered version logged by that run."""
+    if not uri.startswith("runs:/"):
+        return resolve_model(tracking_uri, uri, registry_uri)
+    run_id = uri[len("runs:/"):].split("/", 1)[0]
+    try:
+        versions = client(tracking_uri, registry_uri).search_model_versions(f"run_id = '{run_id}'")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve {uri}: {exc.message}") from None
+    if not versions:
+        raise RegistryError(f"cannot resolve {uri}: run {run_id} has no registered model version")
+    mv = max(versions, key=lambda v: int(v.version))
+    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)

@@ -23,16 +23,17 @@ import torch
 import torch.distributed as dist
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from safetensors.torch import load_model as load_weights
 from torch import nn
 
 from aecore import Autoencoder, build_model
-from pipelines import registry, tracking
-from pipelines.bundle import MODEL_DIR, NORMALIZER_FILE, CALIBRATION_FILE, ModelBundle, calibrate
-from pipelines.config import JobConfig
+from pipelines import checkpoint as ckpt
+from pipelines import plots, registry, tracking
+from pipelines.bundle import ModelBundle, calibrate
+from pipelines.config import ConfigError, JobConfig
+from pipelines.faults import FaultInjector
+from pipelines.optim import LRSchedule, Patience, Precision
 from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset
 
-STATE_FILE = "train_state.pt"
 JOB_TAG = "aepipe.job"
 
 
@@ -62,32 +63,38 @@ def _all_reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, 
 
 def _gather(values: np.ndarray) -> np.ndarray:
     """Concatenate a 1-D array from every rank (every rank gets the result)."""
+    return np.concatenate(_gather_objects(values))
+
+
+def _gather_objects(value: Any) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank."""
     if not (dist.is_available() and dist.is_initialized()):
-        return values
+        return [value]
     parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, values)
-    return np.concatenate(parts)
+    dist.all_gather_object(parts, value)
+    return parts
 
 
-def _batches(shard, batch_size: int, device: torch.device):
+def _batches(shard, batch_size: int, device: torch.device, input_shape: tuple[int, ...]):
+    """This rank's batches ``[B, *input_shape]`` (flat rows are viewed in the model's input shape)."""
     for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
-        yield batch["x"]
+        x = batch["x"]
+        yield x.reshape(len(x), *input_shape)
 
 
-def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, shard, batch_size: int,
-                 device: torch.device) -> tuple[dict[str, float], int]:
+def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, amp: Precision, job: JobConfig,
+                 shard, device: torch.device, before_batch: Callable[[int], None]) -> tuple[dict[str, float], int]:
     """One pass over this rank's shard; returns summed (loss term x batch size) and the sample count."""
     model.train()
     phases = model.update_phases()
     sums: dict[str, float] = defaultdict(float)
     count = 0
-    for x in _batches(shard, batch_size, device):
+    for b, x in enumerate(_batches(shard, job.train.batch_size, device, model.config.input_shape)):
+        before_batch(b)
         for i, phase in enumerate(phases):
-            terms = objective(x, phase.name)
-            optimizer = optimizers[phase.optimizer]
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            with amp.autocast():
+                terms = objective(x, phase.name)
+            amp.step(terms["loss"], optimizers[phase.optimizer], job.train.grad_clip)
             prefix = "" if len(phases) == 1 else f"{phase.name}_"
             for key, value in terms.items():
                 sums[f"{prefix}{key}"] += float(value.detach()) * len(x)
@@ -99,11 +106,11 @@ def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, sha
 
 @torch.no_grad()
 def _evaluate(model: Autoencoder, shard, batch_size: int, device: torch.device) -> tuple[dict[str, float], int, np.ndarray]:
-    """Validation loss terms (summed x batch size), sample count and per-sample scores on this shard."""
+    """Validation loss terms (summed x batch size), sample count and per-sample scores on this shard (fp32)."""
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     scores, count = [], 0
-    for x in _batches(shard, batch_size, device):
+    for x in _batches(shard, batch_size, device, model.config.input_shape):
         for key, value in model.loss(x).items():
             sums[key] += float(value) * len(x)
         scores.append(model.score(x).float().cpu().numpy())
@@ -127,79 +134,110 @@ def _ensure_keys(sums: dict[str, float], model: Autoencoder) -> dict[str, float]
     return {**{k: 0.0 for k in ("loss",)}, **sums}
 
 
-def _save_checkpoint(directory: Path, bundle: ModelBundle, optimizers: dict, epoch: int, best_val: float) -> None:
-    bundle.save(directory)
-    state = {"epoch": epoch, "best_val": best_val,
-             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-             "torch_rng": torch.get_rng_state()}
-    torch.save(state, directory / STATE_FILE)
+@dataclass
+class _Loop:
+    """The stateful parts of one worker's training loop (everything a checkpoint must carry)."""
+
+    model: Autoencoder
+    optimizers: dict[str, torch.optim.Optimizer]
+    amp: Precision
+    schedule: LRSchedule
+    stopping: Patience
+
+    def state(self, epoch: int, metrics: dict[str, float], rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"epoch": epoch, "metrics": metrics, "rng": rngs,
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "scaler": self.amp.scaler.state_dict(), "schedule": self.schedule.state_dict(),
+                "stopping": self.stopping.state_dict()}
+
+    def load(self, state: dict[str, Any], rank: int, world_size: int, seed: int) -> None:
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopping.load_state_dict(state["stopping"])
+        if len(state["rng"]) == world_size:
+            ckpt.set_rng_state(state["rng"][rank])
+        else:  # a different number of workers: fresh, still deterministic, streams
+            ckpt.seed_everything(seed + rank + 1000 * state["epoch"])
 
 
-def _restore(checkpoint, model: Autoencoder, optimizers: dict) -> tuple[int, float]:
-    """Load weights and optimizer state from a Ray checkpoint; returns (last epoch, best val loss)."""
-    with checkpoint.as_directory() as d:
-        load_weights(model, str(Path(d) / MODEL_DIR / "model.safetensors"), device=str(next(model.parameters()).device))
-        state = torch.load(Path(d) / STATE_FILE, weights_only=True, map_location="cpu")
-    for key, opt in optimizers.items():
-        opt.load_state_dict(state["optimizers"][key])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"]), float(state["best_val"])
+def _metrics_to_log(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k != "epoch"}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every worker: build, (resume,) train ``epochs``, validate, report + checkpoint each epoch."""
+    """Runs on every worker: build, (resume,) train, validate, report + checkpoint each epoch, stop early."""
     job = JobConfig.model_validate(config["job"])
+    tc = job.train
     normalizer = Normalizer(**config["normalizer"])
     run_id, tracking_uri = config["run_id"], config["tracking_uri"]
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    torch.set_num_threads(max(1, int(round(job.train.cpus_per_worker))))
-    torch.manual_seed(job.train.seed + rank)
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(round(tc.cpus_per_worker))))
+    ckpt.seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
 
-    model = build_model(job.model)
-    optimizers = {name: torch.optim.Adam(params, lr=job.train.lr) for name, params in model.optimizer_params().items()}
+    model = build_model(job.model)  # seeded by the model config: identical initial weights on every rank
+    optimizers = {name: torch.optim.Adam(params, lr=tc.lr) for name, params in model.optimizer_params().items()}
     objective = ray.train.torch.prepare_model(
         PhaseObjective(model), parallel_strategy_kwargs={"find_unused_parameters": len(model.update_phases()) > 1}
     )
     model = objective.module.model if hasattr(objective, "module") else objective.model
+    loop = _Loop(model, optimizers, Precision(tc.precision, device), LRSchedule(tc, optimizers),
+                 Patience(tc.early_stopping_patience, tc.early_stopping_min_delta))
+    faults = FaultInjector(tc.fault_injection, config["run_dir"])
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    bs = job.train.batch_size
+    bs = tc.batch_size
 
-    start_epoch, best_val = 1, float("inf")
+    start_epoch = 1
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
-        last_epoch, best_val = _restore(checkpoint, model, optimizers)
-        start_epoch = last_epoch + 1
+        with checkpoint.as_directory() as d:
+            state = ckpt.restore(d, model)
+        loop.load(state, rank, world_size, tc.seed)
+        start_epoch = int(state["epoch"]) + 1
+        if rank == 0:  # the previous attempt may have died between its report and its MLflow log
+            tracking.log_metrics_once(tracking_uri, run_id, _metrics_to_log(state["metrics"]), step=state["epoch"])
+            tracking.log_metrics(tracking_uri, run_id, {"resumed_from_epoch": state["epoch"]}, step=state["epoch"])
+            print(f"[aepipe] resumed from the epoch {state['epoch']} checkpoint", flush=True)
+        if loop.stopping.patience is not None and loop.stopping.bad_epochs >= loop.stopping.patience:
+            return  # the run had already stopped early
     else:
         initial, _ = _validation(model, val_shard, bs, device)
         if rank == 0:
-            tracking.log_metrics(tracking_uri, run_id, {"val_loss": initial["val_loss"]}, step=0)
+            tracking.log_metrics_once(tracking_uri, run_id, {"val_loss": initial["val_loss"]}, step=0)
 
-    for epoch in range(start_epoch, job.train.epochs + 1):
+    for epoch in range(start_epoch, tc.epochs + 1):
+        lr = loop.schedule.start_epoch(epoch)
         t0 = time.perf_counter()
-        sums, count = _train_epoch(objective, model, optimizers, train_shard, bs, device)
+        sums, count = _train_epoch(objective, model, optimizers, loop.amp, job, train_shard, device,
+                                   before_batch=lambda b: faults.check(epoch, rank, b))
         sums = _all_reduce_sums({**_ensure_keys(sums, model), "__count__": count}, device)
-        samples = sums["__count__"]
-        elapsed = time.perf_counter() - t0
+        samples, train_s = sums["__count__"], time.perf_counter() - t0
         metrics = _mean_metrics("train", sums)
         val_metrics, val_scores = _validation(model, val_shard, bs, device)
         metrics.update(val_metrics)
-        metrics.update({"epoch": epoch, "samples_per_s": samples / max(elapsed, 1e-9),
-                        "lr": optimizers[model.update_phases()[0].optimizer].param_groups[0]["lr"],
+        metrics.update({"epoch": epoch, "samples_per_s": samples / max(train_s, 1e-9), "lr": lr,
+                        "time_train_s": train_s, "time_epoch_s": time.perf_counter() - t0,
                         **{f"model_{k}": v for k, v in model.epoch_metrics().items()}})
-        best_val = min(best_val, metrics["val_loss"])
+        loop.schedule.end_epoch(metrics["val_loss"])
+        stop = loop.stopping.update(metrics["val_loss"])  # same all-reduced val_loss on every rank
+        rngs = _gather_objects(ckpt.rng_state())
         if rank == 0:
-            tracking.log_metrics(tracking_uri, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-            print(f"[aepipe] epoch {epoch}/{job.train.epochs} train_loss={metrics['train_loss']:.5f} "
-                  f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s", flush=True)
             with tempfile.TemporaryDirectory() as tmp:
-                calibration = calibrate(val_scores) if len(val_scores) else {}
+                calibration = calibrate(val_scores, tc.threshold_quantile, tc.threshold_k_std)
                 bundle = ModelBundle(model, normalizer, calibration, job.data.model_dump(mode="json"))
-                _save_checkpoint(Path(tmp), bundle, optimizers, epoch, best_val)
+                ckpt.save(tmp, bundle, loop.state(epoch, metrics, rngs))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            tracking.log_metrics_once(tracking_uri, run_id, _metrics_to_log(metrics), step=epoch)
+            print(f"[aepipe] epoch {epoch}/{tc.epochs} train_loss={metrics['train_loss']:.5f} "
+                  f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={lr:.3g}"
+                  + (" (early stop)" if stop else ""), flush=True)
         else:
             ray.train.report(metrics, checkpoint=None)
+        if stop:
+            break
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -218,52 +256,72 @@ class TrainResult:
 
 
 def _open_run(job: JobConfig) -> str:
-    """Continue the job's unfinished MLflow run (a restarted driver) or start a new one."""
+    """Continue the job's unfinished MLflow run or start a new one.
+
+    A run stays unfinished (RUNNING after a killed driver, FAILED after too many worker failures) until a
+    driver completes it, so re-running the same job continues the same MLflow run and, because the Ray run
+    name is derived from the run id, the same Ray Train run and its latest checkpoint.
+    """
     uri = job.tracking_uri
     previous = tracking.find_run(uri, job.tracking.experiment, JOB_TAG, job.name)
-    if previous and tracking.client(uri).get_run(previous).info.status == "RUNNING":
+    if previous and tracking.run_status(uri, previous) != "FINISHED":
+        tracking.reopen_run(uri, previous)
         return previous
+    resolved = {"data_path": job.data_path, "checkpoint_path": job.checkpoint_path, "tracking_uri": uri}
     return tracking.start_run(
-        uri, job.tracking.experiment, job.name, job.model_dump(mode="json"),
+        uri, job.tracking.experiment, job.name, {**job.model_dump(mode="json"), "resolved": resolved},
         tags={JOB_TAG: job.name, "aepipe.model": job.model["name"], "aepipe.data.source": job.data.source,
               "aepipe.data.path": job.data_path},
         artifact_root=job.resolve("mlartifacts"),
     )
 
 
+def _ray_run_name(job: JobConfig, run_id: str) -> str:
+    return f"{job.name}-{run_id[:8]}"
+
+
 def _use_gpu(job: JobConfig) -> bool:
-    if job.train.use_gpu is not None:
-        return job.train.use_gpu
-    return ray.cluster_resources().get("GPU", 0) >= 1
+    """One GPU per worker (NCCL) when configured, or by default when the cluster has GPUs; else gloo on CPU."""
+    use = job.train.use_gpu if job.train.use_gpu is not None else ray.cluster_resources().get("GPU", 0) >= 1
+    if not use and job.train.precision == "fp16":
+        raise ConfigError("train.precision=fp16 needs GPU workers (train.use_gpu); on CPU use bf16 or fp32")
+    return use
+
+
+def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
+    """Samples must match model.input_shape, or be flat with as many values (784 -> (1, 28, 28))."""
+    expected = tuple(job.model["input_shape"])
+    if sample_shape != expected and sample_shape != (int(np.prod(expected)),):
+        raise ConfigError(f"{job.data_path}: samples have shape {sample_shape} but model.input_shape is "
+                          f"{expected}; set model.input_shape={list(sample_shape)}")
 
 
 def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Driver: read and split the corpus, fit normalization, train on Ray, log, register. Needs ``ray.init``."""
     corpus = load_dataset(job.data, job.data_path)
-    expected = tuple(job.model["input_shape"])
-    if corpus.sample_shape != expected:
-        raise ValueError(f"{job.data_path}: samples have shape {corpus.sample_shape} but model.input_shape "
-                         f"is {expected}; set model.input_shape={list(corpus.sample_shape)}")
+    _check_shape(job, corpus.sample_shape)
     train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
     log("fitting normalization on the training split ...")
     normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
     train_ds = normalize_dataset(train_ds, normalizer).select_columns(["x"])
-    val_ds = normalize_dataset(val_ds, normalizer).select_columns(["x"])
+    val_rows, val_ds = val_ds, normalize_dataset(val_ds, normalizer).select_columns(["x"])
 
     run_id = _open_run(job)
-    uri = job.tracking_uri
-    log(f"MLflow run {run_id} ({uri})")
+    uri, tc = job.tracking_uri, job.train
+    run_name = _ray_run_name(job, run_id)
+    log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json"), "normalizer": normalizer.__dict__,
-                           "run_id": run_id, "tracking_uri": uri},
-        scaling_config=ScalingConfig(num_workers=job.train.num_workers, use_gpu=_use_gpu(job),
-                                     resources_per_worker={"CPU": job.train.cpus_per_worker}),
+                           "run_id": run_id, "tracking_uri": uri,
+                           "run_dir": f"{job.checkpoint_path.rstrip('/')}/{run_name}"},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(job),
+                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(
-            name=f"{job.name}-{run_id[:8]}", storage_path=job.checkpoint_path,
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_loss",
+            name=run_name, storage_path=job.checkpoint_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_loss",
                                                checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=1),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
         ),
         datasets={"train": train_ds, "val": val_ds},
     )
@@ -275,30 +333,47 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])
     bundle_dir = Path(job.resolve("outputs")) / "models" / run_id / tracking.BUNDLE_ARTIFACT
     best_ckpt.to_directory(str(bundle_dir))
-    (bundle_dir / STATE_FILE).unlink()  # optimizer state stays with the checkpoint, not the model
+    (bundle_dir / ckpt.STATE_FILE).unlink()  # optimizer state stays with the checkpoint, not the model
     bundle = ModelBundle.load(bundle_dir)
-    example = _input_example(bundle)
-    version = tracking.log_model(uri, run_id, bundle_dir, example, job.tracking.registered_model,
+    sample = val_rows.limit(tc.plot_rows).take_batch(tc.plot_rows, batch_format="numpy")
+    _log_plots(job, run_id, bundle, sample, log)
+    version = tracking.log_model(uri, run_id, bundle_dir, _input_example(sample), job.tracking.registered_model,
                                  job.tracking.registry_uri)
     if version is not None:
-        name, reg = job.tracking.registered_model, job.tracking.registry_uri
-        tracking.tag_version(uri, name, version, {k: best_metrics[k] for k in ("val_loss", "train_loss", "epoch")
-                                                   if k in best_metrics}, reg)
-        first = registry.CHAMPION not in tracking.aliases(uri, name, reg)
-        registry.promote(uri, name, version, registry.CHALLENGER, registry_uri=reg)
-        decision = registry.gate(uri, name, version, job.tracking.promote_margin, reg)
-        if decision.passed and (first or job.tracking.auto_promote):
-            registry.promote(uri, name, version, registry.CHAMPION, force=True, registry_uri=reg)
-        log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
+        _register(job, version, best_metrics, log)
     tracking.end_run(uri, run_id)
     return TrainResult(run_id, job.tracking.registered_model, version,
                        tracking.aliases(uri, job.tracking.registered_model, job.tracking.registry_uri),
                        str(bundle_dir), {k: float(v) for k, v in best_metrics.items()})
 
 
-def _input_example(bundle: ModelBundle):
+def _register(job: JobConfig, version: str, metrics: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Tag the new version with its metrics, move ``challenger`` to it, ``champion`` when the policy says so."""
+    uri, name, reg = job.tracking_uri, job.tracking.registered_model, job.tracking.registry_uri
+    tracking.tag_version(uri, name, version, {k: v for k, v in metrics.items()
+                                              if k == "epoch" or k.startswith(("train_", "val_"))}, reg)
+    first = registry.CHAMPION not in tracking.aliases(uri, name, reg)
+    registry.promote(uri, name, version, registry.CHALLENGER, registry_uri=reg)
+    decision = registry.gate(uri, name, version, job.tracking.promote_margin, reg)
+    if decision.passed and (first or job.tracking.auto_promote):
+        registry.promote(uri, name, version, registry.CHAMPION, force=True, registry_uri=reg)
+    log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
+
+
+def _log_plots(job: JobConfig, run_id: str, bundle: ModelBundle, sample: dict[str, np.ndarray],
+               log: Callable[[str], None]) -> None:
+    """Draw the end-of-run pictures from a bounded validation sample and log them under ``plots/``."""
+    uri = job.tracking_uri
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            plots.render(bundle, sample["x"], sample.get("label"), tracking.metric_histories(uri, run_id), tmp)
+            tracking.log_artifacts(uri, run_id, tmp, "plots")
+    except Exception as exc:  # noqa: BLE001 - pictures must never cost a finished multi-hour training
+        log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")
+
+
+def _input_example(sample: dict[str, np.ndarray]):
+    """Two real validation rows as the pyfunc input example (``x`` holds each raw sample, flattened)."""
     import pandas as pd
 
-    rng = np.random.default_rng(0)
-    x = rng.random((2, *bundle.input_shape), dtype=np.float32)
-    return pd.DataFrame({"x": [row.reshape(-1).tolist() for row in x]})
+    return pd.DataFrame({"x": [np.asarray(row, np.float32).reshape(-1).tolist() for row in sample["x"][:2]]})

@@ -1,0 +1,34 @@
+"""Test-only fault injection: SIGKILL one worker once, mid-epoch, so failure recovery can be exercised.
+
+The "once" is a marker file under the run's storage (local path or a pyarrow filesystem URI): the worker
+writes it before it dies, and the restarted worker sees it and carries on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pyarrow.fs as pafs
+
+from pipelines.config import FaultInjection
+
+
+class FaultInjector:
+    """``check(epoch, rank, batches_done)`` kills this process when the configured point is reached."""
+
+    def __init__(self, fault: FaultInjection | None, run_dir: str):
+        self.fault = fault
+        self.fs, base = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else os.path.abspath(run_dir))
+        self.marker = f"{base}/fault-injected-epoch{fault.epoch}-rank{fault.rank}" if fault else ""
+
+    def check(self, epoch: int, rank: int, batches_done: int) -> None:
+        f = self.fault
+        if f is None or (epoch, rank, batches_done) != (f.epoch, f.rank, f.after_batches):
+            return
+        if self.fs.get_file_info(self.marker).type != pafs.FileType.NotFound:
+            return
+        self.fs.create_dir(self.marker.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(self.marker) as out:
+            out.write(f"killed rank {rank} in epoch {epoch} after {batches_done} batches\n".encode())
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aecore import model_class
 
@@ -26,20 +26,55 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the corpus is and how it becomes model inputs."""
 
-    source: Literal["parquet"] = "parquet"
-    """Kind of corpus: parquet (a directory of Parquet shards)."""
+    source: Literal["parquet", "images", "timeseries"] = "parquet"
+    """Kind of corpus: parquet (Parquet shards, one sample per row), images (a folder of PNG/JPEG files) or
+    timeseries (Parquet rows of series id, timestamp and values, cut into sliding windows)."""
 
     path: str = "data/mnist"
-    """Corpus location: a directory, a local path relative to AEPIPE_HOME, or an s3:// / gs:// URI."""
+    """Corpus location: a directory, a local path relative to AEPIPE_HOME, or a file:// / s3:// / gs:// URI."""
 
-    id_column: str = "id"
-    """Column holding each row's unique id."""
+    id_column: str | None = "id"
+    """parquet: column holding each row's unique id; null together with derive_ids=true for "FILE:ROW" ids."""
+
+    derive_ids: bool = False
+    """parquet: derive ids from the file (relative to path) and row number, e.g. "part-00001.parquet:123"."""
 
     vector_column: str = "x"
-    """Column holding a fixed-length float vector (list) per row."""
+    """parquet: column holding a fixed-length list of numbers per row (used unless feature_columns is set)."""
+
+    feature_columns: list[str] | None = None
+    """parquet: numeric columns that together form the sample vector (tabular layout), in this order."""
 
     label_column: str | None = "label"
-    """Optional label column, used only to colour plots; ignored when absent."""
+    """Optional label column (for series: per row, a window's label is its maximum); ignored when absent."""
+
+    image_size: tuple[int, int] = (28, 28)
+    """images: every image is resized to (height, width)."""
+
+    color_mode: Literal["grayscale", "rgb"] = "grayscale"
+    """images: grayscale gives samples (1, H, W), rgb gives (3, H, W); pixel values stay in 0..255."""
+
+    label_from_folder: bool = True
+    """images: an image's label is the name of its parent folder (none for files directly under path)."""
+
+    series_column: str = "series_id"
+    """timeseries: column naming the series a row belongs to (a series may span several files)."""
+
+    timestamp_column: str = "timestamp"
+    """timeseries: column ordering rows within a series (timestamp, date or number)."""
+
+    value_columns: list[str] = Field(default_factory=lambda: ["value"], min_length=1)
+    """timeseries: numeric columns that are a window's features F."""
+
+    window: int = Field(default=32, ge=1)
+    """timeseries: window length T; a sample has shape (T, F)."""
+
+    stride: int = Field(default=16, ge=1)
+    """timeseries: steps between the starts of consecutive windows of a series."""
+
+    on_bad_records: Literal["fail", "skip"] = "fail"
+    """fail: the first bad file or row stops the job with an error naming it; skip: bad files and rows are
+    left out and each is written, with its reason, to a quarantine Parquet under the job's outputs."""
 
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Fraction of ids (by a stable hash of the id) held out for validation."""
@@ -47,8 +82,15 @@ class DataConfig(_Section):
     normalize: Literal["none", "minmax", "standard"] = "minmax"
     """Normalization fitted once on the training split and applied identically at scoring."""
 
-    normalize_scope: Literal["global", "feature"] = "global"
-    """Fit one statistic for all features (global) or one per feature."""
+    normalize_scope: Literal["global", "feature", "channel"] = "global"
+    """One statistic for all values (global), one per position of a sample (feature), or one per channel
+    (channel: C of an image (C, H, W), F of a window (T, F), each feature of a vector)."""
+
+    @model_validator(mode="after")
+    def _ids_are_defined(self) -> "DataConfig":
+        if self.source == "parquet" and self.id_column is None and not self.derive_ids:
+            raise ValueError("id_column is null: set data.derive_ids=true to derive ids from file and row")
+        return self
 
 
 class FaultInjection(_Section):
@@ -165,16 +207,36 @@ class TrackingConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    """How the corpus is scored."""
+    """How the corpus is scored and when its score distribution counts as drifted."""
 
     batch_size: int = Field(default=1024, ge=1)
-    """Rows per scoring batch."""
+    """Rows per forward pass inside a scorer actor."""
 
     concurrency: int = Field(default=1, ge=1)
-    """Scorer actors in the pool."""
+    """Scorer actors in the pool (each loads the model once)."""
 
     num_cpus: float = Field(default=1.0, gt=0)
     """CPUs each scorer actor reserves."""
+
+    num_gpus: float | None = Field(default=None, ge=0)
+    """GPUs each scorer actor reserves; null = 1 when the cluster has a GPU, else 0."""
+
+    shards_per_pass: int = Field(default=16, ge=1)
+    """Input shards streamed through one actor pool before the pool is rebuilt. Each shard is committed
+    (file + marker) as soon as its last row is written, so a killed job loses at most the shards in flight."""
+
+    experiment: str = "aepipe-scoring"
+    """MLflow experiment of scoring runs."""
+
+    psi_limit: float = Field(default=0.2, gt=0)
+    """Drift alarm when the population stability index of scores vs the validation baseline exceeds this
+    (0.1 = small, 0.25 = large shift by the usual rule of thumb)."""
+
+    ks_alpha: float = Field(default=1e-3, gt=0, lt=1)
+    """Drift alarm when the Kolmogorov-Smirnov p-value of scores vs the baseline is below this."""
+
+    drift_bins: int = Field(default=10, ge=2, le=100)
+    """Equal-mass baseline bins for the PSI (must divide 100)."""
 
 
 class JobConfig(_Section):

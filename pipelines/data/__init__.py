@@ -1,38 +1,72 @@
-"""Data stage: read a corpus with Ray Data into canonical rows ``{id, x[, label]}``, split, normalize.
+"""Data stage: read a corpus with Ray Data into canonical rows ``{id, x[, label]}``, validate, split, normalize.
 
-Every source streams; the driver only ever holds per-batch statistics, never the rows.
+Every source streams: files are opened in Ray tasks, and the driver only ever holds per-block summaries
+(statistics, counts, a bounded list of duplicated ids), never the rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import ray.data
 
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
+from pipelines.data.images import read_image_records
 from pipelines.data.normalize import Normalizer, combine_moments, partial_moments
-from pipelines.data.parquet import read_parquet_vectors
+from pipelines.data.parquet import read_parquet_records
+from pipelines.data.records import clean
 from pipelines.data.split import is_validation
+from pipelines.data.timeseries import read_series_records
+from pipelines.data.validate import ValidationReport, validate_records
 
-__all__ = ["Corpus", "DataError", "Normalizer", "load_dataset", "fit_normalizer", "split_dataset", "normalize_dataset"]
+__all__ = ["Corpus", "DataError", "Normalizer", "ValidationReport", "load_dataset", "validate_corpus",
+           "fit_normalizer", "split_dataset", "normalize_dataset"]
 
-_READERS = {"parquet": read_parquet_vectors}
+_READERS = {"parquet": read_parquet_records, "images": read_image_records, "timeseries": read_series_records}
 
 
 @dataclass
 class Corpus:
-    """A streaming dataset of canonical rows and the shape of one sample ``x``."""
+    """A streaming dataset of canonical rows and the shape of one sample ``x``.
+
+    ``dataset`` holds the good rows ``{"id", "x" [B, *sample_shape] float32, "label"?}``: with
+    ``on_bad_records=fail`` a bad record raises :class:`DataError` when reached, with ``skip`` it is left out
+    (recorded by :func:`validate_corpus`, which every job runs first). ``records`` is the same stream with
+    each record's verdict and provenance (``_error``, ``_file``, ``_row``).
+    """
 
     dataset: ray.data.Dataset
     sample_shape: tuple[int, ...]
+    records: ray.data.Dataset | None = None
+    on_bad_records: str = "fail"
+    quarantine_dir: str | None = None
+    report: ValidationReport | None = None
 
 
-def load_dataset(cfg: DataConfig, path: str) -> Corpus:
-    """Open the corpus at ``path`` (canonical columns ``id``, ``x`` and optionally ``label``)."""
-    ds, shape = _READERS[cfg.source](path, cfg)
-    return Corpus(ds, shape)
+def _clean_rows(records: ray.data.Dataset, on_bad_records: str, exclude: frozenset = frozenset()) -> ray.data.Dataset:
+    return records.map_batches(clean, fn_kwargs={"on_bad_records": on_bad_records, "exclude": exclude})
+
+
+def load_dataset(cfg: DataConfig, path: str, quarantine_dir: str | None = None) -> Corpus:
+    """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema)."""
+    records, shape = _READERS[cfg.source](path, cfg)
+    return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records,
+                  quarantine_dir)
+
+
+def validate_corpus(corpus: Corpus) -> Corpus:
+    """One streaming pass over every record (see :mod:`pipelines.data.validate`); returns the corpus with its
+    report, and with duplicated ids left out when skipping. Raises :class:`DataError` on bad input (fail) or
+    when no good record is left."""
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir)
+    if report.records == 0:
+        raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
+    dataset = corpus.dataset
+    if report.duplicated_ids:
+        dataset = _clean_rows(corpus.records, corpus.on_bad_records, report.duplicated_ids)
+    return replace(corpus, dataset=dataset, report=report)
 
 
 def _select(batch: dict[str, np.ndarray], val_fraction: float, want_validation: bool) -> dict[str, np.ndarray]:
@@ -47,17 +81,17 @@ def split_dataset(ds: ray.data.Dataset, val_fraction: float) -> tuple[ray.data.D
     return train, val
 
 
-def _moments(batch: dict[str, np.ndarray], per_feature: bool) -> dict[str, np.ndarray]:
+def _moments(batch: dict[str, np.ndarray], scope: str) -> dict[str, np.ndarray]:
     if len(batch["x"]) == 0:
         return {}
-    return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], per_feature).items()}
+    return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], scope).items()}
 
 
 def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str) -> Normalizer:
     """One distributed pass over ``train``: per-batch moments are reduced on the driver."""
     if kind == "none":
         return Normalizer("none")
-    parts = train.map_batches(_moments, fn_kwargs={"per_feature": scope == "feature"}, batch_size=4096).iter_batches(
+    parts = train.map_batches(_moments, fn_kwargs={"scope": scope}, batch_size=4096).iter_batches(
         batch_size=None, batch_format="numpy"
     )
     rows = [

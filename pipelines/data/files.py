@@ -1,24 +1,41 @@
-"""Listing the files of a corpus on any pyarrow filesystem (local, s3://, gs://)."""
+"""Listing and opening the files of a corpus on any pyarrow filesystem (local, file://, s3://, gs://)."""
 
 from __future__ import annotations
+
+import os
 
 import pyarrow.fs as pafs
 
 from pipelines.data.errors import DataError
 
 
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path on it)`` for a local path or a URI."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
+def open_file(path: str):
+    """A seekable binary file for a local path or URI (what Parquet and Pillow read)."""
+    fs, inner = filesystem(path)
+    return fs.open_input_file(inner)
+
+
 def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
     """Sorted files under ``path`` (recursively) whose names end in one of ``suffixes``.
 
-    Returned paths keep the URI scheme, so Ray Data reads them from the same filesystem.
+    Returned paths keep the URI scheme, so tasks read them from the same filesystem.
     Raises :class:`DataError` for a missing path or a directory with no matching files.
     """
-    fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    fs, root = filesystem(path)
+    if "://" not in path:
+        root = os.path.abspath(root)  # tasks may run in another working directory
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input path {path} does not exist")
     if info.type == pafs.FileType.File:
-        return [path]
+        return [path if "://" in path else root]
     selector = pafs.FileSelector(root, recursive=True)
     names = sorted(
         f.path for f in fs.get_file_info(selector)
@@ -28,3 +45,14 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
         raise DataError(f"input directory {path} has no {'/'.join(suffixes)} files")
     prefix = path[: path.index("://") + 3] if "://" in path else ""
     return [prefix + n for n in names]
+
+
+def relative_names(files: list[str], path: str) -> list[str]:
+    """Each file's path relative to the corpus root ``path`` ("/"-separated); a single file keeps its base name."""
+    root = filesystem(path)[1] if "://" in path else os.path.abspath(path)
+    root = root.rstrip("/") + "/"
+    out = []
+    for f in files:
+        inner = filesystem(f)[1]
+        out.append(inner[len(root):] if inner.startswith(root) else inner.rsplit("/", 1)[-1])
+    return out

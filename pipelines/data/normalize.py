@@ -11,7 +11,8 @@ import numpy as np
 
 @dataclass
 class Normalizer:
-    """``x -> (x - shift) / scale`` with statistics of shape [] (global) or ``input_shape`` (per feature)."""
+    """``x -> (x - shift) / scale`` with statistics of shape [] (global), ``input_shape`` (per feature) or
+    broadcastable per channel (``[C, 1, 1]`` for images, ``[1, F]`` for windows)."""
 
     kind: str = "none"
     shift: list = None  # type: ignore[assignment]
@@ -32,16 +33,42 @@ class Normalizer:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def partial_moments(x: np.ndarray, per_feature: bool) -> dict[str, np.ndarray]:
-    """Sufficient statistics of one batch ``[B, *shape]``: count, sum, sum of squares, min, max."""
+def reduce_axes(ndim: int, scope: str) -> tuple[int, ...]:
+    """Axes of a batch ``[B, *shape]`` (``ndim`` axes) that one statistic pools over.
+
+    global: all; feature: the batch axis only; channel: all but the channel axis, which is axis 1 of an
+    image batch ``[B, C, H, W]`` and the last axis otherwise (``[B, T, F]`` windows, ``[B, D]`` vectors).
+    """
+    if scope == "global":
+        return tuple(range(ndim))
+    if scope == "feature":
+        return (0,)
+    if scope == "channel":
+        channel = 1 if ndim == 4 else ndim - 1
+        return tuple(a for a in range(ndim) if a != channel)
+    raise ValueError(f"unknown normalization scope {scope!r}; known: global, feature, channel")
+
+
+def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
+    """Sufficient statistics of one batch ``[B, *shape]``: count, sum, sum of squares, min, max.
+
+    Statistics keep the sample's rank where they vary (``shape`` for feature, e.g. ``[C, 1, 1]`` for
+    channel), so they broadcast against samples; global ones are scalars.
+    """
     x = np.asarray(x, dtype=np.float64)
-    axis = 0 if per_feature else None
+    axes = reduce_axes(x.ndim, scope)
+    keep = scope != "global"
+
+    def reduce(fn) -> np.ndarray:
+        out = fn(x, axis=axes, keepdims=keep)
+        return out[0] if keep else out
+
     return {
-        "count": np.array(x.shape[0] if per_feature else x.size, dtype=np.float64),
-        "sum": x.sum(axis=axis),
-        "sumsq": np.square(x).sum(axis=axis),
-        "min": x.min(axis=axis),
-        "max": x.max(axis=axis),
+        "count": np.array(np.prod([x.shape[a] for a in axes]), dtype=np.float64),
+        "sum": reduce(np.sum),
+        "sumsq": reduce(lambda a, **kw: np.square(a).sum(**kw)),
+        "min": reduce(np.min),
+        "max": reduce(np.max),
     }
 
 

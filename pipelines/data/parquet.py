@@ -1,61 +1,160 @@
-"""Parquet shards with an id column and a fixed-length float vector column."""
+"""Parquet shards, one sample per row: a fixed-length list column, or a set of numeric feature columns (tabular).
+
+Files are opened inside Ray tasks (never on the driver, apart from the first schema); a file that is not
+Parquet, is truncated or lacks a column becomes one error record naming it, a bad row one naming its row.
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray.data
 
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
-from pipelines.data.files import list_files
+from pipelines.data.files import list_files, open_file, relative_names
+from pipelines.data.records import file_error, make_records, read_in_tasks
+
+ROWS_PER_BATCH = 4096
+#: Column type checks: a predicate on the arrow type and the words an error uses for what was expected.
+NUMBER = (lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t), "a number")
+ID = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer")
+VECTOR = (lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+          and NUMBER[0](t.value_type), "a list of numbers")
+ANY = (lambda t: True, "anything")
 
 
-def _to_canonical(batch: pd.DataFrame, cfg: DataConfig, length: int) -> dict[str, np.ndarray]:
-    """Raw rows -> ``{"id": [B], "x": [B, length] float32, "label": [B]}``; bad rows raise naming the file."""
-    for column in (cfg.id_column, cfg.vector_column):
-        if column not in batch.columns:
-            files = ", ".join(sorted(set(batch["path"]))) if "path" in batch.columns else "input"
-            raise DataError(f"{files}: column {column!r} is missing (columns: {', '.join(c for c in batch.columns if c != 'path')})")
-    rows = batch[cfg.vector_column].to_numpy()
-    lengths = np.fromiter((len(v) if v is not None else -1 for v in rows), dtype=np.int64, count=len(rows))
-    bad = np.flatnonzero(lengths != length)
-    if bad.size:
-        i = int(bad[0])
-        raise DataError(
-            f"{batch['path'].iloc[i]}: id {batch[cfg.id_column].iloc[i]!r} has a vector of length "
-            f"{lengths[i]}, expected {length}"
-        )
-    x = np.stack(rows).astype(np.float32) if len(rows) else np.zeros((0, length), np.float32)
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        i = int(np.flatnonzero(~finite)[0])
-        raise DataError(f"{batch['path'].iloc[i]}: id {batch[cfg.id_column].iloc[i]!r} has NaN or infinite values")
-    out = {"id": batch[cfg.id_column].to_numpy(), "x": x}
-    if cfg.label_column and cfg.label_column in batch.columns:
-        out["label"] = batch[cfg.label_column].to_numpy()
-    return out
+def schema_problem(schema: pa.Schema, required: dict[str, tuple]) -> str | None:
+    """Why a file's schema cannot be read (a missing column or one of the wrong type), or None."""
+    for column, (ok, expected) in required.items():
+        if column not in schema.names:
+            return f"column {column!r} is missing (columns: {', '.join(schema.names)})"
+        if not ok(schema.field(column).type):
+            return f"column {column!r} has type {schema.field(column).type}, expected {expected}"
+    return None
 
 
-def vector_length(path: str, cfg: DataConfig) -> int:
-    """Length of the vector column, read from the first row of the first shard."""
-    first = list_files(path, (".parquet",))[0]
-    import pyarrow.parquet as pq
+def iter_parquet(path: str, required: dict[str, tuple], convert: Callable[[pa.RecordBatch, int], dict],
+                 on_file_error: Callable[[str, int], dict]) -> Iterator[dict[str, np.ndarray]]:
+    """Record batches of one file: ``convert(batch, first_row)`` per batch, ``on_file_error(reason, row)`` when
+    the file cannot be opened, lacks a column, or breaks off part way (a truncated or corrupt page)."""
+    try:
+        pf = pq.ParquetFile(open_file(path))
+    except Exception as exc:  # noqa: BLE001 - any failure to open is the file's fault
+        yield on_file_error(f"not a readable Parquet file ({type(exc).__name__}: {exc})", -1)
+        return
+    if problem := schema_problem(pf.schema_arrow, required):
+        yield on_file_error(problem, -1)
+        return
+    batches, offset = pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(required)), 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001
+            yield on_file_error(f"unreadable from row {offset} on ({type(exc).__name__}: {exc})", offset)
+            return
+        yield convert(batch, offset)
+        offset += batch.num_rows
 
-    table = pq.ParquetFile(first).read_row_group(0, columns=[cfg.vector_column])
-    if table.num_rows == 0:
-        raise DataError(f"{first}: first row group is empty")
-    value = table.column(0)[0].as_py()
-    if value is None:
-        raise DataError(f"{first}: row 0 has a null {cfg.vector_column!r}")
-    return len(value)
+
+def to_float(column: pa.Array) -> np.ndarray:
+    """A numeric arrow column as float64 with NaN for nulls."""
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def read_parquet_vectors(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Stream the shards under ``path`` as canonical rows; returns the dataset and one sample's shape."""
+def read_ids(batch: pa.RecordBatch, cfg: DataConfig, name: str, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [B] str, errors [B])``: the id column as strings, or ``NAME:ROW`` when ids are derived."""
+    n = batch.num_rows
+    if cfg.id_column is None:
+        return np.array([f"{name}:{offset + i}" for i in range(n)], dtype=object), np.full(n, "", dtype=object)
+    ids = np.array(pc.cast(batch.column(cfg.id_column), pa.string()).to_pylist(), dtype=object)
+    missing = np.array([i is None or i == "" for i in ids], dtype=bool)
+    ids[missing] = ""
+    return ids, np.where(missing, "missing id", "").astype(object)
+
+
+def _vector_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x [B, length] float, errors [B])`` from the list column; wrong-length and null vectors are errors."""
+    column = batch.column(cfg.vector_column)
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    x = np.zeros((batch.num_rows, length), np.float64)
+    good = lengths == length
+    if good.any():
+        x[good] = to_float(pc.list_flatten(column.filter(pa.array(good)))).reshape(-1, length)
+    errors = np.array(["" if ok else ("vector is null" if n < 0 else f"vector has length {n}, expected {length}")
+                       for ok, n in zip(good, lengths)], dtype=object)
+    return x, errors
+
+
+def _tabular_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(x [B, F] float, errors [B])`` with one column per feature."""
+    return np.column_stack([to_float(batch.column(c)) for c in cfg.feature_columns]), np.full(batch.num_rows, "", object)
+
+
+def finite_errors(x: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Mark rows of ``x`` [B, ...] holding a null, NaN or infinite value (keeping earlier errors)."""
+    flat = x.reshape(len(x), -1)
+    bad = ~np.isfinite(flat).all(axis=1) & (errors == "")
+    errors = errors.copy()
+    errors[bad] = "null, NaN or infinite value"
+    return errors
+
+
+def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_label: bool) -> Iterator[dict]:
+    to_x = _tabular_x if cfg.feature_columns else _vector_x
+    required = {**({cfg.id_column: ID} if cfg.id_column else {}),
+                **({c: NUMBER for c in cfg.feature_columns} if cfg.feature_columns else {cfg.vector_column: VECTOR}),
+                **({cfg.label_column: ANY} if with_label else {})}
+    for path, name in zip(items["path"], items["name"]):
+        def convert(batch: pa.RecordBatch, offset: int) -> dict:
+            ids, errors = read_ids(batch, cfg, name, offset)
+            x, x_errors = to_x(batch, cfg, length)
+            errors = finite_errors(x, np.where(errors == "", x_errors, errors))
+            x[errors != ""] = 0.0
+            labels = batch.column(cfg.label_column).to_numpy(zero_copy_only=False) if with_label else None
+            return make_records(ids, x, errors, path, np.arange(offset, offset + batch.num_rows), labels)
+
+        yield from iter_parquet(path, required, convert,
+                                lambda reason, row: file_error(path, reason, (length,), with_label, row))
+
+
+def first_readable(files: list[str]) -> tuple[str, pq.ParquetFile]:
+    """The first file that opens as Parquet (to take the schema from); bad ones are reported by the tasks."""
+    for f in files:
+        try:
+            return f, pq.ParquetFile(open_file(f))
+        except Exception:  # noqa: BLE001 - reported per file by the tasks
+            continue
+    raise DataError(f"none of the {len(files)} Parquet files under the input path can be opened (first: {files[0]})")
+
+
+def vector_length(pf: pq.ParquetFile, file: str, cfg: DataConfig) -> int:
+    """Length of one sample: the feature count, a fixed-size list's size, or the first non-null vector's length."""
+    if cfg.feature_columns:
+        return len(cfg.feature_columns)
+    if cfg.vector_column not in pf.schema_arrow.names:
+        raise DataError(f"{file}: column {cfg.vector_column!r} is missing (columns: {', '.join(pf.schema_arrow.names)})")
+    kind = pf.schema_arrow.field(cfg.vector_column).type
+    if pa.types.is_fixed_size_list(kind):
+        return kind.list_size
+    for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=[cfg.vector_column]):
+        lengths = pc.drop_null(pc.list_value_length(batch.column(0)))
+        if len(lengths):
+            return int(lengths[0].as_py())
+    raise DataError(f"{file}: column {cfg.vector_column!r} has no non-null vector to take the sample length from")
+
+
+def read_parquet_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Records of every shard under ``path`` and the sample shape ``(D,)``."""
     files = list_files(path, (".parquet",))
-    length = vector_length(path, cfg)
-    ds = ray.data.read_parquet(files, include_paths=True)
-    ds = ds.map_batches(_to_canonical, fn_kwargs={"cfg": cfg, "length": length}, batch_format="pandas")
-    return ds, (length,)
+    first, pf = first_readable(files)
+    length = vector_length(pf, first, cfg)
+    with_label = bool(cfg.label_column) and cfg.label_column in pf.schema_arrow.names
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path))]
+    return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

@@ -1,0 +1,119 @@
+"""Records: canonical rows plus the provenance and verdict of each, as every source reader emits them.
+
+A record batch is a dict of numpy arrays::
+
+    id      [B] object (str)     sample id ("" where it could not be read)
+    x       [B, *sample_shape]   float32 (zeros where the record is bad)
+    label   [B]                  optional
+    _error  [B] object (str)     "" for a good record, else why it is bad
+    _file   [B] object (str)     the file the record came from
+    _row    [B] int64            its row in that file (-1 where a whole file is bad)
+
+Readers never raise on bad input: they mark it, so ``on_bad_records`` decides in one place whether it stops
+the job (``fail``) or goes to the quarantine (``skip``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+
+from pipelines.data.errors import DataError
+
+ERROR, FILE, ROW = "_error", "_file", "_row"
+BOOKKEEPING = (ERROR, FILE, ROW)
+QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())])
+
+
+def make_records(ids, x: np.ndarray, errors, file: str | np.ndarray, rows, labels=None) -> dict[str, np.ndarray]:
+    """Assemble a record batch; ``file`` may be one name for all rows."""
+    n = len(x)
+    out = {
+        "id": np.asarray(ids, dtype=object).reshape(n),
+        "x": np.asarray(x, dtype=np.float32),
+        ERROR: np.asarray(errors, dtype=object).reshape(n),
+        FILE: np.full(n, file, dtype=object) if isinstance(file, str) else np.asarray(file, dtype=object),
+        ROW: np.asarray(rows, dtype=np.int64).reshape(n),
+    }
+    if labels is not None:
+        out["label"] = np.asarray(labels)
+    return out
+
+
+def file_error(file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1) -> dict[str, np.ndarray]:
+    """One record standing for a whole bad file (or the unreadable rest of it from ``row`` on)."""
+    labels = np.array([None], dtype=object) if with_label else None
+    return make_records([""], np.zeros((1, *shape), np.float32), [reason], file, [row], labels)
+
+
+def describe(file: str, row: int, id_: Any, reason: str) -> str:
+    """``FILE: row R (id 'X'): REASON`` -- the message a bad record becomes."""
+    where = f"{file}"
+    if row >= 0:
+        where += f": row {row}"
+    if id_ not in (None, ""):
+        where += f" (id {id_!r})"
+    return f"{where}: {reason}".replace("\n", " ")
+
+
+def first_error(batch: dict[str, np.ndarray]) -> str | None:
+    """The message of the first bad record in ``batch``, or None."""
+    bad = np.flatnonzero(batch[ERROR] != "")
+    if not bad.size:
+        return None
+    i = int(bad[0])
+    return describe(batch[FILE][i], int(batch[ROW][i]), batch["id"][i], batch[ERROR][i])
+
+
+def clean(batch: dict[str, np.ndarray], on_bad_records: str, exclude: frozenset = frozenset()) -> dict[str, np.ndarray]:
+    """Canonical rows of the good records whose id is not in ``exclude``; ``fail`` raises
+    :class:`DataError` at the first bad record."""
+    if on_bad_records == "fail" and (message := first_error(batch)):
+        raise DataError(message)
+    good = batch[ERROR] == ""
+    if exclude:
+        good &= np.array([i not in exclude for i in batch["id"]], dtype=bool)
+    if not good.any():
+        return {}  # an empty tensor column cannot become an Arrow block
+    return {k: v[good] for k, v in batch.items() if k not in BOOKKEEPING}
+
+
+def quarantine_rows(batch: dict[str, np.ndarray], bad: np.ndarray) -> pa.Table:
+    """The quarantine table (file, row, id, reason) of the records selected by mask ``bad``."""
+    return pa.table({
+        "file": pa.array(batch[FILE][bad].tolist(), pa.string()),
+        "row": pa.array(batch[ROW][bad], pa.int64()),
+        "id": pa.array([str(i) if i not in (None, "") else None for i in batch["id"][bad]], pa.string()),
+        "reason": pa.array(batch[ERROR][bad].tolist(), pa.string()),
+    }, schema=QUARANTINE_SCHEMA)
+
+
+def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
+    """Write ``table`` under ``directory`` with a name derived from its content, so a retried task overwrites."""
+    if table.num_rows == 0:
+        return
+    digest = hashlib.sha1("\n".join(f"{f}\t{r}\t{e}" for f, r, e in zip(
+        table.column("file").to_pylist(), table.column("row").to_pylist(), table.column("reason").to_pylist()
+    )).encode()).hexdigest()[:16]
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, Path(directory) / f"quarantine-{token}-{digest}.parquet")
+
+
+def read_in_tasks(items: list[dict[str, Any]], fn: Callable[..., Iterator[dict[str, np.ndarray]]],
+                  fn_kwargs: dict[str, Any], per_task: int = 1) -> ray.data.Dataset:
+    """Run the generator ``fn(batch_of_items, **fn_kwargs)`` over ``items`` (e.g. file paths) in Ray tasks.
+
+    Each task gets ``per_task`` items and streams out the record batches ``fn`` yields, so no file is ever
+    read on the driver and a bad file only produces error records.
+    """
+    blocks = max(1, math.ceil(len(items) / per_task))
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        fn, fn_kwargs=fn_kwargs, batch_size=per_task, batch_format="numpy"
+    )

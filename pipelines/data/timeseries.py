@@ -1,0 +1,117 @@
+"""Time series: Parquet rows ``(series, timestamp, values...)`` cut into sliding windows ``x [T, F]`` per series.
+
+Rows are read in Ray tasks, grouped by series with a Ray Data shuffle (``groupby(...).map_groups``), so a
+series spread over several files is put back together and no window ever crosses two series. Within a
+series, rows are ordered by timestamp; a window never spans a bad row either. Window ids are
+``SERIES@START`` (ISO time for timestamp columns, the number otherwise), e.g. ``series-7@2024-01-01T00:00:00``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray.data
+
+from pipelines.config import DataConfig
+from pipelines.data.files import list_files, open_file
+from pipelines.data.parquet import ANY, NUMBER, finite_errors, first_readable, iter_parquet, to_float
+from pipelines.data.records import ERROR, FILE, ROW, file_error, make_records, read_in_tasks
+
+SERIES, TIME, VALUES = "_series", "_time", "_values"
+TIMELIKE = (lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
+SERIES_ID = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer")
+
+
+def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with_label: bool) -> Iterator[dict]:
+    """Rows of each file as ``{_series, _time, _values [B, F], label?, _error, _file, _row}``."""
+    required = {cfg.series_column: SERIES_ID, cfg.timestamp_column: TIMELIKE if datetime else NUMBER,
+                **{c: NUMBER for c in cfg.value_columns}, **({cfg.label_column: ANY} if with_label else {})}
+    for path in items["path"]:
+        def convert(batch: pa.RecordBatch, offset: int) -> dict:
+            series = np.array(pc.cast(batch.column(cfg.series_column), pa.string()).to_pylist(), dtype=object)
+            time = batch.column(cfg.timestamp_column)
+            missing_time = time.is_null().to_numpy(zero_copy_only=False)
+            time = (pc.cast(pc.cast(time, pa.timestamp("ns")), pa.int64()) if datetime else pc.cast(time, pa.float64()))
+            time = pc.fill_null(time, 0).to_numpy(zero_copy_only=False).astype(np.float64 if not datetime else np.int64)
+            values = np.column_stack([to_float(batch.column(c)) for c in cfg.value_columns])
+            errors = np.where([s is None for s in series], "missing series id",
+                              np.where(missing_time, "missing timestamp", "")).astype(object)
+            errors = finite_errors(values, errors)
+            values[errors != ""] = 0.0
+            series[[s is None for s in series]] = ""
+            rows = {SERIES: series, TIME: time, VALUES: values, ERROR: errors,
+                    FILE: np.full(batch.num_rows, path, dtype=object), ROW: np.arange(offset, offset + batch.num_rows)}
+            if with_label:
+                rows["label"] = np.nan_to_num(to_float(batch.column(cfg.label_column)))
+            return rows
+
+        def on_file_error(reason: str, row: int) -> dict:
+            rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row)
+            out = {SERIES: np.array([""], dtype=object), TIME: np.zeros(1, np.int64 if datetime else np.float64),
+                   VALUES: rec["x"], ERROR: rec[ERROR], FILE: rec[FILE], ROW: rec[ROW]}
+            if with_label:
+                out["label"] = np.zeros(1)
+            return out
+
+        yield from iter_parquet(path, required, convert, on_file_error)
+
+
+def _start_label(t, datetime: bool) -> str:
+    if datetime:
+        return pd.Timestamp(int(t)).isoformat()
+    return str(int(t)) if float(t).is_integer() else repr(float(t))
+
+
+def _windows(group: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with_label: bool) -> dict[str, np.ndarray]:
+    """All windows ``[W, T, F]`` of one series, plus error records for its bad rows and the windows they spoil."""
+    t_len, stride = cfg.window, cfg.stride
+    order = np.argsort(group[TIME], kind="stable")
+    g = {k: v[order] for k, v in group.items()}
+    series, n = g[SERIES][0], len(order)
+    errors = g[ERROR].copy()
+    repeated = np.flatnonzero(np.diff(g[TIME]) == 0) + 1
+    errors[repeated[errors[repeated] == ""]] = "duplicate timestamp in this series"
+    bad = errors != ""
+    ids, x, errs, files, rows, labels = [], [], [], [], [], []
+
+    def emit(id_, xs, err, i, label):
+        ids.append(id_), x.append(xs), errs.append(err), files.append(g[FILE][i]), rows.append(g[ROW][i])
+        labels.append(label)
+
+    shape = (t_len, len(cfg.value_columns))
+    for i in np.flatnonzero(bad):
+        emit(series, np.zeros(shape, np.float32), errors[i], i, 0)
+    if series and n < t_len:
+        sources = ", ".join(sorted(set(g[FILE]))[:3])
+        emit(series, np.zeros(shape, np.float32),
+             f"series {series!r} has {n} rows (in {sources}), fewer than one window of {t_len}", 0, 0)
+    elif series:
+        starts = np.arange(0, n - t_len + 1, stride)
+        spoiled = np.concatenate([[0], np.cumsum(bad)])
+        for s in starts:
+            window_id = f"{series}@{_start_label(g[TIME][s], datetime)}"
+            n_bad = spoiled[s + t_len] - spoiled[s]
+            err = f"window overlaps {n_bad} bad row(s) of series {series!r}" if n_bad else ""
+            label = g["label"][s:s + t_len].max() if with_label else 0
+            emit(window_id, g[VALUES][s:s + t_len] if not n_bad else np.zeros(shape, np.float32), err, s, label)
+    if not ids:
+        return {}
+    return make_records(ids, np.stack(x), errs, np.array(files, dtype=object), rows,
+                        np.asarray(labels, dtype=np.int64) if with_label else None)
+
+
+def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Window records of every series under ``path`` and the sample shape ``(T, F)``."""
+    files = list_files(path, (".parquet",))
+    schema = first_readable(files)[1].schema_arrow
+    datetime = cfg.timestamp_column in schema.names and TIMELIKE[0](schema.field(cfg.timestamp_column).type)
+    with_label = bool(cfg.label_column) and cfg.label_column in schema.names
+    kwargs = {"cfg": cfg, "datetime": datetime, "with_label": with_label}
+    rows = read_in_tasks([{"path": f} for f in files], _raw_rows, kwargs)
+    windows = rows.groupby(SERIES).map_groups(_windows, fn_kwargs=kwargs, batch_format="numpy")
+    return windows, (cfg.window, len(cfg.value_columns))
+

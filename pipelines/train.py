@@ -32,7 +32,7 @@ from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import ConfigError, JobConfig
 from pipelines.faults import FaultInjector
 from pipelines.optim import LRSchedule, Patience, Precision
-from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset
+from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset, validate_corpus
 
 JOB_TAG = "aepipe.job"
 
@@ -298,8 +298,10 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
 
 def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Driver: read and split the corpus, fit normalization, train on Ray, log, register. Needs ``ray.init``."""
-    corpus = load_dataset(job.data, job.data_path)
+    corpus = load_dataset(job.data, job.data_path, quarantine_dir=job.resolve(f"outputs/quarantine/{job.name}"))
     _check_shape(job, corpus.sample_shape)
+    log("validating the corpus ...")
+    corpus = validate_corpus(corpus)  # bad input stops here (fail) or is quarantined (skip), before training
     train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
     log("fitting normalization on the training split ...")
     normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
@@ -308,6 +310,8 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
 
     run_id = _open_run(job)
     uri, tc = job.tracking_uri, job.train
+    tracking.log_metrics(uri, run_id, {"data_records": corpus.report.records,
+                                       "data_skipped_records": corpus.report.skipped}, step=0)
     run_name = _ray_run_name(job, run_id)
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     trainer = TorchTrainer(

@@ -99,9 +99,16 @@ class Autoencoder(nn.Module):
         """The code used as a representation, ``[B, latent_dim]``."""
         return self.encode(x)
 
+    @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        """``n`` draws from the model, ``[n, *input_shape]``; generative families only."""
-        raise NotImplementedError(f"{self.registry_name!r} is not a generative model")
+        """``n`` draws from the model, ``[n, *input_shape]``; generative families only.
+
+        Default for generative families: decode ``n`` draws from the N(0, I) code prior.
+        """
+        if not self.generative:
+            raise NotImplementedError(f"{self.registry_name!r} is not a generative model")
+        device = next(self.parameters()).device
+        return self.decode(torch.randn(n, self.config.latent_dim, device=device))
 
     # -- how one training iteration updates the parameters ------------------------------------
     def update_phases(self) -> list[UpdatePhase]:

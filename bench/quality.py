@@ -38,7 +38,7 @@ def load_digits_split(n_train: int, n_test: int, seed: int) -> tuple[torch.Tenso
     return x[:n_train], x[n_train : n_train + n_test]
 
 
-def train(model: Autoencoder, x: torch.Tensor, epochs: int, lr: float = 1e-3, batch: int = 128, seed: int = 0) -> Autoencoder:
+def train(model: Autoencoder, x: torch.Tensor, epochs: int, lr: float = 1e-3, batch: int = 64, seed: int = 0) -> Autoencoder:
     """Minibatch Adam over every update phase of ``model`` (works for any family); returns it in eval mode."""
     opts = {k: torch.optim.Adam(v, lr=lr) for k, v in model.optimizer_params().items()}
     gen = torch.Generator().manual_seed(seed)
@@ -68,12 +68,20 @@ def vae_nll(model: Any, x: torch.Tensor, k: int, seed: int) -> tuple[float, floa
 
 
 def run_quality(n_train: int = 4000, n_test: int = 1000, epochs: int = 30, seed: int = 0, quick: bool = False) -> dict[str, float]:
-    """Train the models and return held-out metrics (MSEs, ratios to PCA, VAE NLLs, seconds)."""
+    """Train the models and return held-out metrics (MSEs, ratios to PCA, VAE NLLs, seconds).
+
+    ``quick`` shrinks everything (200 / 100 digits, one epoch, k = 5) to a smoke run of a few seconds.
+    """
+    threads = torch.get_num_threads()
     torch.set_num_threads(2)
+    try:
+        return _run(*((200, 100, 1) if quick else (n_train, n_test, epochs)), seed=seed, k=5 if quick else 50)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(n_train: int, n_test: int, epochs: int, seed: int, k: int) -> dict[str, float]:
     torch.manual_seed(seed)
-    if quick:
-        n_train, n_test, epochs = 300, 100, 1
-    k = 5 if quick else 50
     x_train, x_test = load_digits_split(n_train, n_test, seed)
     out: dict[str, float] = {"n_train": n_train, "n_test": n_test, "epochs": epochs}
 

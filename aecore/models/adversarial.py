@@ -91,9 +91,3 @@ class AdversarialAutoencoder(DenseAutoencoder):
         rec = self.reconstruction_loss(self.decode(z), x)
         terms = {"reconstruction": rec, **self.generator_terms(z), **self.discriminator_terms(z)}
         return {"loss": rec + terms["generator"] + terms["discriminator"], **terms}
-
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Decode ``n`` draws from the N(0, I) prior the codes were matched to: ``[n, *input_shape]``."""
-        device = next(self.parameters()).device
-        return self.decode(torch.randn(n, self.config.latent_dim, device=device))

@@ -99,12 +99,6 @@ class GaussianLatent:
         k = self.config.score_samples
         return self.negative_elbo(x, gen) if k == 1 else self.iwae_nll(x, k, gen)
 
-    @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Decode ``n`` draws from the N(0, I) prior: ``[n, *input_shape]``."""
-        device = next(self.parameters()).device
-        return self.decode(torch.randn(n, self.config.latent_dim, device=device))
-
 
 class VAEConfig(GaussianLatentConfig, DenseConfig):
     """Configuration of the dense variational autoencoder."""

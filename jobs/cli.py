@@ -14,6 +14,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("train")(train.train)
 app.command("score")(score.score)
+app.add_typer(score.app, name="scores")
 app.command("zoo")(zoo.zoo)
 
 

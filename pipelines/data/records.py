@@ -117,3 +117,14 @@ def read_in_tasks(items: list[dict[str, Any]], fn: Callable[..., Iterator[dict[s
     return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         fn, fn_kwargs=fn_kwargs, batch_size=per_task, batch_format="numpy"
     )
+
+
+#: Shuffles (the duplicate-id check, putting series back together) use Ray Data's task-based sort shuffle:
+#: no long-lived aggregator actors holding CPUs that the trainer's workers need on a small cluster.
+SHUFFLE_STRATEGY = "sort_shuffle_pull_based"
+
+
+def group_by(ds: ray.data.Dataset, key: str) -> "ray.data.grouped_data.GroupedData":
+    """``ds.groupby(key)`` with :data:`SHUFFLE_STRATEGY` (set on this dataset only, not process-wide)."""
+    ds.context.shuffle_strategy = SHUFFLE_STRATEGY
+    return ds.groupby(key)

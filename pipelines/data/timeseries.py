@@ -19,7 +19,7 @@ import ray.data
 from pipelines.config import DataConfig
 from pipelines.data.files import list_files, open_file
 from pipelines.data.parquet import ANY, NUMBER, finite_errors, first_readable, iter_parquet, to_float
-from pipelines.data.records import ERROR, FILE, ROW, file_error, make_records, read_in_tasks
+from pipelines.data.records import ERROR, FILE, ROW, file_error, group_by, make_records, read_in_tasks
 
 SERIES, TIME, VALUES = "_series", "_time", "_values"
 TIMELIKE = (lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
@@ -112,6 +112,6 @@ def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, t
     with_label = bool(cfg.label_column) and cfg.label_column in schema.names
     kwargs = {"cfg": cfg, "datetime": datetime, "with_label": with_label}
     rows = read_in_tasks([{"path": f} for f in files], _raw_rows, kwargs)
-    windows = rows.groupby(SERIES).map_groups(_windows, fn_kwargs=kwargs, batch_format="numpy")
+    windows = group_by(rows, SERIES).map_groups(_windows, fn_kwargs=kwargs, batch_format="numpy")
     return windows, (cfg.window, len(cfg.value_columns))
 

@@ -5,7 +5,7 @@
 - ``skip``: bad records are written (file, row, id, reason) to Parquet under the quarantine directory by the
   tasks that find them, and every copy of a duplicated id is quarantined too (which copy is right is unknown).
 
-Duplicate ids are found with a Ray Data hash shuffle (``groupby("id").count()``): the driver receives one
+Duplicate ids are found with a Ray Data shuffle (``groupby("id").count()``): the driver receives one
 summary row per block and at most ``MAX_DUPLICATES`` duplicated ids, never the full id list.
 """
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import ray.data
 
 from pipelines.data.errors import DataError
-from pipelines.data.records import ERROR, FILE, ROW, describe, first_error, quarantine_rows, write_quarantine
+from pipelines.data.records import ERROR, FILE, ROW, describe, first_error, group_by, quarantine_rows, write_quarantine
 
 MAX_DUPLICATES = 100_000
 EXAMPLES = 5
@@ -105,7 +105,7 @@ def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_
     keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
     audit = {"on_bad_records": on_bad_records, "quarantine_dir": quarantine_dir, "token": token}
     summary = _driver_side(
-        records.map_batches(_audit, fn_kwargs=audit).groupby("id").count()
+        group_by(records.map_batches(_audit, fn_kwargs=audit), "id").count()
         .map_batches(_summarize, fn_kwargs={"keep": keep}).iter_rows()
     )
     rows = int(sum(s["rows"] for s in summary))

@@ -293,8 +293,6 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
          "incremental": req.incremental, "score": req.settings.model_dump(mode="json")},
         tags={"aepipe.kind": "scoring", "aepipe.model.name": model.name, "aepipe.model.version": model.version},
         artifact_root=req.artifact_root)
-    tracking.log_metrics(req.tracking_uri, run_id, {"data_records": checked.records,
-                                                    "data_skipped_records": checked.skipped}, step=0)
     try:
         staging.mkdir(parents=True, exist_ok=True)
         for m in plan.carried:
@@ -362,6 +360,7 @@ def _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, dri
     metrics: dict[str, float] = {
         "rows": rows, "rows_scored": rows_scored, "shards_scored": len(this_run) - len(plan.resumed),
         "shards_resumed": len(plan.resumed), "shards_carried": len(plan.carried),
+        "data_skipped_records": sum(m.get("skipped", 0) for m in this_run),
         "rows_per_s": rows_scored / score_seconds if score_seconds > 0 else 0.0, "scoring_seconds": score_seconds,
     }
     sketch = _merged_sketch(job, this_run)

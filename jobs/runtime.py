@@ -1,17 +1,21 @@
 """Process-level concerns of the jobs layer: environment defaults, Ray start-up, user-facing errors.
 
 This is the only place that reads the environment: ``AEPIPE_HOME`` (default ``./.aepipe``),
-``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and ``RAY_ADDRESS``.
+``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and ``RAY_ADDRESS``; ``AEPIPE_CREDENTIALS_FILE`` (an INI
+file like ``~/.mlflow/credentials``) fills ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, which
+MLflow reads itself. Credentials never travel inside a URI, a config or a log line.
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -19,14 +23,19 @@ from rich.console import Console
 from aecore import UnknownModelError
 from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.data import DataError
-from pipelines.tracking import RegistryError
+from pipelines.tracking import RegistryError, auth_failure_status
 
 console = Console(stderr=True, soft_wrap=True)
 
+
+class CredentialsError(ValueError):
+    """Credentials in the wrong place (inside a URI) or a credentials file that cannot be read."""
+
 #: Exceptions that are the user's input, shown as one clear line instead of a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, UnknownModelError, RegistryError, FileNotFoundError,
+    ConfigError, DataError, UnknownModelError, RegistryError, FileNotFoundError, CredentialsError,
 )
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def home() -> Path:
@@ -36,7 +45,38 @@ def home() -> Path:
 
 def tracking_uri(explicit: str | None = None) -> str:
     """MLflow tracking URI: explicit, else ``MLFLOW_TRACKING_URI``, else SQLite under AEPIPE_HOME."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+    load_credentials()
+    return _no_userinfo(explicit or os.environ.get("MLFLOW_TRACKING_URI")) or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+
+
+def _no_userinfo(uri: str | None) -> str | None:
+    """Refuse ``scheme://user:password@host`` (it would land in run params and logs); the error hides it."""
+    parts = urlsplit(uri or "")
+    if parts.password is not None or (parts.username is not None and parts.scheme.startswith("http")):
+        raise CredentialsError(
+            f"the MLflow URI {parts.scheme}://***@{parts.hostname}{'' if parts.port is None else f':{parts.port}'} "
+            "embeds credentials; set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE")
+    return uri
+
+
+def load_credentials() -> None:
+    """Fill the MLflow credential variables from ``AEPIPE_CREDENTIALS_FILE`` (section ``[mlflow]``, keys
+    ``mlflow_tracking_username`` / ``mlflow_tracking_password``); variables already set win."""
+    path = os.environ.get("AEPIPE_CREDENTIALS_FILE")
+    if not path:
+        return
+    parser = configparser.ConfigParser()
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+    except (OSError, configparser.Error) as exc:
+        raise CredentialsError(f"AEPIPE_CREDENTIALS_FILE {path}: cannot read it ({type(exc).__name__})") from None
+    if "mlflow" not in parser:
+        raise CredentialsError(f"AEPIPE_CREDENTIALS_FILE {path}: no [mlflow] section")
+    for var in CREDENTIAL_VARS:
+        value = parser["mlflow"].get(var.lower())
+        if value and not os.environ.get(var):
+            os.environ[var] = value
 
 
 def registry_uri(explicit: str | None = None) -> str | None:
@@ -46,9 +86,10 @@ def registry_uri(explicit: str | None = None) -> str | None:
 def job_config(path: str | None, overrides: list[str]) -> JobConfig:
     """Load a job config with the environment's defaults under the file and the overrides."""
     job = load_config(path, overrides, home=str(home()))
+    load_credentials()
     tracking = job.tracking.model_copy(update={
-        "tracking_uri": job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-        "registry_uri": job.tracking.registry_uri or registry_uri(),
+        "tracking_uri": _no_userinfo(job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
+        "registry_uri": _no_userinfo(job.tracking.registry_uri or registry_uri()),
     })
     return job.model_copy(update={"tracking": tracking})
 
@@ -70,14 +111,20 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn user-input errors (even wrapped by Ray) into ``error: ...`` and exit status 2."""
+def user_errors(tracking: str | None = None) -> Iterator[None]:
+    """Turn user-input errors (even wrapped by Ray) into ``error: ...`` and exit status 2; so too an MLflow
+    server refusing the credentials (``tracking``: the URI to name, default the environment's)."""
     try:
         yield
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised unless it is the user's input
         found = _user_error(exc)
+        status = auth_failure_status(exc) if found is None else None
+        if status is not None:
+            uri = tracking or os.environ.get("MLFLOW_TRACKING_URI") or "the MLflow server"
+            fail(f"MLflow rejected the credentials for {uri} (HTTP {status}); check MLFLOW_TRACKING_USERNAME / "
+                 "MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE")
         if found is None:
             raise
         message = str(found.args[0]) if isinstance(found, KeyError) and found.args else str(found)
@@ -111,3 +158,8 @@ def fail(message: str, code: int = 2) -> None:
 
 def echo(message: str) -> None:
     print(message, file=sys.stdout, flush=True)
+
+
+def print_table(table: object) -> None:
+    """Print a rich table to stdout; wide when stdout is not a terminal, so ids are never cut."""
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

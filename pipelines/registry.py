@@ -4,6 +4,7 @@ explicit promotion or by a configured gate (the challenger beats the champion on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines import tracking
 
@@ -52,8 +53,34 @@ def gate(tracking_uri: str, name: str, candidate: str, margin: float, registry_u
 def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION, *, force: bool = False,
             margin: float = 0.0, registry_uri: str | None = None) -> GateDecision:
     """Move ``alias`` to ``version``; for ``champion`` the gate must pass unless ``force``."""
+    version_info(tracking_uri, name, version, registry_uri)  # a clear error for an unknown name/version
     decision = GateDecision(True, "forced") if force or alias != CHAMPION else gate(
         tracking_uri, name, version, margin, registry_uri)
     if decision.passed:
         tracking.set_alias(tracking_uri, name, alias, version, registry_uri)
     return decision
+
+
+def version_info(tracking_uri: str, name: str, version: str, registry_uri: str | None = None) -> dict[str, Any]:
+    """One version as :func:`pipelines.tracking.model_versions` describes it; :class:`RegistryError` if absent."""
+    versions = {v["version"]: v for v in tracking.model_versions(tracking_uri, name, registry_uri)}
+    if str(version) not in versions:
+        known = ", ".join(sorted(versions, key=int)) or "none"
+        raise tracking.RegistryError(f"registered model {name!r} has no version {version} (versions: {known})")
+    return versions[str(version)]
+
+
+def version_metrics(info: dict[str, Any]) -> dict[str, float]:
+    """A version's metrics: its source run's latest values, with the gate metric's tag (if any) on top."""
+    metrics = {k: float(v) for k, v in info["metrics"].items()}
+    if GATE_METRIC in info["tags"]:
+        metrics[GATE_METRIC] = float(info["tags"][GATE_METRIC])
+    return metrics
+
+
+def compare(tracking_uri: str, name: str, a: str, b: str,
+            registry_uri: str | None = None) -> list[tuple[str, float | None, float | None]]:
+    """``[(metric, value of a, value of b), ...]`` over the union of both versions' metrics, sorted by name."""
+    ma = version_metrics(version_info(tracking_uri, name, a, registry_uri))
+    mb = version_metrics(version_info(tracking_uri, name, b, registry_uri))
+    return [(k, ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))]

@@ -284,3 +284,54 @@ def resolve_model_uri(tracking_uri: str, uri: str, registry_uri: str | None = No
         raise RegistryError(f"cannot resolve {uri}: run {run_id} has no registered model version")
     mv = max(versions, key=lambda v: int(v.version))
     return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
+
+
+# -- operations: registry queries, run listings, auth failures (issue 7) ------------------------------
+def model_versions(tracking_uri: str, name: str, registry_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of ``name``, newest first: version, aliases, status, source run, source, created (ms),
+    tags and the source run's latest metrics. :class:`RegistryError` when the model does not exist."""
+    c = client(tracking_uri, registry_uri)
+    try:
+        model = c.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.get_http_status_code() != 404:
+            raise
+        raise RegistryError(f"no registered model named {name!r}") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
+        metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        out.append({
+            "version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
+            "status": mv.status, "run_id": mv.run_id, "source": mv.source,
+            "created": mv.creation_timestamp, "tags": dict(mv.tags), "metrics": dict(metrics),
+        })
+    return out
+
+
+def recent_runs(tracking_uri: str, experiment: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs of ``experiment``: id, name, status, start (ms), latest metrics.
+    :class:`RegistryError` when the experiment does not exist."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        raise RegistryError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+    runs = c.search_runs([exp.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
+             "start": r.info.start_time, "metrics": dict(r.data.metrics), "params": dict(r.data.params)}
+            for r in runs]
+
+
+def auth_failure_status(exc: BaseException) -> int | None:
+    """401 or 403 when ``exc`` (or an exception in its chain) is an MLflow server refusing the credentials."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = exc.get_http_status_code() if isinstance(exc, MlflowException) else getattr(
+            getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return int(status)
+        exc = exc.__cause__ or exc.__context__
+    return None

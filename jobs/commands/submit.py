@@ -1,0 +1,104 @@
+"""``aepipe submit KIND [ARGS]...``: run an aepipe job on a Ray cluster through the Ray Jobs API.
+
+The job runs ``python -m jobs.entrypoints.KIND ARGS`` with the project directory as its ``working_dir`` and
+the non-secret settings (``AEPIPE_HOME``, MLflow URIs) as environment variables. Secrets never go in the
+runtime environment (the dashboard shows it to anyone who can reach it): the cluster's pods get MLflow and
+object-store credentials from their own Kubernetes Secrets (see infra/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from enum import Enum
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from jobs.commands.ray_jobs import AddressOpt, exit_status, follow_logs, jobs_client, ray_errors
+from jobs.runtime import CredentialsError, echo, user_errors
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Uploaded with the job? Never: environments, local state, VCS data, caches.
+EXCLUDES = [".venv", ".aepipe", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", "mlruns", "mlartifacts"]
+#: Passed through from the submitting shell when set.
+PASSTHROUGH_ENV = ("AEPIPE_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME")
+SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "PRIVATE_KEY", "AUTH")
+
+
+class Kind(str, Enum):
+    train = "train"
+    score = "score"
+    nightly_score = "nightly-score"
+
+    @property
+    def module(self) -> str:
+        return f"jobs.entrypoints.{self.value.replace('-', '_')}"
+
+
+def entrypoint(kind: Kind, args: list[str]) -> str:
+    """The shell command the Ray job runs: ``python -m jobs.entrypoints.KIND ARGS`` (each argument quoted)."""
+    return shlex.join(["python", "-m", kind.module, *args])
+
+
+def runtime_env(working_dir: Path, env: dict[str, str], pip: list[str] | None = None) -> dict[str, Any]:
+    """The job's runtime environment; refuses environment variables whose names look like secrets."""
+    secret = sorted(k for k in env if any(m in k.upper() for m in SECRET_MARKERS))
+    if secret:
+        raise CredentialsError(
+            f"refusing to put {', '.join(secret)} in the job's runtime environment (the Ray dashboard shows it); "
+            "give the cluster's pods the secret from a Kubernetes Secret instead")
+    renv: dict[str, Any] = {"working_dir": str(working_dir), "excludes": list(EXCLUDES), "env_vars": dict(env)}
+    if pip:
+        renv["pip"] = pip[0] if len(pip) == 1 and pip[0].endswith(".txt") else list(pip)
+    return renv
+
+
+def job_env(extra: list[str]) -> dict[str, str]:
+    """The pass-through variables that are set, then ``KEY=VALUE`` pairs from ``--env``."""
+    env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
+    for pair in extra:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CredentialsError(f"--env takes KEY=VALUE, got {pair.split('=')[0]!r}")
+        env[key] = value
+    return env
+
+
+def submit(
+    ctx: typer.Context,
+    kind: Kind = typer.Argument(..., help="Which entrypoint: train | score | nightly-score."),
+    address: str = AddressOpt,
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's log and exit with its status."),
+    pip: Optional[List[str]] = typer.Option(
+        None, "--pip", help="Install this requirement (or requirements.txt) in the job's environment; repeatable. "
+                            "Default: none, the cluster's image already has aepipe's dependencies."),
+    env: Optional[List[str]] = typer.Option(None, "--env", help="Extra KEY=VALUE for the job; repeatable."),
+    working_dir: Path = typer.Option(PROJECT_ROOT, help="Directory uploaded as the job's working_dir."),
+    submission_id: Optional[str] = typer.Option(None, help="Submission id (default: Ray picks one)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the job (entrypoint, runtime env) and stop."),
+) -> None:
+    """Submit ``aepipe KIND ARGS`` (ARGS: everything after the options, e.g. --config ... train.epochs=3)."""
+    with user_errors():
+        spec = {"entrypoint": entrypoint(kind, list(ctx.args)),
+                "runtime_env": runtime_env(working_dir.resolve(), job_env(env or []), pip),
+                "submission_id": submission_id}
+    if dry_run:
+        echo(json.dumps(spec, indent=1))
+        return
+    client = jobs_client(address)
+    with ray_errors(address):
+        job_id = client.submit_job(**spec)
+        echo(f"submitted {job_id} to {address}")
+        if not follow:
+            echo(f"follow it with: aepipe jobs logs --follow {job_id} --address {address}")
+            return
+        try:
+            follow_logs(client, job_id)
+        except KeyboardInterrupt:
+            echo(f"\nstopped following; the job keeps running (aepipe jobs stop {job_id} --address {address})")
+            raise typer.Exit(130) from None
+        code = exit_status(client, job_id)
+    raise typer.Exit(code)

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 import ray.data
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from pipelines.config import DataConfig
 from pipelines.data.files import list_files, open_file, relative_names
@@ -46,6 +46,8 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig) -> Iterator[dict[str
     for i, path in enumerate(items["path"]):
         try:
             x[i] = decode(path, cfg)
+        except UnidentifiedImageError:
+            errors[i] = "not a readable image (Pillow cannot identify it as PNG or JPEG)"
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the file's fault
             errors[i] = f"not a readable image ({type(exc).__name__}: {exc})"
     names = items["name"]

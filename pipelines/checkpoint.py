@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 from safetensors.torch import load_model as load_weights
 from torch import nn
@@ -59,3 +60,17 @@ def restore(directory: str | Path, model: nn.Module) -> dict[str, Any]:
     device = next(model.parameters()).device
     load_weights(model, str(d / MODEL_DIR / "model.safetensors"), device=str(device))
     return torch.load(d / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def prune_unregistered(run_dir: str, kept: list[str]) -> list[str]:
+    """Delete ``checkpoint_*`` directories under ``run_dir`` (local path or URI) that are not in ``kept``
+    (filesystem paths): a worker that died after persisting a checkpoint but before the controller
+    registered it leaves one behind. Returns the deleted paths."""
+    fs, base = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else str(Path(run_dir).resolve()))
+    keep = {k.rstrip("/") for k in kept}
+    found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    orphans = [f.path for f in found if f.type == pafs.FileType.Directory
+               and f.base_name.startswith("checkpoint_") and f.path.rstrip("/") not in keep]
+    for path in orphans:
+        fs.delete_dir(path)
+    return orphans

@@ -313,12 +313,13 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
     tracking.log_metrics(uri, run_id, {"data_records": corpus.report.records,
                                        "data_skipped_records": corpus.report.skipped}, step=0)
     run_name = _ray_run_name(job, run_id)
+    run_dir = f"{job.checkpoint_path.rstrip('/')}/{run_name}"
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json"), "normalizer": normalizer.__dict__,
                            "run_id": run_id, "tracking_uri": uri,
-                           "run_dir": f"{job.checkpoint_path.rstrip('/')}/{run_name}"},
+                           "run_dir": run_dir},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(job),
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(
@@ -335,6 +336,8 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
         tracking.end_run(uri, run_id, "FAILED")
         raise
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])
+    for path in ckpt.prune_unregistered(run_dir, [c.path for c, _ in result.best_checkpoints]):
+        log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = Path(job.resolve("outputs")) / "models" / run_id / tracking.BUNDLE_ARTIFACT
     best_ckpt.to_directory(str(bundle_dir))
     (bundle_dir / ckpt.STATE_FILE).unlink()  # optimizer state stays with the checkpoint, not the model

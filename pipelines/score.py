@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import publish, tracking
 from pipelines.bundle import ModelBundle
-from pipelines.config import DataConfig, ScoreConfig
+from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import DataError, load_dataset, validate_corpus
 from pipelines.drift import DriftReport, ScoreSketch, baseline_cdf, check_drift, sketch_edges
 
@@ -121,6 +121,16 @@ def _id_type(shard: publish.Shard, cfg: DataConfig) -> pa.DataType:
 
 def _tag(batch: dict[str, np.ndarray], shard: int) -> dict[str, np.ndarray]:
     return {"id": batch["id"], "x": batch["x"], SHARD: np.full(len(batch["id"]), shard, np.int32)}
+
+
+def _check_cpus(settings: ScoreConfig) -> None:
+    """Refuse an actor pool that reserves every CPU: Ray Data's read tasks (1 CPU each) could never run."""
+    total = ray.cluster_resources().get("CPU", 0)
+    if settings.concurrency * settings.num_cpus > total - 1:
+        raise ConfigError(
+            f"score.concurrency x score.num_cpus = {settings.concurrency} x {settings.num_cpus} leaves less than "
+            f"one of the cluster's {total:g} CPUs for reading the corpus, so the job would hang; lower num_cpus "
+            f"(e.g. {max(0.25, (total - 1) / settings.concurrency):.2g}) or concurrency")
 
 
 def _gpus(settings: ScoreConfig) -> float:
@@ -259,6 +269,7 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
     """Driver: pin the model version, plan, stream pending shards through the scorer pool, verify, publish,
     log a scoring run with a drift check. Needs ``ray.init``."""
     t0 = time.perf_counter()
+    _check_cpus(req.settings)
     model = tracking.resolve_model_uri(req.tracking_uri, req.model_uri, req.registry_uri)
     log(f"scoring with {model.uri} (resolved from {req.model_uri})")
     bundle_dir = tracking.download_bundle(req.tracking_uri, model, registry_uri=req.registry_uri)

@@ -181,6 +181,10 @@ def test_shape_mismatch_fails_before_any_work(env, tmp_path):
     assert "samples have shape (100,) but the model expects (784,)" in result.output
     assert not any(tmp_path.glob("*out*"))  # nothing staged, nothing published
 
+    # an actor pool that reserves every CPU would starve the read tasks: refused up front
+    hang = _score(tmp_path / "in", tmp_path / "out", "--concurrency", "2", "--num-cpus", "1")
+    assert hang.exit_code == 2 and "the job would hang" in hang.output
+
 
 def test_drift_alarm_on_shifted_inputs(env, mnist_small, tmp_path):
     x, y = mnist_arrays()

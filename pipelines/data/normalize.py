@@ -11,8 +11,8 @@ import numpy as np
 
 @dataclass
 class Normalizer:
-    """``x -> (x - shift) / scale`` with statistics of shape [] (global), ``input_shape`` (per feature) or
-    broadcastable per channel (``[C, 1, 1]`` for images, ``[1, F]`` for windows)."""
+    """``x -> (x - shift) / scale`` with statistics of shape [] (global) or ``input_shape`` (per feature, or
+    per channel with each channel's value repeated)."""
 
     kind: str = "none"
     shift: list = None  # type: ignore[assignment]
@@ -52,8 +52,8 @@ def reduce_axes(ndim: int, scope: str) -> tuple[int, ...]:
 def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
     """Sufficient statistics of one batch ``[B, *shape]``: count, sum, sum of squares, min, max.
 
-    Statistics keep the sample's rank where they vary (``shape`` for feature, e.g. ``[C, 1, 1]`` for
-    channel), so they broadcast against samples; global ones are scalars.
+    Global statistics are scalars; feature and channel ones have the sample's ``shape`` (a channel's
+    statistic repeated over its positions), the layout a saved model bundle expects.
     """
     x = np.asarray(x, dtype=np.float64)
     axes = reduce_axes(x.ndim, scope)
@@ -61,7 +61,7 @@ def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
 
     def reduce(fn) -> np.ndarray:
         out = fn(x, axis=axes, keepdims=keep)
-        return out[0] if keep else out
+        return np.broadcast_to(out[0], x.shape[1:]).copy() if keep else out
 
     return {
         "count": np.array(np.prod([x.shape[a] for a in axes]), dtype=np.float64),

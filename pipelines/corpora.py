@@ -16,11 +16,7 @@ def write_vector_shards(out_dir: str | Path, ids: np.ndarray, x: np.ndarray, lab
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, idx in enumerate(np.array_split(np.arange(len(ids)), shards)):
-        columns = {
-            "id": pa.array(ids[idx]),
-            vector_column: pa.FixedSizeListArray.from_arrays(pa.array(x[idx].reshape(-1), pa.float32()), x.shape[1])
-            if len(idx) else pa.array([], pa.list_(pa.float32(), x.shape[1])),
-        }
+        columns = {"id": pa.array(ids[idx]), vector_column: _fixed_lists(x[idx])}
         if labels is not None:
             columns["label"] = pa.array(labels[idx])
         path = out / f"part-{i:05d}.parquet"
@@ -173,7 +169,8 @@ def write_synthetic(out_dir: str | Path, kind: str, rows: int, shards: int, anom
 
 
 def _fixed_lists(x: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).reshape(-1)), x.shape[1])
+    """``[N, D]`` -> a fixed-size-list<float32, D> column."""
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.astype(np.float32).reshape(-1), pa.float32()), x.shape[1])
 
 
 def _write_table(path: Path, columns: dict[str, pa.Array]) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from aecore import UnknownModelError
 from pipelines.config import ConfigError, JobConfig, load_config
@@ -128,7 +129,7 @@ def user_errors(tracking: str | None = None) -> Iterator[None]:
         if found is None:
             raise
         message = str(found.args[0]) if isinstance(found, KeyError) and found.args else str(found)
-        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -152,7 +153,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

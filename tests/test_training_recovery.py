@@ -13,9 +13,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import tracking
+from pipelines import score, tracking
 from pipelines.config import load_config
-from pipelines import score
 from pipelines.score import Scorer
 from pipelines.train import _ray_run_name, run_training
 

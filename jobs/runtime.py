@@ -47,10 +47,10 @@ def home() -> Path:
 def tracking_uri(explicit: str | None = None) -> str:
     """MLflow tracking URI: explicit, else ``MLFLOW_TRACKING_URI``, else SQLite under AEPIPE_HOME."""
     load_credentials()
-    return _no_userinfo(explicit or os.environ.get("MLFLOW_TRACKING_URI")) or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+    return no_userinfo(explicit or os.environ.get("MLFLOW_TRACKING_URI")) or f"sqlite:///{home().resolve() / 'mlflow.db'}"
 
 
-def _no_userinfo(uri: str | None) -> str | None:
+def no_userinfo(uri: str | None) -> str | None:
     """Refuse ``scheme://user:password@host`` (it would land in run params and logs); the error hides it."""
     parts = urlsplit(uri or "")
     if parts.password is not None or (parts.username is not None and parts.scheme.startswith("http")):
@@ -89,8 +89,8 @@ def job_config(path: str | None, overrides: list[str]) -> JobConfig:
     job = load_config(path, overrides, home=str(home()))
     load_credentials()
     tracking = job.tracking.model_copy(update={
-        "tracking_uri": _no_userinfo(job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
-        "registry_uri": _no_userinfo(job.tracking.registry_uri or registry_uri()),
+        "tracking_uri": no_userinfo(job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
+        "registry_uri": no_userinfo(job.tracking.registry_uri or registry_uri()),
     })
     return job.model_copy(update={"tracking": tracking})
 

@@ -75,6 +75,9 @@ def test_credentials_inside_a_uri_are_refused_unechoed(tmp_path):
                                 "tracking.tracking_uri=http://u:s3cr3t-pw@127.0.0.1:5000"],
                           env={**CLEAN, "AEPIPE_HOME": str(tmp_path)})
     assert train.exit_code == 2 and "embeds credentials" in train.output and "s3cr3t" not in train.output
+    submit = runner.invoke(app, ["submit", "train", "--address", "http://127.0.0.1:1", "--dry-run"],
+                           env={**CLEAN, "MLFLOW_TRACKING_URI": "http://u:s3cr3t-pw@127.0.0.1:5000"})
+    assert submit.exit_code == 2 and "embeds credentials" in submit.output and "s3cr3t" not in submit.output
 
 
 def test_credentials_file(tmp_path):

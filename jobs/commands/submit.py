@@ -18,7 +18,7 @@ from typing import Any, List, Optional
 import typer
 
 from jobs.commands.ray_jobs import AddressOpt, exit_status, follow_logs, jobs_client, ray_errors
-from jobs.runtime import CredentialsError, echo, user_errors
+from jobs.runtime import CredentialsError, echo, no_userinfo, user_errors
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Uploaded with the job? Never: environments, local state, VCS data, caches.
@@ -62,6 +62,8 @@ def runtime_env(working_dir: Path, env: dict[str, str], pip: list[str] | None = 
 def job_env(extra: list[str]) -> dict[str, str]:
     """The pass-through variables that are set, then ``KEY=VALUE`` pairs from ``--env``."""
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        no_userinfo(env.get(key))
     for pair in extra:
         key, sep, value = pair.partition("=")
         if not sep or not key:

@@ -103,6 +103,9 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     assert run.data.tags["aepipe.drift"] == "false" and run.info.status == "FINISHED"
     arts = {a.path for a in tracking.client(uri).list_artifacts(run.info.run_id, "scoring")}
     assert arts == {"scoring/score_histogram.png", "scoring/manifest.json"}
+    # runs:/RUN_ID/model names the same pinned version as the alias did
+    pinned = tracking.resolve_model_uri(uri, f"runs:/{manifest['model']['run_id']}/model")
+    assert (pinned.name, pinned.version) == ("scoring-test", "1")
 
     before = _tables(out)
     again = _score(inp, out)

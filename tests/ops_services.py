@@ -44,7 +44,7 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 24
     raise TimeoutError(f"{url} not up after {timeout_s:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM the process group we started, then SIGKILL what is left of it."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:

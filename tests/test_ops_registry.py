@@ -170,18 +170,20 @@ def test_basic_auth_wrong_password_is_refused_and_never_echoed(tmp_path):
         embedded = cli("models", "list", "--tracking-uri", uri.replace("//", f"//admin:{wrong}@"), env=clean)
         assert embedded.exit_code == 2 and "embeds credentials" in embedded.output and wrong not in embedded.output
 
-        # the right password, from a credentials file: an empty registry, then one registered version
+        # the right password, from a credentials file: an empty registry, then a run made with it
         good = cli("models", "list", env={**clean, "AEPIPE_CREDENTIALS_FILE": str(creds)})
         assert good.exit_code == 0 and "no registered models" in good.output, good.output
         os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=admin_password)
         try:
-            assert register(uri, tmp_path, 0.5) == "1"
-            run = tracking.client(uri).get_run(tracking.resolve_model(uri, f"models:/{MODEL}/1").run_id)
+            run_id = tracking.start_run(uri, "ops-auth", "authed", {"train": {"epochs": 1}}, tags={})
+            tracking.log_metrics(uri, run_id, {"val_loss": 0.25}, step=1)
+            run = tracking.client(uri).get_run(run_id)
         finally:
             os.environ.pop("MLFLOW_TRACKING_USERNAME"), os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+        assert run.data.params["train.epochs"] == "1"
         assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if admin_password in v]
-        show = cli("models", "show", MODEL, env={**clean, "AEPIPE_CREDENTIALS_FILE": str(creds)})
-        assert show.exit_code == 0 and table(show.output)["1"][1:3] == ["READY", "0.5"], show.output
-        assert admin_password not in show.output
+        runs = cli("runs", "list", "--experiment", "ops-auth", env={**clean, "AEPIPE_CREDENTIALS_FILE": str(creds)})
+        assert runs.exit_code == 0 and table(runs.output)[run_id][:2] == ["authed", "RUNNING"], runs.output
+        assert float(table(runs.output)[run_id][3]) == 0.25 and admin_password not in runs.output
     finally:
         stop(proc)

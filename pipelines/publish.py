@@ -57,6 +57,16 @@ class Shard:
         return {"name": self.name, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.rows}
 
 
+def _footer_rows(fs: pafs.FileSystem, path: str) -> int | None:
+    """Row count from a Parquet footer; None for an unreadable file, which the data layer then fails on
+    (naming the file) or quarantines, per ``on_bad_records``."""
+    try:
+        with fs.open_input_file(path) as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
 def list_shards(path: str) -> list[Shard]:
     """The Parquet shards of a corpus with size, modification time and row count (from the footer)."""
     files = list_files(path, (".parquet",))
@@ -66,9 +76,7 @@ def list_shards(path: str) -> list[Shard]:
         local = fs.normalize_path(f.split("://", 1)[1]) if "://" in f else os.path.abspath(f)
         info = fs.get_file_info(local)
         name = os.path.basename(local) if len(files) == 1 and local == root else os.path.relpath(local, root)
-        with fs.open_input_file(local) as fh:
-            rows = pq.ParquetFile(fh).metadata.num_rows
-        shards.append(Shard(f, name, int(info.size), int(info.mtime_ns or 0), int(rows)))
+        shards.append(Shard(f, name, int(info.size), int(info.mtime_ns or 0), _footer_rows(fs, local)))
     return shards
 
 
@@ -160,10 +168,11 @@ def carry_over(published: Path, staging: Path, name: str, marker: dict[str, Any]
 
 
 def prune(staging: Path, keep: set[str]) -> None:
-    """Delete staged outputs (and their markers) that are not in ``keep`` (left by an earlier plan)."""
+    """Delete staged outputs (and their markers) that are not in ``keep`` (left by an earlier plan).
+    Markers, hidden temporaries and ``_quarantine/`` records are never touched."""
     for f in list(staging.rglob("*.parquet")):
         name = str(f.relative_to(staging))
-        if name.startswith((MARKERS, ".")) or name in keep:
+        if not f.is_file() or name.startswith((MARKERS, ".", "_")) or name in keep:
             continue
         f.unlink()
         _marker_path(staging, name).unlink(missing_ok=True)

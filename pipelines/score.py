@@ -28,6 +28,7 @@ from pipelines import publish, tracking
 from pipelines.bundle import ModelBundle
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import DataError, load_dataset, validate_corpus
+from pipelines.data.records import QUARANTINE_SCHEMA, write_quarantine
 from pipelines.drift import DriftReport, ScoreSketch, baseline_cdf, check_drift, sketch_edges
 
 SHARD = "__shard"
@@ -172,6 +173,11 @@ class _Job:
 def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Stream ``shards`` through one actor pool; each shard is committed when its last row is written."""
     s = job.req.settings
+    unreadable = [sh for sh in shards if sh.rows is None and job.data_cfg.source == "parquet"]
+    markers = [_quarantine_unreadable(job, sh) for sh in unreadable]
+    shards = [sh for sh in shards if sh not in unreadable]
+    if not shards:
+        return markers
     corpora = [_open_shard(job, sh) for sh in shards]
     expected = [sh.rows - c.report.skipped if c.report and sh.rows is not None else sh.rows
                 for sh, c in zip(shards, corpora)]
@@ -190,7 +196,6 @@ def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], Non
     sketches: dict[int, ScoreSketch | None] = {}
     anomalies: dict[int, int] = {}
     started = {i: time.perf_counter() for i in range(len(shards))}
-    markers = []
 
     def commit(i: int) -> None:
         report = corpora[i].report
@@ -219,6 +224,21 @@ def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], Non
         for w in writers.values():
             w.abort()
     return markers
+
+
+def _quarantine_unreadable(job: _Job, shard: publish.Shard) -> dict[str, Any]:
+    """A Parquet shard whose footer cannot be read: an error naming it (``fail``), or one quarantine record
+    for the whole file and an empty committed output shard (``skip``)."""
+    reason = "not a readable Parquet file (bad footer or truncated)"
+    if job.data_cfg.on_bad_records != "skip":
+        raise DataError(f"{shard.path}: {reason}")
+    quarantine = job.staging / "_quarantine" / shard.name.replace("/", "__")
+    write_quarantine(pa.table({"file": [shard.path], "row": pa.array([-1], pa.int64()), "id": pa.array([None], pa.string()),
+                               "reason": [reason]}, schema=QUARANTINE_SCHEMA), str(quarantine), "unreadable")
+    empty = ScoreSketch.empty(job.edges) if job.edges is not None else None
+    marker = publish.ShardWriter(job.staging, shard, job.schema).commit(
+        {**job.marker(empty, 0, 0.0), "skipped": 1})
+    return marker
 
 
 def _open_shard(job: _Job, shard: publish.Shard):

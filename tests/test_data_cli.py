@@ -49,14 +49,16 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
     _ok("data", "digits", "--out", str(data), "--shards", "3")
     corrupt = data / "part-00009.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet PAR1")
-    # the scorer lists shards by their Parquet footers, which a corrupt file lacks: score the good shards
+    # the model carries on_bad_records=skip to scoring: the corrupt shard is quarantined there too
     run_id, scores = _train_and_score(home, "digits_dense.yaml", data, "digits", "data.on_bad_records=skip",
-                                      "model.hidden=[32]", before_scoring=corrupt.unlink)
+                                      "model.hidden=[32]")
     assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
     assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
     quarantined = pd.read_parquet(home / "outputs" / "quarantine" / "digits-dense")
     assert list(quarantined["file"]) == [str(corrupt)]
     assert quarantined["reason"][0].startswith("not a readable Parquet file")
+    at_scoring = pd.read_parquet(home / "scores" / "_quarantine")
+    assert list(at_scoring["file"]) == [str(corrupt)] and at_scoring["reason"][0].startswith("not a readable Parquet")
 
 
 def test_images_conv(ray_local, home):

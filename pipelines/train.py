@@ -7,7 +7,6 @@ Rank 0 alone logs to MLflow and writes checkpoints.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import defaultdict

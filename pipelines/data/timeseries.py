@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import ray.data
 
 from pipelines.config import DataConfig
-from pipelines.data.files import list_files, open_file
+from pipelines.data.files import list_files
 from pipelines.data.parquet import ANY, NUMBER, finite_errors, first_readable, iter_parquet, to_float
 from pipelines.data.records import ERROR, FILE, ROW, file_error, group_by, make_records, read_in_tasks
 

@@ -24,6 +24,7 @@ from rich.markup import escape
 from aecore import UnknownModelError
 from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.data import DataError
+from pipelines.data.errors import find_in_chain
 from pipelines.tracking import RegistryError, auth_failure_status
 
 console = Console(stderr=True, soft_wrap=True)
@@ -97,18 +98,7 @@ def job_config(path: str | None, overrides: list[str]) -> JobConfig:
 
 def _user_error(exc: BaseException) -> BaseException | None:
     """The first user-input error in an exception's chain (Ray wraps task errors several times)."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, USER_ERRORS):
-            return e
-        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
-        stack += [f for f in getattr(e, "worker_failures", {}).values()] if isinstance(getattr(e, "worker_failures", None), dict) else []
-    return None
+    return find_in_chain(exc, USER_ERRORS)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray.data
 
-from pipelines.data.errors import DataError
+from pipelines.data.errors import DataError, find_in_chain
 from pipelines.data.records import ERROR, FILE, ROW, describe, first_error, group_by, quarantine_rows, write_quarantine
 
 MAX_DUPLICATES = 100_000
@@ -74,15 +74,9 @@ def _driver_side(run: Iterator) -> list:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - Ray wraps task errors; unwrap ours, re-raise anything else
-        seen, stack = set(), [exc]
-        while stack:
-            e = stack.pop()
-            if e is None or id(e) in seen:
-                continue
-            seen.add(id(e))
-            if isinstance(e, DataError):
-                raise DataError(str(e)) from None
-            stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
+        found_error = find_in_chain(exc, DataError)
+        if found_error is not None:
+            raise DataError(str(found_error)) from None
         # Ray Data keeps only the text of a task's exception (its traceback ends "...DataError: MESSAGE").
         found = re.search(r"\bDataError: (.+)", str(exc))
         if found:

@@ -48,10 +48,11 @@ def test_restarted_driver_continues_the_same_run(home, mnist_small, tmp_path):
         deadline = time.monotonic() + 400
         while _latest_checkpoint_epoch(home / "checkpoints") < 2 and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        killed_at = _latest_checkpoint_epoch(home / "checkpoints")
         running = first.poll() is None
         os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started (its local Ray)
         first.wait()
+    # read after the kill: another epoch can be registered between the poll above and the signal
+    killed_at = _latest_checkpoint_epoch(home / "checkpoints")
     assert running and 2 <= killed_at < 5, f"the job was not killed mid-run:\n{log.read_text()[-3000:]}"
 
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"

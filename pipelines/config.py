@@ -86,6 +86,15 @@ class DataConfig(_Section):
     """One statistic for all values (global), one per position of a sample (feature), or one per channel
     (channel: C of an image (C, H, W), F of a window (T, F), each feature of a vector)."""
 
+    cache: Literal["auto", "memory", "stream"] = "auto"
+    """Training input per epoch. memory: the normalized train and validation splits are computed once into
+    Ray's object store and every epoch reads them from there; stream: every epoch re-reads and re-normalizes
+    the files (for corpora larger than the object store); auto: memory when the splits take at most
+    ``cache_max_fraction`` of the cluster's object store, else stream."""
+
+    cache_max_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    """With cache=auto: the largest share of the cluster's object store the cached splits may take."""
+
     @model_validator(mode="after")
     def _ids_are_defined(self) -> "DataConfig":
         if self.source == "parquet" and self.id_column is None and not self.derive_ids:
@@ -124,8 +133,16 @@ class TrainConfig(_Section):
     cpus_per_worker: float = Field(default=0.5, gt=0)
     """Logical CPUs each worker reserves. Below 1 on small machines so Ray Data can still schedule reads."""
 
+    threads_per_worker: int | None = Field(default=None, ge=1)
+    """Torch intra-op threads in each worker; null = ``cpus_per_worker`` rounded (at least 1). On a small
+    machine one worker with all its cores' threads can beat several single-thread DDP workers."""
+
     use_gpu: bool | None = None
     """One GPU per worker; null = use GPUs when the cluster has them."""
+
+    ddp_bucket_cap_mb: float | None = Field(default=None, gt=0)
+    """DDP gradient bucket size (MB). Smaller buckets start the all-reduce while backward still runs; null =
+    1 MB on CPU (gloo: overlapping the exchange with backward is what makes it cheap), PyTorch's 25 MB on GPU."""
 
     seed: int = 0
     """Seed for model initialisation, data order and corruption noise (python, numpy and torch RNGs)."""

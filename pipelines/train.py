@@ -32,6 +32,7 @@ from pipelines.config import ConfigError, JobConfig
 from pipelines.faults import FaultInjector
 from pipelines.optim import LRSchedule, Patience, Precision
 from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset, validate_corpus
+from pipelines.data import cache
 
 JOB_TAG = "aepipe.job"
 
@@ -173,15 +174,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_id, tracking_uri = config["run_id"], config["tracking_uri"]
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(round(tc.cpus_per_worker))))
+    torch.set_num_threads(tc.threads_per_worker or max(1, int(round(tc.cpus_per_worker))))
     ckpt.seed_everything(tc.seed + rank)
     device = ray.train.torch.get_device()
 
     model = build_model(job.model)  # seeded by the model config: identical initial weights on every rank
     optimizers = {name: torch.optim.Adam(params, lr=tc.lr) for name, params in model.optimizer_params().items()}
-    objective = ray.train.torch.prepare_model(
-        PhaseObjective(model), parallel_strategy_kwargs={"find_unused_parameters": len(model.update_phases()) > 1}
-    )
+    objective = ray.train.torch.prepare_model(PhaseObjective(model), parallel_strategy_kwargs={
+        "find_unused_parameters": len(model.update_phases()) > 1,
+        "bucket_cap_mb": tc.ddp_bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0)})
     model = objective.module.model if hasattr(objective, "module") else objective.model
     loop = _Loop(model, optimizers, Precision(tc.precision, device), LRSchedule(tc, optimizers),
                  Patience(tc.early_stopping_patience, tc.early_stopping_min_delta))
@@ -306,11 +307,15 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
     normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
     train_ds = normalize_dataset(train_ds, normalizer).select_columns(["x"])
     val_rows, val_ds = val_ds, normalize_dataset(val_ds, normalizer).select_columns(["x"])
+    caching = cache.decide(job.data.cache, corpus.report.records, corpus.sample_shape, job.data.cache_max_fraction)
+    log(f"training input: {caching.reason}")
+    splits = cache.prepare({"train": train_ds, "val": val_ds}, caching)
 
     run_id = _open_run(job)
     uri, tc = job.tracking_uri, job.train
     tracking.log_metrics(uri, run_id, {"data_records": corpus.report.records,
-                                       "data_skipped_records": corpus.report.skipped}, step=0)
+                                       "data_skipped_records": corpus.report.skipped,
+                                       "data_cached_in_memory": float(caching.in_memory)}, step=0)
     run_name = _ray_run_name(job, run_id)
     run_dir = f"{job.checkpoint_path.rstrip('/')}/{run_name}"
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
@@ -327,7 +332,7 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=tc.max_failures),
         ),
-        datasets={"train": train_ds, "val": val_ds},
+        datasets=splits,
     )
     try:
         result = trainer.fit()

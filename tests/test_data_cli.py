@@ -54,6 +54,7 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
                                       "model.hidden=[32]")
     assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
     assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
+    assert _metric(home, run_id, "data_cached_in_memory") == 1.0  # cache=auto: 1,797 x 64 floats fit
     quarantined = pd.read_parquet(home / "outputs" / "quarantine" / "digits-dense")
     assert list(quarantined["file"]) == [str(corrupt)]
     assert quarantined["reason"][0].startswith("not a readable Parquet file")
@@ -64,7 +65,10 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
 def test_images_conv(ray_local, home):
     data = home / "png"
     _ok("data", "mnist-images", "--out", str(data), "--limit", "160")
-    _, scores = _train_and_score(home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]")
+    # streaming epochs (every epoch re-reads the PNGs), the path for corpora larger than the object store
+    run_id, scores = _train_and_score(home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]",
+                                      "data.cache=stream")
+    assert _metric(home, run_id, "data_cached_in_memory") == 0.0
     assert len(scores) == 160
     _, labels = corpora.mnist_arrays()
     assert set(scores["id"]) == {f"{labels[i]}/mnist-{i:05d}.png" for i in range(160)}

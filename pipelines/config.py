@@ -238,7 +238,7 @@ class ScoreConfig(_Section):
     num_gpus: float | None = Field(default=None, ge=0)
     """GPUs each scorer actor reserves; null = 1 when the cluster has a GPU, else 0."""
 
-    shards_per_pass: int = Field(default=16, ge=1)
+    shards_per_pass: int = Field(default=64, ge=1)
     """Input shards streamed through one actor pool before the pool is rebuilt. Each shard is committed
     (file + marker) as soon as its last row is written, so a killed job loses at most the shards in flight."""
 

@@ -21,17 +21,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 import ray.data
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import publish, tracking
-from pipelines.bundle import ModelBundle
+from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import DataError, load_dataset, validate_corpus
 from pipelines.data.records import QUARANTINE_SCHEMA, write_quarantine
 from pipelines.drift import DriftReport, ScoreSketch, baseline_cdf, check_drift, sketch_edges
+from pipelines.scorer import SHARD, Scorer
 
-SHARD = "__shard"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -59,32 +58,6 @@ class ScoreRequest(BaseModel):
     settings: ScoreConfig = Field(default_factory=ScoreConfig)
 
 
-class Scorer:
-    """Ray Data actor: loads one pinned model version once, then scores blocks of canonical rows.
-
-    Each block is cut into forward passes of ``batch_size`` rows that never span two input shards, so a
-    row's score depends only on its own shard (a resumed run reproduces an uninterrupted one bit for bit).
-    """
-
-    def __init__(self, tracking_uri: str, registry_uri: str | None, name: str, version: str, batch_size: int):
-        model = tracking.ResolvedModel(name, version, None, "")
-        self.bundle = ModelBundle.load(tracking.download_bundle(tracking_uri, model, registry_uri=registry_uri))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.bundle.model.to(self.device).eval()
-        self.batch_size = batch_size
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        shard = batch[SHARD]
-        cuts = np.flatnonzero(np.diff(shard)) + 1
-        parts = []
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(shard)]):
-            parts += [self.bundle.infer(batch["x"][i:min(i + self.batch_size, hi)], self.device)
-                      for i in range(lo, hi, self.batch_size)]
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")} if parts else \
-            {"score": np.zeros(0, np.float32), "is_anomaly": np.zeros(0, bool), "embedding": np.zeros((0, 0), np.float32)}
-        return {"id": batch["id"], SHARD: shard, **out}
-
-
 @dataclass
 class ScoreResult:
     """What a scoring job did; ``noop`` when incremental mode found nothing new."""
@@ -98,6 +71,10 @@ class ScoreResult:
     drift: DriftReport | None = None
     run_id: str | None = None
     noop: bool = False
+    warmup_seconds: float = 0.0
+    """Seconds until the first scored batch of each pass (actor start-up, first reads), summed."""
+    steady_rows_per_s: float = 0.0
+    """Rows per second after each pass's first batch."""
 
 
 def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
@@ -151,6 +128,8 @@ class _Job:
     edges: np.ndarray | None
     staging: Path
     identity: dict[str, str]
+    files: ray.ObjectRef
+    """The pinned model's bundle files in the object store, which every actor loads from."""
 
     def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
         cols: dict[str, Any] = {"id": pa.array(out["id"][sel]).cast(self.schema.field("id").type)}
@@ -170,9 +149,23 @@ class _Job:
                 "anomalies": anomalies, "sketch": sketch.to_dict() if sketch is not None else None}
 
 
-def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], None]) -> list[dict[str, Any]]:
+@dataclass
+class _Warmup:
+    """Seconds from the start of each pass to its first scored batch (actor pool start, first reads) and the
+    rows that batch held: what separates the steady rate from the end-to-end one."""
+
+    seconds: float = 0.0
+    rows: int = 0
+
+    def steady_rows_per_s(self, rows: int, seconds: float) -> float:
+        return (rows - self.rows) / (seconds - self.seconds) if seconds > self.seconds and rows > self.rows else 0.0
+
+
+def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], None],
+                warmup: _Warmup) -> list[dict[str, Any]]:
     """Stream ``shards`` through one actor pool; each shard is committed when its last row is written."""
     s = job.req.settings
+    t_pass = time.perf_counter()
     unreadable = [sh for sh in shards if sh.rows is None and job.data_cfg.source == "parquet"]
     markers = [_quarantine_unreadable(job, sh) for sh in unreadable]
     shards = [sh for sh in shards if sh not in unreadable]
@@ -187,8 +180,7 @@ def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], Non
     ds.context.execution_options.preserve_order = True  # per-shard row order is the input's
     scored = ds.map_batches(
         Scorer,
-        fn_constructor_kwargs={"tracking_uri": job.req.tracking_uri, "registry_uri": job.req.registry_uri,
-                               "name": job.model.name, "version": job.model.version, "batch_size": s.batch_size},
+        fn_constructor_kwargs={"bundle_files": job.files, "batch_size": s.batch_size},
         batch_size=None, compute=ray.data.ActorPoolStrategy(size=s.concurrency), num_cpus=s.num_cpus,
         num_gpus=_gpus(s),
     )
@@ -204,7 +196,10 @@ def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], Non
         log(f"  shard {shards[i].name}: {markers[-1]['output_rows']} rows")
 
     try:
-        for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        for b, out in enumerate(scored.iter_batches(batch_size=None, batch_format="numpy")):
+            if b == 0:
+                warmup.seconds += time.perf_counter() - t_pass
+                warmup.rows += len(out[SHARD])
             tags = out[SHARD]
             for i in np.unique(tags).tolist():
                 sel = tags == i
@@ -293,7 +288,7 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
     model = tracking.resolve_model_uri(req.tracking_uri, req.model_uri, req.registry_uri)
     log(f"scoring with {model.uri} (resolved from {req.model_uri})")
     bundle_dir = tracking.download_bundle(req.tracking_uri, model, registry_uri=req.registry_uri)
-    bundle = ModelBundle.load(bundle_dir)
+    files, bundle = bundle_files(bundle_dir), ModelBundle.load(bundle_dir)
     shutil.rmtree(bundle_dir.parent.parent, ignore_errors=True)
     data_cfg = DataConfig.model_validate(bundle.data_config)
     shards = _corpus_shards(req.input_path, data_cfg)
@@ -316,7 +311,7 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
     schema = output_schema(req.mode, _id_type(shards[0], data_cfg), embed_dim)
     baseline = bundle.calibration.get("baseline_quantiles")
     edges = sketch_edges(np.asarray(baseline)) if baseline and req.mode != "embed" else None
-    job = _Job(req, model, data_cfg, schema, edges, staging, identity)
+    job = _Job(req, model, data_cfg, schema, edges, staging, identity, ray.put(files))
 
     run_id = tracking.start_run(
         req.tracking_uri, req.settings.experiment, f"score-{model.name}-v{model.version}",
@@ -329,10 +324,10 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
         for m in plan.carried:
             publish.carry_over(final, staging, m["output"], m)
         t_score = time.perf_counter()
-        new = []
+        new, warmup = [], _Warmup()
         step = req.settings.shards_per_pass
         for k in range(0, len(plan.to_score), step):
-            new += _score_pass(job, plan.to_score[k:k + step], log)
+            new += _score_pass(job, plan.to_score[k:k + step], log, warmup)
         score_seconds = time.perf_counter() - t_score
         this_run = plan.resumed + new
         markers = sorted(plan.carried + this_run, key=lambda m: m["name"])
@@ -341,17 +336,21 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
         rows_scored = sum(m["output_rows"] for m in new)
         drift = _drift(job, this_run, bundle.calibration)
         manifest = _manifest(req, model, shards, markers, plan, rows, schema, drift, run_id,
-                             {"seconds": time.perf_counter() - t0, "scoring_seconds": score_seconds})
+                             {"seconds": time.perf_counter() - t0, "scoring_seconds": score_seconds,
+                              "warmup_seconds": warmup.seconds})
         publish.write_manifest(staging, manifest)
         publish.publish(staging, final)
         seconds = time.perf_counter() - t0
-        _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, bundle.calibration, job)
+        _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, bundle.calibration, job,
+                 warmup)
         tracking.set_tags(req.tracking_uri, run_id, {"aepipe.drift": str(bool(drift and drift.drifted)).lower()})
         tracking.end_run(req.tracking_uri, run_id)
     except BaseException:
         tracking.end_run(req.tracking_uri, run_id, "FAILED")
         raise
-    return ScoreResult(str(final), rows, rows_scored, model, seconds, plan.summary(), drift, run_id)
+    return ScoreResult(str(final), rows, rows_scored, model, seconds, plan.summary(), drift, run_id,
+                       warmup_seconds=warmup.seconds,
+                       steady_rows_per_s=warmup.steady_rows_per_s(rows_scored, score_seconds))
 
 
 def _merged_sketch(job: _Job, markers: list[dict[str, Any]]) -> ScoreSketch | None:
@@ -386,13 +385,15 @@ def _manifest(req, model, shards, markers, plan, rows, schema, drift, run_id, ti
     }
 
 
-def _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, calibration, job) -> None:
+def _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, calibration, job,
+             warmup: _Warmup) -> None:
     """Metrics, the score histogram against the baseline and the manifest on the scoring run."""
     metrics: dict[str, float] = {
         "rows": rows, "rows_scored": rows_scored, "shards_scored": len(this_run) - len(plan.resumed),
         "shards_resumed": len(plan.resumed), "shards_carried": len(plan.carried),
         "data_skipped_records": sum(m.get("skipped", 0) for m in this_run),
         "rows_per_s": rows_scored / score_seconds if score_seconds > 0 else 0.0, "scoring_seconds": score_seconds,
+        "warmup_seconds": warmup.seconds, "steady_rows_per_s": warmup.steady_rows_per_s(rows_scored, score_seconds),
     }
     sketch = _merged_sketch(job, this_run)
     if sketch is not None and sketch.n:

@@ -3,7 +3,6 @@ checkpoint, the run is fully tracked, and the registered pyfunc model scores lik
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import score, tracking
+from pipelines import tracking
 from pipelines.config import load_config
-from pipelines.score import Scorer
+from pipelines.bundle import bundle_files
+from pipelines.scorer import SHARD, Scorer
 from pipelines.train import _ray_run_name, run_training
 
 pytestmark = pytest.mark.slow
@@ -39,12 +39,6 @@ def trained(ray_local, mnist_small, tmp_path_factory) -> dict[str, tuple]:
         job = _job(home, mnist_small, name, *extra)
         out[name] = (job, run_training(job, log=lambda _: None))
     return out
-
-
-def _scorer_settings() -> dict:
-    """The Scorer's own settings (besides which model it loads), whichever of them it takes."""
-    wanted = {"mode": "both", "batch_size": 1024}
-    return {k: v for k, v in wanted.items() if k in inspect.signature(Scorer).parameters}
 
 
 def _steps(uri: str, run_id: str, key: str) -> list[int]:
@@ -112,9 +106,10 @@ def test_registered_version_and_pyfunc_round_trip(trained, mnist_small):
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
 
     predicted = mlflow.pyfunc.load_model("models:/steady@champion").predict(pd.DataFrame({"x": list(rows["x"])}))
-    scorer = Scorer(uri, None, "steady", "1", **_scorer_settings())
+    scorer = Scorer(bundle_files(tracking.download_bundle(uri, tracking.resolve_model_uri(uri, "models:/steady/1"))),
+                    batch_size=1024)
     batch = {"id": rows["id"].to_numpy(), "x": np.stack(rows["x"]).astype(np.float32)}
-    expected = scorer({**batch, **({score.SHARD: np.zeros(len(rows), np.int32)} if hasattr(score, "SHARD") else {})})
+    expected = scorer({**batch, SHARD: np.zeros(len(rows), np.int32)})
     np.testing.assert_allclose(predicted["score"].to_numpy(), expected["score"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(predicted["embedding"]), expected["embedding"], rtol=0, atol=1e-5)
     assert (predicted["is_anomaly"].to_numpy() == expected["is_anomaly"]).all()

@@ -31,7 +31,7 @@ def score(
     concurrency: int = typer.Option(1, min=1, help="Scorer actors."),
     num_cpus: float = typer.Option(1.0, min=0.01, help="CPUs per scorer actor."),
     num_gpus: Optional[float] = typer.Option(None, min=0, help="GPUs per scorer actor (default: 1 if the cluster has one)."),
-    shards_per_pass: int = typer.Option(16, min=1, help="Input shards per actor-pool pass."),
+    shards_per_pass: int = typer.Option(64, min=1, help="Input shards per actor-pool pass (each pass starts the pool anew)."),
     psi_limit: float = typer.Option(0.2, help="Drift alarm above this population stability index."),
     ks_alpha: float = typer.Option(1e-3, help="Drift alarm below this Kolmogorov-Smirnov p-value."),
     address: Optional[str] = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),

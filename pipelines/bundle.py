@@ -93,9 +93,10 @@ class ModelBundle:
         """Load a bundle from :func:`bundle_files` output (e.g. shipped to actors through Ray's object store);
         the same checked loading path as :meth:`load`."""
         with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp).resolve()
             for name, data in files.items():
-                target = Path(tmp) / name
-                if target.resolve().parent != (Path(tmp) / name).parent.resolve() or ".." in Path(name).parts:
+                target = (root / name).resolve()  # "../x" and absolute names resolve outside root
+                if root not in target.parents:
                     raise ValueError(f"bundle file name {name!r} points outside the bundle")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aecore import build_model, load_model
-from pipelines.bundle import MODEL_DIR, ModelBundle
+from pipelines.bundle import MODEL_DIR, ModelBundle, bundle_files
 from pipelines.data.normalize import Normalizer
 
 
@@ -57,6 +57,22 @@ def test_scoring_bundle_load_refuses_a_pickle(trapped_bundle):
     with pytest.raises(ValueError, match=str(bundle / MODEL_DIR / "model.safetensors")):
         ModelBundle.load(bundle)
     assert not marker.exists()
+
+
+def test_bundle_shipped_as_files_loads_the_same_and_refuses_the_trap(trapped_bundle, tmp_path):
+    """What scoring actors receive through Ray's object store: the bundle's files, loaded by the same path."""
+    bundle, marker = trapped_bundle
+    model = build_model({"name": "dense", "input_shape": [8], "hidden": [4], "latent_dim": 2, "seed": 3})
+    good = ModelBundle(model, Normalizer("minmax", 0.0, 2.0), {"threshold": 0.5}, {}).save(tmp_path / "good")
+    x = torch.rand(5, 8).numpy()
+    shipped, saved = ModelBundle.from_files(bundle_files(good)).infer(x), ModelBundle.load(good).infer(x)
+    assert all((shipped[k] == saved[k]).all() for k in ("score", "is_anomaly", "embedding"))
+    with pytest.raises(ValueError, match="model.safetensors"):
+        ModelBundle.from_files(bundle_files(bundle))
+    assert not marker.exists()
+    for name in ("../escape.json", "/tmp/escape.json", "model/../../escape.json"):
+        with pytest.raises(ValueError, match="points outside the bundle"):
+            ModelBundle.from_files({**bundle_files(good), name: b"{}"})
 
 
 def test_torch_load_defaults_to_weights_only(trapped_bundle):

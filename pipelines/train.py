@@ -1,6 +1,7 @@
 """Training stage: ``train_loop_per_worker`` runs on every Ray Train worker; ``run_training`` is the driver.
 
-Each worker streams its shard with ``iter_torch_batches``; the model is wrapped in DDP through a thin
+Each worker reads its Ray Data shard through :class:`ShardInput` (streamed every epoch, or streamed once and
+kept when the splits are cached), reshuffled every epoch; the model is wrapped in DDP through a thin
 :class:`PhaseObjective` so that every optimizer phase a family declares goes through DDP's gradient sync.
 Rank 0 alone logs to MLflow and writes checkpoints.
 """
@@ -31,6 +32,7 @@ from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import ConfigError, JobConfig
 from pipelines.faults import FaultInjector
 from pipelines.optim import LRSchedule, Patience, Precision
+from pipelines.train_input import ShardInput
 from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset, validate_corpus
 from pipelines.data import cache
 
@@ -75,21 +77,16 @@ def _gather_objects(value: Any) -> list[Any]:
     return parts
 
 
-def _batches(shard, batch_size: int, device: torch.device, input_shape: tuple[int, ...]):
-    """This rank's batches ``[B, *input_shape]`` (flat rows are viewed in the model's input shape)."""
-    for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32, device=device):
-        x = batch["x"]
-        yield x.reshape(len(x), *input_shape)
-
-
 def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, amp: Precision, job: JobConfig,
-                 shard, device: torch.device, before_batch: Callable[[int], None]) -> tuple[dict[str, float], int]:
-    """One pass over this rank's shard; returns summed (loss term x batch size) and the sample count."""
+                 inputs: ShardInput, epoch: int, before_batch: Callable[[int], None]) -> tuple[dict[str, float], int]:
+    """One pass over this rank's shard; returns summed (loss term x batch size) and the sample count.
+
+    Loss terms are summed on the device and read once at the end, so no step waits on a host copy."""
     model.train()
     phases = model.update_phases()
-    sums: dict[str, float] = defaultdict(float)
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64, device=inputs.device))
     count = 0
-    for b, x in enumerate(_batches(shard, job.train.batch_size, device, model.config.input_shape)):
+    for b, x in enumerate(inputs.batches(job.train.batch_size, epoch, shuffle=job.train.shuffle)):
         before_batch(b)
         for i, phase in enumerate(phases):
             with amp.autocast():
@@ -97,20 +94,20 @@ def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, amp
             amp.step(terms["loss"], optimizers[phase.optimizer], job.train.grad_clip)
             prefix = "" if len(phases) == 1 else f"{phase.name}_"
             for key, value in terms.items():
-                sums[f"{prefix}{key}"] += float(value.detach()) * len(x)
+                sums[f"{prefix}{key}"] += value.detach().double() * len(x)
             if i == 0 and len(phases) > 1:
-                sums["loss"] += float(terms["loss"].detach()) * len(x)
+                sums["loss"] += terms["loss"].detach().double() * len(x)
         count += len(x)
-    return sums, count
+    return {k: float(v) for k, v in sums.items()}, count
 
 
 @torch.no_grad()
-def _evaluate(model: Autoencoder, shard, batch_size: int, device: torch.device) -> tuple[dict[str, float], int, np.ndarray]:
+def _evaluate(model: Autoencoder, inputs: ShardInput, batch_size: int) -> tuple[dict[str, float], int, np.ndarray]:
     """Validation loss terms (summed x batch size), sample count and per-sample scores on this shard (fp32)."""
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     scores, count = [], 0
-    for x in _batches(shard, batch_size, device, model.config.input_shape):
+    for x in inputs.batches(batch_size, epoch=0, shuffle=False):
         for key, value in model.loss(x).items():
             sums[key] += float(value) * len(x)
         scores.append(model.score(x).float().cpu().numpy())
@@ -123,9 +120,9 @@ def _mean_metrics(prefix: str, sums: dict[str, float], count_key: str = "__count
     return {f"{prefix}_{k}": v / n for k, v in sums.items()}
 
 
-def _validation(model, shard, batch_size, device) -> tuple[dict[str, float], np.ndarray]:
-    sums, count, scores = _evaluate(model, shard, batch_size, device)
-    sums = _all_reduce_sums({**_ensure_keys(sums, model), "__count__": count}, device)
+def _validation(model, inputs: ShardInput, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
+    sums, count, scores = _evaluate(model, inputs, batch_size)
+    sums = _all_reduce_sums({**_ensure_keys(sums, model), "__count__": count}, inputs.device)
     return _mean_metrics("val", sums), _gather(scores)
 
 
@@ -187,7 +184,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loop = _Loop(model, optimizers, Precision(tc.precision, device), LRSchedule(tc, optimizers),
                  Patience(tc.early_stopping_patience, tc.early_stopping_min_delta))
     faults = FaultInjector(tc.fault_injection, config["run_dir"])
-    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    keep, shape = bool(config["keep_in_worker"]), model.config.input_shape
+    train_in, val_in = (ShardInput(ray.train.get_dataset_shard(name), shape, device, keep, tc.shuffle_buffer,
+                                   seed=tc.seed * 7919 + rank) for name in ("train", "val"))
     bs = tc.batch_size
 
     start_epoch = 1
@@ -204,19 +203,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if loop.stopping.patience is not None and loop.stopping.bad_epochs >= loop.stopping.patience:
             return  # the run had already stopped early
     else:
-        initial, _ = _validation(model, val_shard, bs, device)
+        initial, _ = _validation(model, val_in, bs)
         if rank == 0:
             tracking.log_metrics_once(tracking_uri, run_id, {"val_loss": initial["val_loss"]}, step=0)
 
     for epoch in range(start_epoch, tc.epochs + 1):
         lr = loop.schedule.start_epoch(epoch)
         t0 = time.perf_counter()
-        sums, count = _train_epoch(objective, model, optimizers, loop.amp, job, train_shard, device,
+        sums, count = _train_epoch(objective, model, optimizers, loop.amp, job, train_in, epoch,
                                    before_batch=lambda b: faults.check(epoch, rank, b))
         sums = _all_reduce_sums({**_ensure_keys(sums, model), "__count__": count}, device)
         samples, train_s = sums["__count__"], time.perf_counter() - t0
         metrics = _mean_metrics("train", sums)
-        val_metrics, val_scores = _validation(model, val_shard, bs, device)
+        val_metrics, val_scores = _validation(model, val_in, bs)
         metrics.update(val_metrics)
         metrics.update({"epoch": epoch, "samples_per_s": samples / max(train_s, 1e-9), "lr": lr,
                         "time_train_s": train_s, "time_epoch_s": time.perf_counter() - t0,
@@ -322,8 +321,8 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job.model_dump(mode="json"), "normalizer": normalizer.__dict__,
-                           "run_id": run_id, "tracking_uri": uri,
-                           "run_dir": run_dir},
+                           "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir,
+                           "keep_in_worker": caching.in_memory},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(job),
                                      resources_per_worker={"CPU": tc.cpus_per_worker}),
         run_config=RunConfig(

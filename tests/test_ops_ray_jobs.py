@@ -73,7 +73,7 @@ def test_jobs_api_needs_the_token(ray_head, tmp_path):
     assert f"error: Ray rejected the request to {url} (HTTP 401)" in missing.stderr
     wrong_token = secrets.token_hex(16)
     wrong = aepipe("jobs", "list", "--address", url, env=user_env(tmp_path, wrong_token))
-    assert wrong.returncode == 2 and f"(HTTP 403)" in wrong.stderr
+    assert wrong.returncode == 2 and "(HTTP 403)" in wrong.stderr
     assert wrong_token not in wrong.stdout + wrong.stderr and token not in wrong.stdout + wrong.stderr
 
 

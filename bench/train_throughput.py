@@ -72,37 +72,64 @@ def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int) 
             "samples": sum(samples.values()), "in_epochs": sum(hist["time_epoch_s"].values())}
 
 
+def _read(data: pathlib.Path, family: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corpus in memory, min-max normalized and split like the pipeline: (train, val) ``[N, *input_shape]``."""
+    from pipelines.data.split import is_validation
+
+    table = pq.read_table(data)
+    x = np.stack(table.column("x").to_numpy(zero_copy_only=False)).astype(np.float32)
+    x = (x - x.min()) / (x.max() - x.min())
+    val = is_validation(table.column("id").to_numpy(zero_copy_only=False), 0.2)
+    shape = MODELS[family]["input_shape"]
+    train_x, val_x = (torch.from_numpy(x[m]).reshape(-1, *shape) for m in (~val, val))
+    return train_x, val_x
+
+
+class _Loss(torch.nn.Module):
+    """``forward(x)`` = the model's training loss (what DDP wraps)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x)["loss"]
+
+
+def _train(net: torch.nn.Module, model, train_x: torch.Tensor, val_x: torch.Tensor, epochs: int,
+           before_epoch=lambda: None) -> list[float]:
+    """Adam on shuffled batches of ``train_x`` plus a validation pass per epoch; returns each epoch's train s."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    train_s = []
+    for _ in range(epochs):
+        before_epoch()
+        t = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(train_x), generator=gen).split(BATCH):
+            opt.zero_grad(set_to_none=True)
+            net(train_x[idx]).backward()
+            opt.step()
+        before_epoch()
+        train_s.append(time.perf_counter() - t)
+        model.eval()
+        with torch.no_grad():
+            for chunk in val_x.split(BATCH):
+                model.loss(chunk)
+    return train_s
+
+
 def _plain(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[str, float]:
     """The same model trained by a plain loop on in-memory tensors with ``threads`` torch threads."""
     from aecore import build_model
-    from pipelines.data.split import is_validation
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        table = pq.read_table(data)
-        x = np.stack(table.column("x").to_numpy(zero_copy_only=False)).astype(np.float32)
-        x = (x - x.min()) / (x.max() - x.min())
-        val = is_validation(table.column("id").to_numpy(zero_copy_only=False), 0.2)
-        shape = MODELS[family]["input_shape"]
-        train_x, val_x = (torch.from_numpy(x[m]).reshape(-1, *shape) for m in (~val, val))
+        train_x, val_x = _read(data, family)
         model = build_model(MODELS[family])
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        gen = torch.Generator().manual_seed(0)
-        train_s = []
-        for _ in range(epochs):
-            t = time.perf_counter()
-            model.train()
-            for idx in torch.randperm(len(train_x), generator=gen).split(BATCH):
-                opt.zero_grad(set_to_none=True)
-                model.loss(train_x[idx])["loss"].backward()
-                opt.step()
-            train_s.append(time.perf_counter() - t)
-            model.eval()
-            with torch.no_grad():
-                for chunk in val_x.split(BATCH):
-                    model.loss(chunk)
+        train_s = _train(_Loss(model), model, train_x, val_x, epochs)
         wall = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
@@ -110,20 +137,54 @@ def _plain(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[s
     return {"wall": wall, "steady": n * (epochs - 1) / sum(train_s[1:]), "samples": n * epochs, "threads": threads}
 
 
+def _plain_ddp_rank(rank: int, world: int, store: str, data: pathlib.Path, family: str, epochs: int, out) -> None:
+    """One process of the plain DDP reference: gloo, 1 thread, this rank's half of the in-memory rows."""
+    import torch.distributed as dist
+
+    from aecore import build_model
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        train_x, val_x = _read(data, family)
+        model = build_model(MODELS[family])
+        net = torch.nn.parallel.DistributedDataParallel(_Loss(model), bucket_cap_mb=1.0)
+        train_s = _train(net, model, train_x[rank::world], val_x[rank::world], epochs, before_epoch=dist.barrier)
+        if rank == 0:
+            out.put(len(train_x[rank::world]) * world * (epochs - 1) / sum(train_s[1:]))
+    finally:
+        dist.destroy_process_group()
+
+
+def _plain_ddp(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int) -> float:
+    """Steady samples/s of plain PyTorch DDP without Ray: 2 processes x 1 thread, same batch per process."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    store = tempfile.mktemp(prefix="ddp-store-", dir=root)
+    mp.spawn(_plain_ddp_rank, args=(SETUP["num_workers"], store, data, family, epochs, out),
+             nprocs=SETUP["num_workers"])
+    return out.get()
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def _alternate(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int):
-    """Reference, pipeline, reference, ... ending with a reference; returns (pipeline runs, reference runs)."""
+def _alternate(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int, ddp: bool):
+    """Reference, pipeline, (plain DDP,) reference, ... ending with a reference; returns (pipeline runs,
+    reference runs, plain DDP steady samples/s)."""
     # the faster of 1 and 2 threads: on a busy host 2 OpenMP threads can be far slower than 1
     refs = [max((_plain(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])]
     threads = refs[0]["threads"]
-    pipes = []
+    pipes, ddps = [], []
     for _ in range(rounds):
         pipes.append(_pipeline(root, data, family, epochs))
+        if ddp:
+            ddps.append(_plain_ddp(root, data, family, epochs))
         refs.append(_plain(data, family, epochs, threads))
-    return pipes, refs
+    return pipes, refs, ddps
 
 
 def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
@@ -135,7 +196,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     with ray_workspace("aepipe-bench-train-") as root:
         for family, (rows, epochs) in plan.items():
             data = repeated_mnist(root / f"corpus-{family}", rows, shards=8)
-            pipes, refs = _alternate(root, data, family, epochs, rounds)
+            pipes, refs, ddps = _alternate(root, data, family, epochs, rounds, ddp=not quick)
             ray_, ref = _mean(pipes), _mean(refs)
             each = ", ".join(f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}"
                              for p, a, b in zip(pipes, refs, refs[1:]))
@@ -155,6 +216,13 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
                  "note": "run_training seconds outside epochs (validation, normalizer pass, caching, worker start, "
                          "MLflow, plots, registration) vs plain loop's reading + normalizing (approx.)"},
             ]
+            if ddps:
+                out.append({
+                    "bench": BENCH, "metric": f"{family}_steady_vs_plain_ddp", "value": ray_["steady"],
+                    "reference": sum(ddps) / len(ddps), "ratio": ray_["steady"] * len(ddps) / sum(ddps),
+                    "note": f"{what}: the same pipeline runs vs plain PyTorch DDP without Ray (2 processes x 1 "
+                            "thread, gloo, in-memory halves, batch 128 each), run right after each pipeline run: "
+                            "what Ray Train and the pipeline cost over DDP itself"})
     return out
 
 

@@ -258,7 +258,12 @@ class ScoreConfig(_Section):
     (0.1 = small, 0.25 = large shift by the usual rule of thumb)."""
 
     ks_alpha: float = Field(default=1e-3, gt=0, lt=1)
-    """Drift alarm when the Kolmogorov-Smirnov p-value of scores vs the baseline is below this."""
+    """Drift alarm when the Kolmogorov-Smirnov p-value of scores vs the baseline is below this (and the KS
+    statistic is above ks_min)."""
+
+    ks_min: float = Field(default=0.1, ge=0, lt=1)
+    """Smallest KS statistic (largest gap between the two score CDFs) that can raise the alarm: with thousands
+    of rows a p-value alone flags shifts too small to matter."""
 
     drift_bins: int = Field(default=10, ge=2, le=100)
     """Equal-mass baseline bins for the PSI (must divide 100)."""

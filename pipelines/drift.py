@@ -148,7 +148,7 @@ class ScoreSketch:
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Drift of scored rows against the baseline; ``drifted`` when PSI or the KS p-value crosses its limit."""
+    """Drift of scored rows against the baseline; ``drifted`` when PSI or the KS test crosses its limit."""
 
     psi: float
     ks: float
@@ -164,9 +164,10 @@ class DriftReport:
 
 
 def check_drift(sketch: ScoreSketch, calibration: dict, psi_limit: float = 0.2, ks_alpha: float = 1e-3,
-                bins: int = 10) -> DriftReport:
+                bins: int = 10, ks_min: float = 0.1) -> DriftReport:
     """Compare a sketch of scores with the bundle's calibration (``baseline_quantiles``, ``val_count``,
-    ``val_mean``, ``val_std``)."""
+    ``val_mean``, ``val_std``). The KS test alarms only when the shift is both significant (p < ``ks_alpha``)
+    and large enough to matter (statistic > ``ks_min``): on thousands of rows any tiny shift is significant."""
     q = np.asarray(calibration["baseline_quantiles"], np.float64)
     edges, expected = psi_bins(q, bins)
     # every PSI edge is a sketch edge, so bin counts add up exactly
@@ -183,6 +184,6 @@ def check_drift(sketch: ScoreSketch, calibration: dict, psi_limit: float = 0.2, 
     reasons = []
     if p > psi_limit:
         reasons.append(f"PSI {p:.3f} > {psi_limit}")
-    if pv < ks_alpha:
-        reasons.append(f"KS {ks:.3f} (p={pv:.2g}) < alpha {ks_alpha}")
+    if pv < ks_alpha and ks > ks_min:
+        reasons.append(f"KS {ks:.3f} > {ks_min} (p={pv:.2g} < alpha {ks_alpha})")
     return DriftReport(p, ks, pv, float(shift), sketch.n, bool(reasons), "; ".join(reasons) or "within limits")

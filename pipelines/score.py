@@ -369,7 +369,7 @@ def _drift(job: _Job, markers: list[dict[str, Any]], calibration: dict) -> Drift
     if sketch is None or sketch.n == 0:
         return None
     s = job.req.settings
-    return check_drift(sketch, calibration, s.psi_limit, s.ks_alpha, s.drift_bins)
+    return check_drift(sketch, calibration, s.psi_limit, s.ks_alpha, s.drift_bins, s.ks_min)
 
 
 def _manifest(req, model, shards, markers, plan, rows, schema, drift, run_id, timings) -> dict[str, Any]:

@@ -89,3 +89,8 @@ def test_check_drift_quiet_on_baseline_distribution_and_loud_when_shifted():
     assert shifted.drifted and shifted.psi > 1.0 and shifted.ks == pytest.approx(0.3, abs=0.03), shifted
     assert shifted.mean_shift_std == pytest.approx(30 / (100 / math.sqrt(12)), abs=0.05)
     assert shifted.metrics()["drift_alarm"] == 1.0
+    # 20,000 rows shifted by 4% of the range: KS ~0.04 is significant (p << 1e-3) but below ks_min = 0.1
+    slight = check_drift(_sketch(rng.uniform(4, 104, 20000)), _calibration())
+    assert slight.ks_pvalue < 1e-3 and 0.02 < slight.ks < 0.1 and slight.psi < 0.2 and not slight.drifted, slight
+    strict = check_drift(_sketch(rng.uniform(4, 104, 20000)), _calibration(), ks_min=0.0)
+    assert strict.drifted and strict.reason.startswith("KS"), strict

@@ -33,7 +33,8 @@ def score(
     num_gpus: Optional[float] = typer.Option(None, min=0, help="GPUs per scorer actor (default: 1 if the cluster has one)."),
     shards_per_pass: int = typer.Option(64, min=1, help="Input shards per actor-pool pass (each pass starts the pool anew)."),
     psi_limit: float = typer.Option(0.2, help="Drift alarm above this population stability index."),
-    ks_alpha: float = typer.Option(1e-3, help="Drift alarm below this Kolmogorov-Smirnov p-value."),
+    ks_alpha: float = typer.Option(1e-3, help="Drift alarm below this Kolmogorov-Smirnov p-value ..."),
+    ks_min: float = typer.Option(0.1, min=0, max=0.999, help="... when the KS statistic is also above this."),
     address: Optional[str] = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
     tracking: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
 ) -> None:
@@ -43,7 +44,7 @@ def score(
 
     with user_errors():
         settings = ScoreConfig(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-                               shards_per_pass=shards_per_pass, psi_limit=psi_limit, ks_alpha=ks_alpha)
+                               shards_per_pass=shards_per_pass, psi_limit=psi_limit, ks_alpha=ks_alpha, ks_min=ks_min)
         req = ScoreRequest(
             model_uri=model, input_path=input or str((home() / "data" / "mnist").resolve()),
             output_path=output or str((home() / "outputs" / "scores").resolve()), partition=partition,

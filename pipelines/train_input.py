@@ -4,8 +4,8 @@
 shuffling on, a local shuffle buffer reorders rows, seeded per (seed, rank, epoch).
 
 ``keep=True`` (the splits were small enough to cache): the first pass streams the shard as above and keeps its
-rows as one ``[N, *input_shape]`` float32 tensor on the host; later epochs draw batches from it in a fresh
-seeded permutation, the way a plain PyTorch loop over in-memory tensors does. Nothing of Ray Data runs in the
+rows as one ``[N, *input_shape]`` float32 tensor on the host (pinned when training on a GPU); later epochs draw
+batches from it in a fresh seeded permutation, the way a plain PyTorch loop over in-memory tensors does. Nothing of Ray Data runs in the
 background after that (no split coordinator, no prefetch thread), which matters when the workers' threads fill
 every core. Each rank keeps the rows of its first-pass split (``streaming_split(equal=True)``: equal counts),
 and reshuffles within them every epoch.
@@ -38,7 +38,8 @@ class ShardInput:
                 parts.append(x if self.device.type == "cpu" else x.cpu())
             yield x
         if self.keep:
-            self.rows = torch.cat(parts) if parts else torch.zeros((0, *self.input_shape))
+            rows = torch.cat(parts) if parts else torch.zeros((0, *self.input_shape))
+            self.rows = rows.pin_memory() if self.device.type == "cuda" else rows  # pinned: async copies
 
     def _streamed(self, batch_size: int, epoch: int, shuffle: bool) -> Iterator[torch.Tensor]:
         buffer = self.shuffle_buffer if shuffle else None

@@ -97,20 +97,21 @@ class _Loss(torch.nn.Module):
 
 
 def _train(net: torch.nn.Module, model, train_x: torch.Tensor, val_x: torch.Tensor, epochs: int,
-           before_epoch=lambda: None) -> list[float]:
-    """Adam on shuffled batches of ``train_x`` plus a validation pass per epoch; returns each epoch's train s."""
+           sync=lambda: None) -> list[float]:
+    """Adam on shuffled batches of ``train_x`` plus a validation pass per epoch; returns each epoch's train s.
+    ``sync`` runs at both ends of each timed pass (DDP: a barrier, so every rank times the same span)."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     train_s = []
     for _ in range(epochs):
-        before_epoch()
+        sync()
         t = time.perf_counter()
         model.train()
         for idx in torch.randperm(len(train_x), generator=gen).split(BATCH):
             opt.zero_grad(set_to_none=True)
             net(train_x[idx]).backward()
             opt.step()
-        before_epoch()
+        sync()
         train_s.append(time.perf_counter() - t)
         model.eval()
         with torch.no_grad():
@@ -149,7 +150,7 @@ def _plain_ddp_rank(rank: int, world: int, store: str, data: pathlib.Path, famil
         train_x, val_x = _read(data, family)
         model = build_model(MODELS[family])
         net = torch.nn.parallel.DistributedDataParallel(_Loss(model), bucket_cap_mb=1.0)
-        train_s = _train(net, model, train_x[rank::world], val_x[rank::world], epochs, before_epoch=dist.barrier)
+        train_s = _train(net, model, train_x[rank::world], val_x[rank::world], epochs, sync=dist.barrier)
         if rank == 0:
             out.put(len(train_x[rank::world]) * world * (epochs - 1) / sum(train_s[1:]))
     finally:
@@ -162,7 +163,7 @@ def _plain_ddp(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int)
 
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
-    store = tempfile.mktemp(prefix="ddp-store-", dir=root)
+    store = pathlib.Path(tempfile.mkdtemp(prefix="ddp-", dir=root)) / "store"  # gloo's rendezvous file
     mp.spawn(_plain_ddp_rank, args=(SETUP["num_workers"], store, data, family, epochs, out),
              nprocs=SETUP["num_workers"])
     return out.get()

@@ -35,7 +35,7 @@ class ShardInput:
         parts: list[torch.Tensor] = []
         for x in self._streamed(batch_size, epoch, shuffle):
             if self.keep:
-                parts.append(x if self.device.type == "cpu" else x.cpu())
+                parts.append(x.cpu())  # the same tensor on CPU; a host copy from a GPU
             yield x
         if self.keep:
             rows = torch.cat(parts) if parts else torch.zeros((0, *self.input_shape))

@@ -3,13 +3,21 @@ epoch) against a plain PyTorch loop over in-memory tensors with the same model, 
 
 - ``<family>_steady_samples_per_s``: training samples / training seconds over the epochs after the first
   (warm-up) epoch, as the train loop measures them on rank 0 (step + waiting for Ray Data), vs the plain
-  loop's epochs after its first, timed the same way (forward, backward, Adam step; batch 128 per step and
-  worker). The pipeline runs its default setup, 2 DDP workers x 1 torch thread (0.5 logical CPU each); the
-  plain loop runs in one process with 1 and with 2 threads and the faster is the reference (on a shared,
-  oversubscribed host two OpenMP threads can be slower than one). This host's speed drifts by +-20% within
-  seconds and its two cores do not run equally fast, so the measurement alternates: reference, pipeline,
-  reference, pipeline, reference (``ROUNDS`` pipeline runs), and the ratio is the pipeline's mean over the
-  reference's mean; the note gives each round's ratio against the references either side of it.
+  loop's epochs after its first, timed the same way (forward, backward, Adam step, batch 128 per step). The plain
+  loop runs in one process with 1 and with 2 torch threads and the faster is the reference (on a shared,
+  oversubscribed host two OpenMP threads can be slower than one); the pipeline runs the same layout, one Ray
+  Train worker with that many threads, so both take the same optimizer steps on the same batches and cores and
+  the ratio is what the pipeline costs. Every reference runs in a fresh process started with the environment
+  the pipeline gives its workers (``pipelines.train.worker_env``: glibc malloc keeps freed memory), so the
+  allocator setting that doubles conv training on this host counts on both sides. This host's speed drifts by +-20% within seconds and its two cores do
+  not run equally fast, so the measurement alternates reference and pipeline runs (``ROUNDS`` pipeline runs,
+  a reference on either side of each) and the ratio is the pipeline's mean over the reference's mean; the note
+  gives each round's ratio against the references either side of it.
+- ``<family>_ddp_steady_vs_plain_ddp``: the pipeline's default layout, 2 DDP workers x 1 thread (0.5 logical
+  CPU each, global batch 256), vs plain PyTorch DDP without Ray in the same layout (2 spawned processes x 1
+  thread, gloo, in-memory halves, batch 128 each), run right after it in each round: what Ray Train and the
+  pipeline cost over DDP itself. The note gives both against the single-process reference: on 2 vCPUs DDP's
+  allreduce and the slower core's pace cost more than the pipeline does.
 - ``<family>_end_to_end_samples_per_s``: training samples of all epochs / wall seconds of the whole
   ``run_training`` call (validation, normalization, caching, worker start-up,
   checkpoints, MLflow run, plots, registration), vs the plain loop reading the same Parquet, normalizing and
@@ -25,10 +33,14 @@ so the steady epochs measure DDP training on in-memory rows, as the plain loop d
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import pathlib
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -38,7 +50,7 @@ from bench.common import ray_workspace, repeated_mnist
 
 BENCH = "train_throughput"
 BATCH = 128
-SETUP = {"num_workers": 2, "cpus_per_worker": 0.5, "threads_per_worker": 1}
+DDP = {"num_workers": 2, "cpus_per_worker": 0.5, "threads_per_worker": 1}  # the pipeline's default layout
 ROUNDS = 2
 MODELS = {
     "dense": {"name": "dense", "input_shape": [784], "hidden": [512, 256], "latent_dim": 32,
@@ -48,8 +60,14 @@ MODELS = {
 }
 
 
-def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int) -> dict[str, float]:
-    """Run ``run_training``; returns wall seconds, steady and total samples/s and time inside epochs."""
+def _one_worker(threads: int) -> dict:
+    """One Ray Train worker with ``threads`` torch threads; it reserves 1 logical CPU so Ray Data keeps one."""
+    return {"num_workers": 1, "cpus_per_worker": 1.0, "threads_per_worker": threads}
+
+
+def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, layout: dict) -> dict[str, float]:
+    """Run ``run_training`` with worker ``layout``; returns wall seconds, steady and total samples/s and time
+    inside epochs."""
     from pipelines import tracking
     from pipelines.config import build_config
     from pipelines.train import run_training
@@ -58,7 +76,7 @@ def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int) 
     job = build_config({
         "name": f"bench-{family}", "home": str(home), "model": MODELS[family],
         "data": {"path": str(data), "val_fraction": 0.2, "normalize": "minmax"},
-        "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, **SETUP},
+        "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, **layout},
         "tracking": {"registered_model": f"bench-{family}"},
     })
     t0 = time.perf_counter()
@@ -120,6 +138,32 @@ def _train(net: torch.nn.Module, model, train_x: torch.Tensor, val_x: torch.Tens
     return train_s
 
 
+@contextlib.contextmanager
+def _worker_environ():
+    """``os.environ`` plus the pipeline's training-worker variables (``pipelines.train.worker_env``: the malloc
+    setting) while the block runs, so that reference processes started inside it run as the workers do."""
+    from pipelines.config import TrainConfig
+    from pipelines.train import worker_env
+
+    extra = worker_env(TrainConfig())
+    before = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
+def _plain_process(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[str, float]:
+    """``_plain`` in a fresh process started with the training workers' environment."""
+    with _worker_environ(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_plain, data, family, epochs, threads).result()
+
+
 def _plain(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[str, float]:
     """The same model trained by a plain loop on in-memory tensors with ``threads`` torch threads."""
     from aecore import build_model
@@ -164,8 +208,9 @@ def _plain_ddp(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int)
     ctx = mp.get_context("spawn")
     out = ctx.SimpleQueue()
     store = pathlib.Path(tempfile.mkdtemp(prefix="ddp-", dir=root)) / "store"  # gloo's rendezvous file
-    mp.spawn(_plain_ddp_rank, args=(SETUP["num_workers"], store, data, family, epochs, out),
-             nprocs=SETUP["num_workers"])
+    with _worker_environ():
+        mp.spawn(_plain_ddp_rank, args=(DDP["num_workers"], store, data, family, epochs, out),
+                 nprocs=DDP["num_workers"])
     return out.get()
 
 
@@ -173,19 +218,22 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def _alternate(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int, ddp: bool):
-    """Reference, pipeline, (plain DDP,) reference, ... ending with a reference; returns (pipeline runs,
-    reference runs, plain DDP steady samples/s)."""
+def _alternate(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int,
+               ddp: bool) -> dict[str, list]:
+    """Reference, then per round: pipeline (one worker, the reference's threads), reference, and when ``ddp``
+    the pipeline in its DDP layout followed by plain DDP. Returns each kind's runs: ``ref`` and ``pipe`` (dicts,
+    see ``_plain`` / ``_pipeline``), ``ddp_pipe`` (dicts) and ``plain_ddp`` (steady samples/s)."""
     # the faster of 1 and 2 threads: on a busy host 2 OpenMP threads can be far slower than 1
-    refs = [max((_plain(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])]
-    threads = refs[0]["threads"]
-    pipes, ddps = [], []
+    runs = {"ref": [max((_plain_process(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])],
+            "pipe": [], "ddp_pipe": [], "plain_ddp": []}
+    threads = runs["ref"][0]["threads"]
     for _ in range(rounds):
-        pipes.append(_pipeline(root, data, family, epochs))
+        runs["pipe"].append(_pipeline(root, data, family, epochs, _one_worker(threads)))
+        runs["ref"].append(_plain_process(data, family, epochs, threads))
         if ddp:
-            ddps.append(_plain_ddp(root, data, family, epochs))
-        refs.append(_plain(data, family, epochs, threads))
-    return pipes, refs, ddps
+            runs["ddp_pipe"].append(_pipeline(root, data, family, epochs, DDP))
+            runs["plain_ddp"].append(_plain_ddp(root, data, family, epochs))
+    return runs
 
 
 def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
@@ -197,19 +245,21 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     with ray_workspace("aepipe-bench-train-") as root:
         for family, (rows, epochs) in plan.items():
             data = repeated_mnist(root / f"corpus-{family}", rows, shards=8)
-            pipes, refs, ddps = _alternate(root, data, family, epochs, rounds, ddp=not quick)
+            runs = _alternate(root, data, family, epochs, rounds, ddp=not quick)
+            pipes, refs = runs["pipe"], runs["ref"]
             ray_, ref = _mean(pipes), _mean(refs)
+            threads = round(ref["threads"])
             each = ", ".join(f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}"
                              for p, a, b in zip(pipes, refs, refs[1:]))
             what = f"{family}, {rows} rows (80% train), {epochs} epochs, batch {BATCH}"
-            plain = (f"plain loop with {ref['threads']:.0f} thread(s) (the faster of 1, 2), alternated: "
+            plain = (f"plain loop with {threads} thread(s) (the faster of 1, 2), alternated: "
                      f"{len(refs)} reference and {len(pipes)} pipeline runs")
             e2e, ref_e2e = ray_["samples"] / ray_["wall"], ref["samples"] / ref["wall"]
             out += [
                 {"bench": BENCH, "metric": f"{family}_steady_samples_per_s", "value": ray_["steady"],
                  "reference": ref["steady"], "ratio": ray_["steady"] / ref["steady"],
-                 "note": f"{what}: Ray Data (cached, kept in the workers after epoch 1) -> 2 DDP workers x 1 "
-                         f"thread vs {plain}, after epoch 1; per round: {each} (target >= 0.9)"},
+                 "note": f"{what}: Ray Data (cached, kept in the worker after epoch 1) -> 1 Ray Train worker x "
+                         f"{threads} thread(s) vs {plain}, after epoch 1; per round: {each} (target >= 0.9)"},
                 {"bench": BENCH, "metric": f"{family}_end_to_end_samples_per_s", "value": e2e, "reference": ref_e2e,
                  "ratio": e2e / ref_e2e, "note": f"{what}: whole run_training call vs plain read + train + validate"},
                 {"bench": BENCH, "metric": f"{family}_fixed_startup_s", "value": ray_["wall"] - ray_["in_epochs"],
@@ -217,13 +267,17 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
                  "note": "run_training seconds outside epochs (validation, normalizer pass, caching, worker start, "
                          "MLflow, plots, registration) vs plain loop's reading + normalizing (approx.)"},
             ]
-            if ddps:
+            if runs["ddp_pipe"]:
+                ddp_pipe = _mean(runs["ddp_pipe"])["steady"]
+                plain_ddp = sum(runs["plain_ddp"]) / len(runs["plain_ddp"])
+                each = ", ".join(f"{p['steady'] / d:.2f}" for p, d in zip(runs["ddp_pipe"], runs["plain_ddp"]))
                 out.append({
-                    "bench": BENCH, "metric": f"{family}_steady_vs_plain_ddp", "value": ray_["steady"],
-                    "reference": sum(ddps) / len(ddps), "ratio": ray_["steady"] * len(ddps) / sum(ddps),
-                    "note": f"{what}: the same pipeline runs vs plain PyTorch DDP without Ray (2 processes x 1 "
-                            "thread, gloo, in-memory halves, batch 128 each), run right after each pipeline run: "
-                            "what Ray Train and the pipeline cost over DDP itself"})
+                    "bench": BENCH, "metric": f"{family}_ddp_steady_vs_plain_ddp", "value": ddp_pipe,
+                    "reference": plain_ddp, "ratio": ddp_pipe / plain_ddp,
+                    "note": f"{what}: the pipeline's default layout, 2 DDP workers x 1 thread, vs plain PyTorch DDP "
+                            "without Ray (2 processes x 1 thread, gloo, in-memory halves, batch 128 each) run right "
+                            f"after it; per round: {each}; against the single-process reference: pipeline "
+                            f"{ddp_pipe / ref['steady']:.2f}, plain DDP {plain_ddp / ref['steady']:.2f}"})
     return out
 
 

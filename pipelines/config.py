@@ -148,6 +148,12 @@ class TrainConfig(_Section):
     use_gpu: bool | None = None
     """One GPU per worker; null = use GPUs when the cluster has them."""
 
+    keep_freed_memory: bool = True
+    """Start the training workers with glibc's malloc told to keep the memory a step frees (``GLIBC_TUNABLES``:
+    blocks up to 32 MB come from the heap, which is never trimmed) so that the next step reuses it instead of
+    page-faulting fresh pages in; a worker's resident memory then stays at its peak. Off = the cluster's malloc
+    settings (e.g. when the image preloads jemalloc or tcmalloc). No effect outside glibc."""
+
     ddp_bucket_cap_mb: float | None = Field(default=None, gt=0)
     """DDP gradient bucket size (MB). Smaller buckets start the all-reduce while backward still runs; null =
     1 MB on CPU (gloo: overlapping the exchange with backward is what makes it cheap), PyTorch's 25 MB on GPU."""

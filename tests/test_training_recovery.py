@@ -16,7 +16,7 @@ from pipelines import tracking
 from pipelines.config import load_config
 from pipelines.bundle import bundle_files
 from pipelines.scorer import SHARD, Scorer
-from pipelines.train import _ray_run_name, run_training
+from pipelines.train import KEEP_FREED_MEMORY, _ray_run_name, run_training
 
 pytestmark = pytest.mark.slow
 EPOCHS = 4
@@ -71,6 +71,7 @@ def test_run_is_fully_tracked(trained):
     commit = tags["mlflow.source.git.commit"]  # the commit checked out when the run started (HEAD or older)
     assert len(commit) == 40 and subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"]).returncode == 0
     assert tags["aepipe.data.source"] == "parquet" and tags["aepipe.data.path"] == job.data_path
+    assert tags["aepipe.worker.glibc_tunables"] == KEEP_FREED_MEMORY  # the workers started with worker_env(train)
     for key in ("train_loss", "train_reconstruction", "val_reconstruction", "samples_per_s", "lr", "time_epoch_s"):
         assert _steps(uri, steady.run_id, key) == list(range(1, EPOCHS + 1)), key
     lrs = [v for _, v in tracking.metric_history(uri, steady.run_id, "lr")]

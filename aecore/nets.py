@@ -33,7 +33,11 @@ Corruption = Literal["none", "gaussian", "masking", "salt_pepper"]
 
 
 def _norm(kind: str, width: int) -> nn.Module:
-    return {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width) if kind != "none" else nn.Identity()
+    return (
+        {"none": nn.Identity, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}[kind](width)
+        if kind != "none"
+        else nn.Identity()
+    )
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
@@ -68,8 +72,13 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, act: str = "relu", norm: str = "none", dropout: float = 0.0):
         super().__init__()
         self.body = nn.Sequential(
-            _norm(norm, width), activation(act), nn.Linear(width, width),
-            _norm(norm, width), activation(act), nn.Dropout(dropout), nn.Linear(width, width),
+            _norm(norm, width),
+            activation(act),
+            nn.Linear(width, width),
+            _norm(norm, width),
+            activation(act),
+            nn.Dropout(dropout),
+            nn.Linear(width, width),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +177,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
 
 
-def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
+def gaussian_log_prob(
+    z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """``log N(z; mu, diag(exp(logvar)))`` summed over the last dimension: ``[..., L] -> [...]``."""
     logvar = torch.as_tensor(logvar, dtype=z.dtype, device=z.device)
     return -0.5 * ((z - mu).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(dim=-1)

@@ -5,12 +5,13 @@ Loading a saved model is a dict lookup on the name stored in its config, never a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from aecore.base import Autoencoder
 
-_REGISTRY: dict[str, type["Autoencoder"]] = {}
+_REGISTRY: dict[str, type[Autoencoder]] = {}
 
 M = TypeVar("M", bound=type)
 
@@ -48,15 +49,13 @@ def known_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def model_class(name: str) -> type["Autoencoder"]:
+def model_class(name: str) -> type[Autoencoder]:
     """The class registered under ``name``; raises :class:`UnknownModelError` listing known names."""
     _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def describe_models() -> dict[str, str]:

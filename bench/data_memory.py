@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 DIM = 64
 ROWS_PER_SHARD = 5_000
 
@@ -43,7 +42,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -74,8 +73,9 @@ def measure(root: Path, rows: int) -> dict[str, float]:
     from pipelines.corpora import write_synthetic
 
     path = root / f"rows-{rows}"
-    write_synthetic(path, "vectors", rows=rows, shards=max(1, rows // ROWS_PER_SHARD), anomaly_fraction=0.01,
-                    seed=0, dim=DIM)
+    write_synthetic(
+        path, "vectors", rows=rows, shards=max(1, rows // ROWS_PER_SHARD), anomaly_fraction=0.01, seed=0, dim=DIM
+    )
     t0 = time.perf_counter()
     with PeakRSS() as rss:
         streamed = stream_corpus(path)
@@ -100,19 +100,36 @@ def run(quick: bool = False, out_dir: Path | None = None) -> list[dict[str, Any]
     finally:
         if started:
             ray.shutdown()
-    note = (f"load_dataset + validate_corpus + fit_normalizer + full iteration, {DIM}-float vectors, "
-            f"{ROWS_PER_SHARD} rows per shard; {small['rows']} vs {large['rows']} rows, "
-            f"{small['seconds']:.1f}s vs {large['seconds']:.1f}s")
+    note = (
+        f"load_dataset + validate_corpus + fit_normalizer + full iteration, {DIM}-float vectors, "
+        f"{ROWS_PER_SHARD} rows per shard; {small['rows']} vs {large['rows']} rows, "
+        f"{small['seconds']:.1f}s vs {large['seconds']:.1f}s"
+    )
     return [
-        {"bench": "data_memory", "metric": "driver_peak_rss_mb_1x", "value": round(small["peak_mb"], 1),
-         "reference": None, "ratio": None, "note": note},
-        {"bench": "data_memory", "metric": "driver_peak_rss_mb_10x", "value": round(large["peak_mb"], 1),
-         "reference": round(small["peak_mb"], 1), "ratio": round(large["peak_mb"] / small["peak_mb"], 3),
-         "note": "peak RSS at 10x over 1x (target ~1: flat)"},
-        {"bench": "data_memory", "metric": "driver_rss_growth_mb_10x", "value": round(large["growth_mb"], 1),
-         "reference": round(small["growth_mb"], 1),
-         "ratio": round(large["growth_mb"] / max(small["growth_mb"], 1.0), 3),
-         "note": f"peak RSS over the {baseline:.0f} MB after warm-up, 10x vs 1x (ratio floored at 1 MB)"},
+        {
+            "bench": "data_memory",
+            "metric": "driver_peak_rss_mb_1x",
+            "value": round(small["peak_mb"], 1),
+            "reference": None,
+            "ratio": None,
+            "note": note,
+        },
+        {
+            "bench": "data_memory",
+            "metric": "driver_peak_rss_mb_10x",
+            "value": round(large["peak_mb"], 1),
+            "reference": round(small["peak_mb"], 1),
+            "ratio": round(large["peak_mb"] / small["peak_mb"], 3),
+            "note": "peak RSS at 10x over 1x (target ~1: flat)",
+        },
+        {
+            "bench": "data_memory",
+            "metric": "driver_rss_growth_mb_10x",
+            "value": round(large["growth_mb"], 1),
+            "reference": round(small["growth_mb"], 1),
+            "ratio": round(large["growth_mb"] / max(small["growth_mb"], 1.0), 3),
+            "note": f"peak RSS over the {baseline:.0f} MB after warm-up, 10x vs 1x (ratio floored at 1 MB)",
+        },
     ]
 
 

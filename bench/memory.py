@@ -35,7 +35,7 @@ class PeakMemory:
         self.driver_peak_mib = 0.0
         self.workers_peak_mib = 0.0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._proc = psutil.Process()
         self._base = self._proc.memory_info().rss
         self._stop = threading.Event()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -48,10 +48,19 @@ def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 def aepipe_dense(epochs: int) -> Detector:
     def detect(x_fit: np.ndarray, x_score: np.ndarray, seed: int) -> np.ndarray:
         d = x_fit.shape[1]
-        model = build_model({"name": "dense", "input_shape": (d,), "hidden": [min(128, 2 * d)],
-                             "latent_dim": 16 if d > 64 else 8, "output_activation": "sigmoid", "seed": seed})
+        model = build_model(
+            {
+                "name": "dense",
+                "input_shape": (d,),
+                "hidden": [min(128, 2 * d)],
+                "latent_dim": 16 if d > 64 else 8,
+                "output_activation": "sigmoid",
+                "seed": seed,
+            }
+        )
         train(model, torch.from_numpy(x_fit), epochs, lr=2e-3, batch=32, seed=seed)
         return model.score(torch.from_numpy(x_score)).numpy()
+
     return detect
 
 
@@ -60,10 +69,17 @@ def pyod_autoencoder(epochs: int) -> Detector:
         from pyod.models.auto_encoder import AutoEncoder
 
         d = x_fit.shape[1]
-        model = AutoEncoder(epoch_num=epochs, batch_size=32, random_state=seed, verbose=0, device="cpu",
-                            hidden_neuron_list=[min(128, 2 * d), 16 if d > 64 else 8])
+        model = AutoEncoder(
+            epoch_num=epochs,
+            batch_size=32,
+            random_state=seed,
+            verbose=0,
+            device="cpu",
+            hidden_neuron_list=[min(128, 2 * d), 16 if d > 64 else 8],
+        )
         model.fit(x_fit)
         return model.decision_function(x_score)
+
     return detect
 
 
@@ -104,11 +120,16 @@ def run(quick: bool = False, out_dir: Path | None = None) -> list[dict]:
         results = {name: one_class_auroc(det, split, digits, seed=0) for name, det in detectors.items()}
         ours, ours_s = results["aepipe dense AE"]
         for name, (auroc, seconds) in results.items():
-            rows.append({
-                "bench": "peers", "metric": f"{data_name}: one-class AUROC, {name}", "value": auroc,
-                "reference": ours, "ratio": auroc / ours,
-                "note": f"mean over {len(digits)} digits; fit+score {seconds:.1f}s (aepipe {ours_s:.1f}s)",
-            })
+            rows.append(
+                {
+                    "bench": "peers",
+                    "metric": f"{data_name}: one-class AUROC, {name}",
+                    "value": auroc,
+                    "reference": ours,
+                    "ratio": auroc / ours,
+                    "note": f"mean over {len(digits)} digits; fit+score {seconds:.1f}s (aepipe {ours_s:.1f}s)",
+                }
+            )
     return rows
 
 

@@ -38,7 +38,9 @@ def load_digits_split(n_train: int, n_test: int, seed: int) -> tuple[torch.Tenso
     return x[:n_train], x[n_train : n_train + n_test]
 
 
-def train(model: Autoencoder, x: torch.Tensor, epochs: int, lr: float = 1e-3, batch: int = 64, seed: int = 0) -> Autoencoder:
+def train(
+    model: Autoencoder, x: torch.Tensor, epochs: int, lr: float = 1e-3, batch: int = 64, seed: int = 0
+) -> Autoencoder:
     """Minibatch Adam over every update phase of ``model`` (works for any family); returns it in eval mode."""
     opts = {k: torch.optim.Adam(v, lr=lr) for k, v in model.optimizer_params().items()}
     gen = torch.Generator().manual_seed(seed)
@@ -67,7 +69,9 @@ def vae_nll(model: Any, x: torch.Tensor, k: int, seed: int) -> tuple[float, floa
     return float(neg_elbo), float(iwae)
 
 
-def run_quality(n_train: int = 4000, n_test: int = 1000, epochs: int = 30, seed: int = 0, quick: bool = False) -> dict[str, float]:
+def run_quality(
+    n_train: int = 4000, n_test: int = 1000, epochs: int = 30, seed: int = 0, quick: bool = False
+) -> dict[str, float]:
     """Train the models and return held-out metrics (MSEs, ratios to PCA, VAE NLLs, seconds).
 
     ``quick`` shrinks everything (200 / 100 digits, one epoch, k = 5) to a smoke run of a few seconds.
@@ -106,8 +110,15 @@ def _run(n_train: int, n_test: int, epochs: int, seed: int, k: int) -> dict[str,
         out[f"{name}_seconds"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vae_cfg = {"name": "vae", "input_shape": (784,), "hidden": [512, 256], "latent_dim": 20,
-               "reconstruction": "bce", "output_activation": "sigmoid", "seed": seed}
+    vae_cfg = {
+        "name": "vae",
+        "input_shape": (784,),
+        "hidden": [512, 256],
+        "latent_dim": 20,
+        "reconstruction": "bce",
+        "output_activation": "sigmoid",
+        "seed": seed,
+    }
     vae = train(build_model(vae_cfg), x_train.flatten(1), epochs, seed=seed)
     out["vae_neg_elbo"], out["vae_iwae_nll"] = vae_nll(vae, x_test.flatten(1), k, seed)
     out["iwae_k"] = k
@@ -126,7 +137,10 @@ def markdown(result: dict[str, float]) -> str:
         ("VAE (20-d) negative ELBO, nats", f"{result['vae_neg_elbo']:.2f}"),
         (f"VAE importance-weighted NLL (k={result['iwae_k']:g}), nats", f"{result['vae_iwae_nll']:.2f}"),
         ("train / held-out digits, epochs", f"{result['n_train']:g} / {result['n_test']:g}, {result['epochs']:g}"),
-        ("seconds: dense, conv, VAE", f"{result['dense_seconds']:.0f}, {result['conv_seconds']:.0f}, {result['vae_seconds']:.0f}"),
+        (
+            "seconds: dense, conv, VAE",
+            f"{result['dense_seconds']:.0f}, {result['conv_seconds']:.0f}, {result['vae_seconds']:.0f}",
+        ),
     ]
     return "\n".join(["| metric | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
@@ -135,12 +149,27 @@ def run(quick: bool = False, out_dir=None) -> list[dict]:
     """Bench-suite rows: dense and conv vs PCA (ratio of held-out MSE), VAE NLLs (IWAE vs negative ELBO)."""
     r = run_quality(quick=quick)
     note = f"{r['n_train']:g} train / {r['n_test']:g} held-out MNIST digits, {r['epochs']:g} epochs, 30-d code"
-    rows = [{"bench": "quality", "metric": f"{name} AE held-out MSE vs PCA (30 comp.)", "value": r[f"{name}_mse"],
-             "reference": r["pca_mse"], "ratio": r[f"{name}_ratio"],
-             "note": f"{note}; Hinton & Salakhutdinov 2006 full MNIST: 0.22"} for name in ("dense", "conv")]
-    rows.append({"bench": "quality", "metric": f"VAE importance-weighted NLL (k={r['iwae_k']:g}) vs negative ELBO, nats",
-                 "value": r["vae_iwae_nll"], "reference": r["vae_neg_elbo"],
-                 "ratio": r["vae_iwae_nll"] / r["vae_neg_elbo"], "note": "20-d Gaussian latent, Bernoulli likelihood"})
+    rows = [
+        {
+            "bench": "quality",
+            "metric": f"{name} AE held-out MSE vs PCA (30 comp.)",
+            "value": r[f"{name}_mse"],
+            "reference": r["pca_mse"],
+            "ratio": r[f"{name}_ratio"],
+            "note": f"{note}; Hinton & Salakhutdinov 2006 full MNIST: 0.22",
+        }
+        for name in ("dense", "conv")
+    ]
+    rows.append(
+        {
+            "bench": "quality",
+            "metric": f"VAE importance-weighted NLL (k={r['iwae_k']:g}) vs negative ELBO, nats",
+            "value": r["vae_iwae_nll"],
+            "reference": r["vae_neg_elbo"],
+            "ratio": r["vae_iwae_nll"] / r["vae_neg_elbo"],
+            "note": "20-d Gaussian latent, Bernoulli likelihood",
+        }
+    )
     return rows
 
 

@@ -18,8 +18,14 @@ import traceback
 from pathlib import Path
 
 #: Benchmark modules in run order; each exposes ``run(quick, out_dir) -> list[dict]``.
-SUITE = ["bench.quality", "bench.peers", "bench.train_throughput", "bench.score_throughput",
-         "bench.data_memory", "bench.scale"]
+SUITE = [
+    "bench.quality",
+    "bench.peers",
+    "bench.train_throughput",
+    "bench.score_throughput",
+    "bench.data_memory",
+    "bench.scale",
+]
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -29,8 +35,10 @@ def machine() -> str:
 
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.machine()} {os.cpu_count()} cores, {mem_gb:.0f} GiB, {device}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{platform.machine()} {os.cpu_count()} cores, {mem_gb:.0f} GiB, {device}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def _fmt(value) -> str:
@@ -42,8 +50,11 @@ def _fmt(value) -> str:
 def table(rows: list[dict]) -> str:
     """Rows as a markdown table."""
     lines = ["| bench | metric | value | reference | ratio | note |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['bench']} | {r['metric']} | {_fmt(r.get('value'))} | {_fmt(r.get('reference'))} | "
-              f"{_fmt(r.get('ratio'))} | {r.get('note', '')} |" for r in rows]
+    lines += [
+        f"| {r['bench']} | {r['metric']} | {_fmt(r.get('value'))} | {_fmt(r.get('reference'))} | "
+        f"{_fmt(r.get('ratio'))} | {r.get('note', '')} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -77,7 +88,7 @@ def run_suite(quick: bool, out_dir: Path, only: list[str] | None = None) -> tupl
         print(f"[bench] {name} ...", flush=True)
         try:
             module_rows = importlib.import_module(name).run(quick=quick, out_dir=out_dir)
-        except Exception:  # noqa: BLE001 - recorded in the report and the exit status
+        except Exception:
             failures.append(f"{name}:\n{traceback.format_exc()}")
             print(failures[-1], flush=True)
             continue
@@ -89,8 +100,10 @@ def run_suite(quick: bool, out_dir: Path, only: list[str] | None = None) -> tupl
 def write_report(rows: list[dict], failures: list[str], out_dir: Path, quick: bool, seconds: float) -> str:
     stamp = dt.date.today().isoformat()
     header = f"Measured {stamp} on {machine()}; {'quick' if quick else 'full'} suite, {seconds / 60:.1f} min."
-    body = "\n\n".join([f"# aepipe benchmarks\n\n{header}", table(rows), "![ratios](ratios.png)"] +
-                       ([f"## Failures\n\n```\n{f}\n```" for f in failures]))
+    body = "\n\n".join(
+        [f"# aepipe benchmarks\n\n{header}", table(rows), "![ratios](ratios.png)"]
+        + ([f"## Failures\n\n```\n{f}\n```" for f in failures])
+    )
     (out_dir / "report.md").write_text(body + "\n")
     plot_ratios(rows, out_dir / "ratios.png")
     return f"{header}\n\n{table(rows)}"

@@ -29,18 +29,35 @@ def _measure(root: Path, scale: int, base_rows: int) -> dict[str, float]:
     rows = base_rows * scale
     data = root / f"data-{scale}x"
     write_synthetic(data, "vectors", rows=rows, shards=2 * scale, seed=scale, dim=DIM)
-    job = load_config(None, [
-        f"home={root}", f"name=scale-{scale}x", f"data.path={data}", "data.label_column=null",
-        "data.normalize=standard", "data.cache=stream", "model.name=dense", f"model.input_shape=[{DIM}]", "model.hidden=[64]",
-        "model.latent_dim=8", "train.epochs=1", "train.batch_size=256", f"tracking.registered_model=scale-{scale}x",
-    ])
-    quiet = lambda _msg: None  # noqa: E731 - the bench prints its own progress
+    job = load_config(
+        None,
+        [
+            f"home={root}",
+            f"name=scale-{scale}x",
+            f"data.path={data}",
+            "data.label_column=null",
+            "data.normalize=standard",
+            "data.cache=stream",
+            "model.name=dense",
+            f"model.input_shape=[{DIM}]",
+            "model.hidden=[64]",
+            "model.latent_dim=8",
+            "train.epochs=1",
+            "train.batch_size=256",
+            f"tracking.registered_model=scale-{scale}x",
+        ],
+    )
+    quiet = lambda _msg: None
     with PeakMemory() as train_mem:
         t = time.perf_counter()
         run_training(job, log=quiet)
         train_s = time.perf_counter() - t
-    req = ScoreRequest(model_uri=f"models:/scale-{scale}x@champion", input_path=str(data),
-                       output_path=str(root / f"scores-{scale}x"), tracking_uri=job.tracking_uri)
+    req = ScoreRequest(
+        model_uri=f"models:/scale-{scale}x@champion",
+        input_path=str(data),
+        output_path=str(root / f"scores-{scale}x"),
+        tracking_uri=job.tracking_uri,
+    )
     with PeakMemory() as score_mem:
         t = time.perf_counter()
         run_scoring(req, log=quiet)
@@ -48,9 +65,12 @@ def _measure(root: Path, scale: int, base_rows: int) -> dict[str, float]:
     print(f"[bench] scale {scale}x: {rows} rows, train {train_s:.1f}s, score {score_s:.1f}s", flush=True)
     return {
         "rows": rows,
-        "train_us_per_row": 1e6 * train_s / rows, "score_us_per_row": 1e6 * score_s / rows,
-        "train_driver_mib": train_mem.driver_peak_mib, "score_driver_mib": score_mem.driver_peak_mib,
-        "train_workers_mib": train_mem.workers_peak_mib, "score_workers_mib": score_mem.workers_peak_mib,
+        "train_us_per_row": 1e6 * train_s / rows,
+        "score_us_per_row": 1e6 * score_s / rows,
+        "train_driver_mib": train_mem.driver_peak_mib,
+        "score_driver_mib": score_mem.driver_peak_mib,
+        "train_workers_mib": train_mem.workers_peak_mib,
+        "score_workers_mib": score_mem.workers_peak_mib,
     }
 
 
@@ -65,18 +85,28 @@ def run(quick: bool = False, out_dir: Path | None = None) -> list[dict]:
         results = {s: _measure(tmp, s, base_rows) for s in sizes}
     base = results[1]
     labels = {
-        "train_us_per_row": "train wall µs/row", "score_us_per_row": "score wall µs/row",
-        "train_driver_mib": "train driver peak MiB", "score_driver_mib": "score driver peak MiB",
-        "train_workers_mib": "train Ray workers peak MiB", "score_workers_mib": "score Ray workers peak MiB",
+        "train_us_per_row": "train wall µs/row",
+        "score_us_per_row": "score wall µs/row",
+        "train_driver_mib": "train driver peak MiB",
+        "score_driver_mib": "score driver peak MiB",
+        "train_workers_mib": "train Ray workers peak MiB",
+        "score_workers_mib": "score Ray workers peak MiB",
     }
     rows = []
     for scale in sizes[1:]:
         for key, label in labels.items():
             ref, value = base[key], results[scale][key]
             floor = 1.0 if "MiB" in label else 0.0  # sub-MiB driver growth is noise: compare from 1 MiB up
-            rows.append({"bench": BENCH, "metric": f"{label}, {scale}x vs 1x", "value": value, "reference": ref,
-                         "ratio": max(value, floor) / max(ref, floor) if max(ref, floor) else None,
-                         "note": f"{results[scale]['rows']} vs {base['rows']} rows"})
+            rows.append(
+                {
+                    "bench": BENCH,
+                    "metric": f"{label}, {scale}x vs 1x",
+                    "value": value,
+                    "reference": ref,
+                    "ratio": max(value, floor) / max(ref, floor) if max(ref, floor) else None,
+                    "note": f"{results[scale]['rows']} vs {base['rows']} rows",
+                }
+            )
     return rows
 
 

@@ -43,9 +43,19 @@ def _register(root: pathlib.Path) -> tuple[str, object]:
     from pipelines.config import DataConfig
     from pipelines.data.normalize import Normalizer
 
-    model = build_model({"name": "dense", "input_shape": [784], "hidden": [1024, 512], "latent_dim": 32,
-                         "output_activation": "sigmoid", "seed": 0}).eval()
-    bundle = ModelBundle(model, Normalizer("minmax", 0.0, 255.0), {}, DataConfig(val_fraction=0.2).model_dump(mode="json"))
+    model = build_model(
+        {
+            "name": "dense",
+            "input_shape": [784],
+            "hidden": [1024, 512],
+            "latent_dim": 32,
+            "output_activation": "sigmoid",
+            "seed": 0,
+        }
+    ).eval()
+    bundle = ModelBundle(
+        model, Normalizer("minmax", 0.0, 255.0), {}, DataConfig(val_fraction=0.2).model_dump(mode="json")
+    )
     from pipelines.corpora import mnist_arrays
 
     bundle.calibration = calibrate(bundle.infer(mnist_arrays()[0][:1000])["score"])
@@ -62,8 +72,13 @@ def _score(uri: str, inp: pathlib.Path, out: pathlib.Path, concurrency: int):
     from pipelines.config import ScoreConfig
     from pipelines.score import ScoreRequest, run_scoring
 
-    req = ScoreRequest(model_uri="models:/bench-score/1", input_path=str(inp), output_path=str(out),
-                       tracking_uri=uri, settings=ScoreConfig(concurrency=concurrency, num_cpus=0.5, num_gpus=0))
+    req = ScoreRequest(
+        model_uri="models:/bench-score/1",
+        input_path=str(inp),
+        output_path=str(out),
+        tracking_uri=uri,
+        settings=ScoreConfig(concurrency=concurrency, num_cpus=0.5, num_gpus=0),
+    )
     t = time.perf_counter()
     with PeakMemory(interval=0.01, workers=False) as mem:
         result = run_scoring(req, log=lambda _: None)
@@ -78,7 +93,7 @@ def _in_memory(bundle, inp: pathlib.Path, threads: int, batch: int = 1024) -> tu
     try:
         t = time.perf_counter()
         for i in range(0, len(x), batch):
-            bundle.infer(x[i:i + batch])
+            bundle.infer(x[i : i + batch])
         return time.perf_counter() - t, len(x)
     finally:
         torch.set_num_threads(old)
@@ -111,15 +126,38 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
         what = f"{result.rows} rows in {10 * rows_1x // shard_rows} shards, {cpus} actors x 0.5 CPU x 1 thread"
         reference = f"in-memory bundle.infer with {cpus} torch threads (before/after average)"
         return [
-            {"bench": BENCH, "metric": "steady_rows_per_s", "value": steady, "reference": ref, "ratio": steady / ref,
-             "note": f"run_scoring after the first scored batch, {what}, vs {reference} (target >= 0.9)"},
-            {"bench": BENCH, "metric": "end_to_end_rows_per_s", "value": e2e, "reference": ref, "ratio": e2e / ref,
-             "note": f"whole run_scoring call, {what}, vs {reference}"},
-            {"bench": BENCH, "metric": "warmup_s", "value": result.warmup_seconds, "reference": None, "ratio": None,
-             "note": "seconds to the first scored batch (actor start-up, model load, first reads)"},
-            {"bench": BENCH, "metric": "driver_peak_mb_10x", "value": mem_10x, "reference": mem_1x,
-             "ratio": mem_10x / max(mem_1x, 1e-9),
-             "note": f"driver peak RSS above baseline at 10x ({10 * rows_1x} rows) vs 1x ({rows_1x}); flat ~ 1"},
+            {
+                "bench": BENCH,
+                "metric": "steady_rows_per_s",
+                "value": steady,
+                "reference": ref,
+                "ratio": steady / ref,
+                "note": f"run_scoring after the first scored batch, {what}, vs {reference} (target >= 0.9)",
+            },
+            {
+                "bench": BENCH,
+                "metric": "end_to_end_rows_per_s",
+                "value": e2e,
+                "reference": ref,
+                "ratio": e2e / ref,
+                "note": f"whole run_scoring call, {what}, vs {reference}",
+            },
+            {
+                "bench": BENCH,
+                "metric": "warmup_s",
+                "value": result.warmup_seconds,
+                "reference": None,
+                "ratio": None,
+                "note": "seconds to the first scored batch (actor start-up, model load, first reads)",
+            },
+            {
+                "bench": BENCH,
+                "metric": "driver_peak_mb_10x",
+                "value": mem_10x,
+                "reference": mem_1x,
+                "ratio": mem_10x / max(mem_1x, 1e-9),
+                "note": f"driver peak RSS above baseline at 10x ({10 * rows_1x} rows) vs 1x ({rows_1x}); flat ~ 1",
+            },
         ]
 
 

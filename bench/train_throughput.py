@@ -53,10 +53,20 @@ BATCH = 128
 DDP = {"num_workers": 2, "cpus_per_worker": 0.5, "threads_per_worker": 1}  # the pipeline's default layout
 ROUNDS = 2
 MODELS = {
-    "dense": {"name": "dense", "input_shape": [784], "hidden": [512, 256], "latent_dim": 32,
-              "output_activation": "sigmoid"},
-    "conv": {"name": "conv", "input_shape": [1, 28, 28], "channels": [16, 32], "latent_dim": 32,
-             "output_activation": "sigmoid"},
+    "dense": {
+        "name": "dense",
+        "input_shape": [784],
+        "hidden": [512, 256],
+        "latent_dim": 32,
+        "output_activation": "sigmoid",
+    },
+    "conv": {
+        "name": "conv",
+        "input_shape": [1, 28, 28],
+        "channels": [16, 32],
+        "latent_dim": 32,
+        "output_activation": "sigmoid",
+    },
 }
 
 
@@ -73,21 +83,31 @@ def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, 
     from pipelines.train import run_training
 
     home = pathlib.Path(tempfile.mkdtemp(prefix=family, dir=root))
-    job = build_config({
-        "name": f"bench-{family}", "home": str(home), "model": MODELS[family],
-        "data": {"path": str(data), "val_fraction": 0.2, "normalize": "minmax"},
-        "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, **layout},
-        "tracking": {"registered_model": f"bench-{family}"},
-    })
+    job = build_config(
+        {
+            "name": f"bench-{family}",
+            "home": str(home),
+            "model": MODELS[family],
+            "data": {"path": str(data), "val_fraction": 0.2, "normalize": "minmax"},
+            "train": {"epochs": epochs, "batch_size": BATCH, "lr": 1e-3, **layout},
+            "tracking": {"registered_model": f"bench-{family}"},
+        }
+    )
     t0 = time.perf_counter()
     result = run_training(job, log=lambda _: None)
     wall = time.perf_counter() - t0
-    hist = {k: dict(tracking.metric_history(job.tracking_uri, result.run_id, k))
-            for k in ("samples_per_s", "time_train_s", "time_epoch_s")}
+    hist = {
+        k: dict(tracking.metric_history(job.tracking_uri, result.run_id, k))
+        for k in ("samples_per_s", "time_train_s", "time_epoch_s")
+    }
     samples = {e: hist["samples_per_s"][e] * hist["time_train_s"][e] for e in hist["time_train_s"]}
     steady = [e for e in samples if e > 1]
-    return {"wall": wall, "steady": sum(samples[e] for e in steady) / sum(hist["time_train_s"][e] for e in steady),
-            "samples": sum(samples.values()), "in_epochs": sum(hist["time_epoch_s"].values())}
+    return {
+        "wall": wall,
+        "steady": sum(samples[e] for e in steady) / sum(hist["time_train_s"][e] for e in steady),
+        "samples": sum(samples.values()),
+        "in_epochs": sum(hist["time_epoch_s"].values()),
+    }
 
 
 def _read(data: pathlib.Path, family: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,8 +134,9 @@ class _Loss(torch.nn.Module):
         return self.model.loss(x)["loss"]
 
 
-def _train(net: torch.nn.Module, model, train_x: torch.Tensor, val_x: torch.Tensor, epochs: int,
-           sync=lambda: None) -> list[float]:
+def _train(
+    net: torch.nn.Module, model, train_x: torch.Tensor, val_x: torch.Tensor, epochs: int, sync=lambda: None
+) -> list[float]:
     """Adam on shuffled batches of ``train_x`` plus a validation pass per epoch; returns each epoch's train s.
     ``sync`` runs at both ends of each timed pass (DDP: a barrier, so every rank times the same span)."""
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -206,8 +227,9 @@ def _plain_ddp(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int)
     out = ctx.SimpleQueue()
     store = pathlib.Path(tempfile.mkdtemp(prefix="ddp-", dir=root)) / "store"  # gloo's rendezvous file
     with _worker_environ():
-        mp.spawn(_plain_ddp_rank, args=(DDP["num_workers"], store, data, family, epochs, out),
-                 nprocs=DDP["num_workers"])
+        mp.spawn(
+            _plain_ddp_rank, args=(DDP["num_workers"], store, data, family, epochs, out), nprocs=DDP["num_workers"]
+        )
     return out.get()
 
 
@@ -215,14 +237,19 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
-def _alternate(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int,
-               ddp: bool) -> dict[str, list]:
+def _alternate(
+    root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, rounds: int, ddp: bool
+) -> dict[str, list]:
     """Reference, then per round: pipeline (one worker, the reference's threads), reference, and when ``ddp``
     the pipeline in its DDP layout followed by plain DDP. Returns each kind's runs: ``ref`` and ``pipe`` (dicts,
     see ``_plain`` / ``_pipeline``), ``ddp_pipe`` (dicts) and ``plain_ddp`` (steady samples/s)."""
     # the faster of 1 and 2 threads: on a busy host 2 OpenMP threads can be far slower than 1
-    runs = {"ref": [max((_plain_process(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])],
-            "pipe": [], "ddp_pipe": [], "plain_ddp": []}
+    runs = {
+        "ref": [max((_plain_process(data, family, epochs, t) for t in (1, 2)), key=lambda r: r["steady"])],
+        "pipe": [],
+        "ddp_pipe": [],
+        "plain_ddp": [],
+    }
     threads = runs["ref"][0]["threads"]
     for _ in range(rounds):
         runs["pipe"].append(_pipeline(root, data, family, epochs, _one_worker(threads)))
@@ -246,35 +273,60 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
             pipes, refs = runs["pipe"], runs["ref"]
             ray_, ref = _mean(pipes), _mean(refs)
             threads = refs[0]["threads"]
-            each = ", ".join(f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}"
-                             for p, a, b in zip(pipes, refs, refs[1:]))
+            each = ", ".join(
+                f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}" for p, a, b in zip(pipes, refs, refs[1:])
+            )
             what = f"{family}, {rows} rows (80% train), {epochs} epochs, batch {BATCH}"
-            plain = (f"plain loop with {threads} thread(s) (the faster of 1, 2), alternated: "
-                     f"{len(refs)} reference and {len(pipes)} pipeline runs")
+            plain = (
+                f"plain loop with {threads} thread(s) (the faster of 1, 2), alternated: "
+                f"{len(refs)} reference and {len(pipes)} pipeline runs"
+            )
             e2e, ref_e2e = ray_["samples"] / ray_["wall"], ref["samples"] / ref["wall"]
             out += [
-                {"bench": BENCH, "metric": f"{family}_steady_samples_per_s", "value": ray_["steady"],
-                 "reference": ref["steady"], "ratio": ray_["steady"] / ref["steady"],
-                 "note": f"{what}: Ray Data (cached, kept in the worker after epoch 1) -> 1 Ray Train worker x "
-                         f"{threads} thread(s) vs {plain}, after epoch 1; per round: {each} (target >= 0.9)"},
-                {"bench": BENCH, "metric": f"{family}_end_to_end_samples_per_s", "value": e2e, "reference": ref_e2e,
-                 "ratio": e2e / ref_e2e, "note": f"{what}: whole run_training call vs plain read + train + validate"},
-                {"bench": BENCH, "metric": f"{family}_fixed_startup_s", "value": ray_["wall"] - ray_["in_epochs"],
-                 "reference": ref["wall"] - ref["samples"] / ref["steady"], "ratio": None,
-                 "note": "run_training seconds outside epochs (validation, normalizer pass, caching, worker start, "
-                         "MLflow, plots, registration) vs plain loop's reading + normalizing (approx.)"},
+                {
+                    "bench": BENCH,
+                    "metric": f"{family}_steady_samples_per_s",
+                    "value": ray_["steady"],
+                    "reference": ref["steady"],
+                    "ratio": ray_["steady"] / ref["steady"],
+                    "note": f"{what}: Ray Data (cached, kept in the worker after epoch 1) -> 1 Ray Train worker x "
+                    f"{threads} thread(s) vs {plain}, after epoch 1; per round: {each} (target >= 0.9)",
+                },
+                {
+                    "bench": BENCH,
+                    "metric": f"{family}_end_to_end_samples_per_s",
+                    "value": e2e,
+                    "reference": ref_e2e,
+                    "ratio": e2e / ref_e2e,
+                    "note": f"{what}: whole run_training call vs plain read + train + validate",
+                },
+                {
+                    "bench": BENCH,
+                    "metric": f"{family}_fixed_startup_s",
+                    "value": ray_["wall"] - ray_["in_epochs"],
+                    "reference": ref["wall"] - ref["samples"] / ref["steady"],
+                    "ratio": None,
+                    "note": "run_training seconds outside epochs (validation, normalizer pass, caching, worker start, "
+                    "MLflow, plots, registration) vs plain loop's reading + normalizing (approx.)",
+                },
             ]
             if runs["ddp_pipe"]:
                 ddp_pipe = _mean(runs["ddp_pipe"])["steady"]
                 plain_ddp = sum(runs["plain_ddp"]) / len(runs["plain_ddp"])
                 each = ", ".join(f"{p['steady'] / d:.2f}" for p, d in zip(runs["ddp_pipe"], runs["plain_ddp"]))
-                out.append({
-                    "bench": BENCH, "metric": f"{family}_ddp_steady_vs_plain_ddp", "value": ddp_pipe,
-                    "reference": plain_ddp, "ratio": ddp_pipe / plain_ddp,
-                    "note": f"{what}: the pipeline's default layout, 2 DDP workers x 1 thread, vs plain PyTorch DDP "
-                            "without Ray (2 processes x 1 thread, gloo, in-memory halves, batch 128 each) run right "
-                            f"after it; per round: {each}; against the single-process reference: pipeline "
-                            f"{ddp_pipe / ref['steady']:.2f}, plain DDP {plain_ddp / ref['steady']:.2f}"})
+                out.append(
+                    {
+                        "bench": BENCH,
+                        "metric": f"{family}_ddp_steady_vs_plain_ddp",
+                        "value": ddp_pipe,
+                        "reference": plain_ddp,
+                        "ratio": ddp_pipe / plain_ddp,
+                        "note": f"{what}: the pipeline's default layout, 2 DDP workers x 1 thread, vs plain PyTorch DDP "
+                        "without Ray (2 processes x 1 thread, gloo, in-memory halves, batch 128 each) run right "
+                        f"after it; per round: {each}; against the single-process reference: pipeline "
+                        f"{ddp_pipe / ref['steady']:.2f}, plain DDP {plain_ddp / ref['steady']:.2f}",
+                    }
+                )
     return out
 
 

@@ -8,7 +8,9 @@ from jobs.commands import data, models, ray_jobs, runs, score, submit, train, zo
 
 app = typer.Typer(
     help="aepipe: train autoencoders on Ray, track them in MLflow, score whole corpora.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")

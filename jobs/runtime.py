@@ -13,8 +13,8 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import typer
@@ -33,9 +33,15 @@ console = Console(stderr=True, soft_wrap=True)
 class CredentialsError(ValueError):
     """Credentials in the wrong place (inside a URI) or a credentials file that cannot be read."""
 
+
 #: Exceptions that are the user's input, shown as one clear line instead of a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, UnknownModelError, RegistryError, FileNotFoundError, CredentialsError,
+    ConfigError,
+    DataError,
+    UnknownModelError,
+    RegistryError,
+    FileNotFoundError,
+    CredentialsError,
 )
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
@@ -48,7 +54,9 @@ def home() -> Path:
 def tracking_uri(explicit: str | None = None) -> str:
     """MLflow tracking URI: explicit, else ``MLFLOW_TRACKING_URI``, else SQLite under AEPIPE_HOME."""
     load_credentials()
-    return no_userinfo(explicit or os.environ.get("MLFLOW_TRACKING_URI")) or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+    return (
+        no_userinfo(explicit or os.environ.get("MLFLOW_TRACKING_URI")) or f"sqlite:///{home().resolve() / 'mlflow.db'}"
+    )
 
 
 def no_userinfo(uri: str | None) -> str | None:
@@ -57,7 +65,8 @@ def no_userinfo(uri: str | None) -> str | None:
     if parts.password is not None or (parts.username is not None and parts.scheme.startswith("http")):
         raise CredentialsError(
             f"the MLflow URI {parts.scheme}://***@{parts.hostname}{'' if parts.port is None else f':{parts.port}'} "
-            "embeds credentials; set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE")
+            "embeds credentials; set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE"
+        )
     return uri
 
 
@@ -89,10 +98,12 @@ def job_config(path: str | None, overrides: list[str]) -> JobConfig:
     """Load a job config with the environment's defaults under the file and the overrides."""
     job = load_config(path, overrides, home=str(home()))
     load_credentials()
-    tracking = job.tracking.model_copy(update={
-        "tracking_uri": no_userinfo(job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
-        "registry_uri": no_userinfo(job.tracking.registry_uri or registry_uri()),
-    })
+    tracking = job.tracking.model_copy(
+        update={
+            "tracking_uri": no_userinfo(job.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")),
+            "registry_uri": no_userinfo(job.tracking.registry_uri or registry_uri()),
+        }
+    )
     return job.model_copy(update={"tracking": tracking})
 
 
@@ -109,13 +120,15 @@ def user_errors(tracking: str | None = None) -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the user's input
+    except Exception as exc:
         found = _user_error(exc)
         status = auth_failure_status(exc) if found is None else None
         if status is not None:
             uri = tracking or os.environ.get("MLFLOW_TRACKING_URI") or "the MLflow server"
-            fail(f"MLflow rejected the credentials for {uri} (HTTP {status}); check MLFLOW_TRACKING_USERNAME / "
-                 "MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE")
+            fail(
+                f"MLflow rejected the credentials for {uri} (HTTP {status}); check MLFLOW_TRACKING_USERNAME / "
+                "MLFLOW_TRACKING_PASSWORD or AEPIPE_CREDENTIALS_FILE"
+            )
         if found is None:
             raise
         message = str(found.args[0]) if isinstance(found, KeyError) and found.args else str(found)
@@ -132,9 +145,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=target, num_cpus=num_cpus if target == "local" else None,
-                 include_dashboard=False, logging_level=logging.WARNING,
-                 configure_logging=True)
+        ray.init(
+            address=target,
+            num_cpus=num_cpus if target == "local" else None,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
     try:
         yield
     finally:

@@ -83,13 +83,17 @@ class ModelBundle:
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ModelBundle":
+    def load(cls, directory: str | Path) -> ModelBundle:
         src = Path(directory)
-        return cls(load_model(src / MODEL_DIR), Normalizer.load(src / NORMALIZER_FILE),
-                   _read_json(src / CALIBRATION_FILE), _read_json(src / DATA_FILE))
+        return cls(
+            load_model(src / MODEL_DIR),
+            Normalizer.load(src / NORMALIZER_FILE),
+            _read_json(src / CALIBRATION_FILE),
+            _read_json(src / DATA_FILE),
+        )
 
     @classmethod
-    def from_files(cls, files: dict[str, bytes]) -> "ModelBundle":
+    def from_files(cls, files: dict[str, bytes]) -> ModelBundle:
         """Load a bundle from :func:`bundle_files` output (e.g. shipped to actors through Ray's object store);
         the same checked loading path as :meth:`load`."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -133,8 +137,10 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"input needs an 'x' column with one sample per row; got columns {list(df.columns)}")
     x = np.stack([np.asarray(v, dtype=np.float32) for v in df["x"]]).reshape(len(df), *bundle.input_shape)
     out = bundle.infer(x)
-    return pd.DataFrame({
-        "score": out["score"].astype(np.float64),
-        "is_anomaly": out["is_anomaly"],
-        "embedding": list(out["embedding"].astype(np.float64)),
-    })
+    return pd.DataFrame(
+        {
+            "score": out["score"].astype(np.float64),
+            "is_anomaly": out["is_anomaly"],
+            "embedding": list(out["embedding"].astype(np.float64)),
+        }
+    )

@@ -69,8 +69,13 @@ def prune_unregistered(run_dir: str, kept: list[str]) -> list[str]:
     fs, base = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else str(Path(run_dir).resolve()))
     keep = {k.rstrip("/") for k in kept}
     found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    orphans = [f.path for f in found if f.type == pafs.FileType.Directory
-               and f.base_name.startswith("checkpoint_") and f.path.rstrip("/") not in keep]
+    orphans = [
+        f.path
+        for f in found
+        if f.type == pafs.FileType.Directory
+        and f.base_name.startswith("checkpoint_")
+        and f.path.rstrip("/") not in keep
+    ]
     for path in orphans:
         fs.delete_dir(path)
     return orphans

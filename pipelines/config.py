@@ -97,7 +97,7 @@ class DataConfig(_Section):
     """With cache=auto: the largest share of the cluster's object store the cached splits may take."""
 
     @model_validator(mode="after")
-    def _ids_are_defined(self) -> "DataConfig":
+    def _ids_are_defined(self) -> DataConfig:
         if self.source == "parquet" and self.id_column is None and not self.derive_ids:
             raise ValueError("id_column is null: set data.derive_ids=true to derive ids from file and row")
         return self

@@ -9,8 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_vector_shards(out_dir: str | Path, ids: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
-                        shards: int, vector_column: str = "x") -> list[Path]:
+def write_vector_shards(
+    out_dir: str | Path,
+    ids: np.ndarray,
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    shards: int,
+    vector_column: str = "x",
+) -> list[Path]:
     """Write ``x`` [N, D] with ``ids`` [N] (and ``labels``) as ``shards`` Parquet files; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,8 +88,9 @@ def _shard_sizes(rows: int, shards: int) -> list[int]:
     return [len(part) for part in np.array_split(np.arange(rows), shards)]
 
 
-def write_synthetic_vectors(out: Path, rows: int, shards: int, fraction: float, seed: int, dim: int = 32,
-                            rank: int = 4) -> int:
+def write_synthetic_vectors(
+    out: Path, rows: int, shards: int, fraction: float, seed: int, dim: int = 32, rank: int = 4
+) -> int:
     """Normal rows lie near a ``rank``-dimensional subspace of R^dim; anomalies are isotropic noise far from it.
 
     Columns: ``id`` ("vec-00000042"), ``x`` [dim] float32, ``is_anomaly`` bool. Returns the anomaly count.
@@ -96,14 +103,16 @@ def write_synthetic_vectors(out: Path, rows: int, shards: int, fraction: float, 
         bad = _planted(rng, n, fraction)
         x[bad] = rng.normal(scale=3.0, size=(int(bad.sum()), dim))
         ids = np.array([f"vec-{i:08d}" for i in range(start, start + n)])
-        _write_table(out / f"part-{shard:05d}.parquet", {"id": pa.array(ids), "x": _fixed_lists(x),
-                                                          "is_anomaly": pa.array(bad)})
+        _write_table(
+            out / f"part-{shard:05d}.parquet", {"id": pa.array(ids), "x": _fixed_lists(x), "is_anomaly": pa.array(bad)}
+        )
         start, planted = start + n, planted + int(bad.sum())
     return planted
 
 
-def write_synthetic_images(out: Path, rows: int, shards: int, fraction: float, seed: int, size: int = 16,
-                           channels: int = 1) -> int:
+def write_synthetic_images(
+    out: Path, rows: int, shards: int, fraction: float, seed: int, size: int = 16, channels: int = 1
+) -> int:
     """PNGs ``SHARD/{normal,anomaly}/img-00000042.png``: a soft blob at a random place; anomalies add a bright
     bar across the image. The folder name is the label. Returns the anomaly count."""
     from PIL import Image
@@ -128,8 +137,9 @@ def write_synthetic_images(out: Path, rows: int, shards: int, fraction: float, s
     return planted
 
 
-def write_synthetic_series(out: Path, rows: int, shards: int, fraction: float, seed: int, length: int = 256,
-                           features: int = 1) -> int:
+def write_synthetic_series(
+    out: Path, rows: int, shards: int, fraction: float, seed: int, length: int = 256, features: int = 1
+) -> int:
     """``rows // length`` series of ``length`` hourly steps (sines with random phase plus noise); anomalies are
     level shifts over runs of 8 steps covering ``fraction`` of the steps, flagged per row in ``is_anomaly``.
     Shard m holds the m-th stretch of time of every series, so each series spans all shards.
@@ -146,8 +156,10 @@ def write_synthetic_series(out: Path, rows: int, shards: int, fraction: float, s
     stamps = np.datetime64("2024-01-01T00:00:00") + t.astype("timedelta64[h]")
     names = ["value"] if features == 1 else [f"value_{f}" for f in range(features)]
     for shard, steps in enumerate(np.array_split(t, shards)):
-        columns = {"series_id": pa.array(np.repeat([f"series-{s}" for s in range(n_series)], len(steps))),
-                   "timestamp": pa.array(np.tile(stamps[steps], n_series))}
+        columns = {
+            "series_id": pa.array(np.repeat([f"series-{s}" for s in range(n_series)], len(steps))),
+            "timestamp": pa.array(np.tile(stamps[steps], n_series)),
+        }
         for f, name in enumerate(names):
             columns[name] = pa.array(values[:, steps, f].reshape(-1))
         columns["is_anomaly"] = pa.array(flags[:, steps].reshape(-1))
@@ -155,8 +167,9 @@ def write_synthetic_series(out: Path, rows: int, shards: int, fraction: float, s
     return int(flags.sum())
 
 
-def write_synthetic(out_dir: str | Path, kind: str, rows: int, shards: int, anomaly_fraction: float = 0.05,
-                    seed: int = 0, **shape: int) -> int:
+def write_synthetic(
+    out_dir: str | Path, kind: str, rows: int, shards: int, anomaly_fraction: float = 0.05, seed: int = 0, **shape: int
+) -> int:
     """Write a synthetic corpus of ``kind`` (vectors | images | series); same seed, same bytes of data.
 
     Returns the number of planted anomalies (rows, images, or time steps)."""

@@ -92,14 +92,14 @@ class ScoreSketch:
     sumsq: float = 0.0
 
     @classmethod
-    def empty(cls, edges: np.ndarray) -> "ScoreSketch":
+    def empty(cls, edges: np.ndarray) -> ScoreSketch:
         return cls(np.asarray(edges, np.float64), np.zeros(len(edges) + 1, np.int64))
 
     @property
     def n(self) -> int:
         return int(self.counts.sum())
 
-    def add(self, scores: np.ndarray) -> "ScoreSketch":
+    def add(self, scores: np.ndarray) -> ScoreSketch:
         """Add a batch of scores [B] in place; returns self."""
         s = np.asarray(scores, np.float64).ravel()
         self.counts += np.bincount(np.searchsorted(self.edges, s, side="left"), minlength=len(self.counts))
@@ -107,7 +107,7 @@ class ScoreSketch:
         self.sumsq += float(np.square(s).sum())
         return self
 
-    def merge(self, other: "ScoreSketch") -> "ScoreSketch":
+    def merge(self, other: ScoreSketch) -> ScoreSketch:
         if not np.array_equal(self.edges, other.edges):
             raise ValueError("cannot merge score sketches with different edges")
         return ScoreSketch(self.edges, self.counts + other.counts, self.total + other.total, self.sumsq + other.sumsq)
@@ -139,7 +139,7 @@ class ScoreSketch:
         return {"bins": nz.tolist(), "counts": self.counts[nz].tolist(), "total": self.total, "sumsq": self.sumsq}
 
     @classmethod
-    def from_dict(cls, edges: np.ndarray, d: dict) -> "ScoreSketch":
+    def from_dict(cls, edges: np.ndarray, d: dict) -> ScoreSketch:
         sk = cls.empty(edges)
         sk.counts[np.asarray(d["bins"], np.int64)] = np.asarray(d["counts"], np.int64)
         sk.total, sk.sumsq = float(d["total"]), float(d["sumsq"])
@@ -159,12 +159,23 @@ class DriftReport:
     reason: str
 
     def metrics(self) -> dict[str, float]:
-        return {"drift_psi": self.psi, "drift_ks": self.ks, "drift_ks_pvalue": self.ks_pvalue,
-                "drift_mean_shift_std": self.mean_shift_std, "drift_alarm": float(self.drifted)}
+        return {
+            "drift_psi": self.psi,
+            "drift_ks": self.ks,
+            "drift_ks_pvalue": self.ks_pvalue,
+            "drift_mean_shift_std": self.mean_shift_std,
+            "drift_alarm": float(self.drifted),
+        }
 
 
-def check_drift(sketch: ScoreSketch, calibration: dict, psi_limit: float = 0.2, ks_alpha: float = 1e-3,
-                bins: int = 10, ks_min: float = 0.1) -> DriftReport:
+def check_drift(
+    sketch: ScoreSketch,
+    calibration: dict,
+    psi_limit: float = 0.2,
+    ks_alpha: float = 1e-3,
+    bins: int = 10,
+    ks_min: float = 0.1,
+) -> DriftReport:
     """Compare a sketch of scores with the bundle's calibration (``baseline_quantiles``, ``val_count``,
     ``val_mean``, ``val_std``). The KS test alarms only when the shift is both significant (p < ``ks_alpha``)
     and large enough to matter (statistic > ``ks_min``): on thousands of rows any tiny shift is significant."""

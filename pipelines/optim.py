@@ -21,8 +21,9 @@ class Precision:
 
     def __init__(self, mode: str, device: torch.device):
         if mode == "fp16" and device.type != "cuda":
-            raise ValueError(f"train.precision=fp16 needs a CUDA device (this worker runs on {device.type}); "
-                             "use bf16 or fp32")
+            raise ValueError(
+                f"train.precision=fp16 needs a CUDA device (this worker runs on {device.type}); use bf16 or fp32"
+            )
         self.mode, self.device_type, self.dtype = mode, device.type, _DTYPES[mode]
         self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
 

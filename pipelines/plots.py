@@ -131,11 +131,18 @@ def score_histogram(scores: np.ndarray, calibration: dict) -> Figure:
     ax = fig.subplots()
     ax.hist(scores, bins=50, color="tab:blue", alpha=0.8)
     if "threshold" in calibration:
-        ax.axvline(calibration["threshold"], color="tab:red",
-                   label=f"threshold (q={calibration.get('threshold_quantile', '?')})")
+        ax.axvline(
+            calibration["threshold"],
+            color="tab:red",
+            label=f"threshold (q={calibration.get('threshold_quantile', '?')})",
+        )
     if "threshold_mean_std" in calibration:
-        ax.axvline(calibration["threshold_mean_std"], color="tab:red", linestyle="--",
-                   label=f"mean + {calibration.get('k_std', '?')} std")
+        ax.axvline(
+            calibration["threshold_mean_std"],
+            color="tab:red",
+            linestyle="--",
+            label=f"mean + {calibration.get('k_std', '?')} std",
+        )
     ax.set_xlabel("anomaly score"), ax.set_ylabel("validation rows")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -143,8 +150,13 @@ def score_histogram(scores: np.ndarray, calibration: dict) -> Figure:
 
 
 @torch.no_grad()
-def render(bundle: ModelBundle, x_raw: np.ndarray, labels: np.ndarray | None,
-           histories: dict[str, list[tuple[int, float]]], out_dir: str | Path) -> list[Path]:
+def render(
+    bundle: ModelBundle,
+    x_raw: np.ndarray,
+    labels: np.ndarray | None,
+    histories: dict[str, list[tuple[int, float]]],
+    out_dir: str | Path,
+) -> list[Path]:
     """Draw every picture for a trained bundle and validation rows ``x_raw`` ``[N, ...]``; returns PNG paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -86,10 +86,18 @@ def whole_corpus_shard(path: str) -> Shard:
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input path {path} does not exist")
-    files = [info] if info.type == pafs.FileType.File else \
-        [f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if f.type == pafs.FileType.File]
-    return Shard(path, "part-00000.parquet", sum(int(f.size) for f in files),
-                 max((int(f.mtime_ns or 0) for f in files), default=0), None)
+    files = (
+        [info]
+        if info.type == pafs.FileType.File
+        else [f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if f.type == pafs.FileType.File]
+    )
+    return Shard(
+        path,
+        "part-00000.parquet",
+        sum(int(f.size) for f in files),
+        max((int(f.mtime_ns or 0) for f in files), default=0),
+        None,
+    )
 
 
 def input_fingerprint(shards: list[Shard]) -> str:
@@ -228,8 +236,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_dir():
         raise UnpublishedError(f"{path}: no such scores partition")
     if not manifest.is_file():
-        raise UnpublishedError(f"{path}: no {MANIFEST} manifest, so the partition is incomplete or still "
-                               "being written; refusing to read it")
+        raise UnpublishedError(
+            f"{path}: no {MANIFEST} manifest, so the partition is incomplete or still "
+            "being written; refusing to read it"
+        )
     data = json.loads(manifest.read_text())
     if data.get("format") != FORMAT:
         raise UnpublishedError(f"{manifest}: unknown manifest format {data.get('format')!r}")

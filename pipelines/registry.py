@@ -20,8 +20,9 @@ class GateDecision:
     reason: str
 
 
-def version_metric(tracking_uri: str, name: str, version: str, metric: str = GATE_METRIC,
-                   registry_uri: str | None = None) -> float | None:
+def version_metric(
+    tracking_uri: str, name: str, version: str, metric: str = GATE_METRIC, registry_uri: str | None = None
+) -> float | None:
     """The metric recorded on a version's tag, else on its source run (latest value)."""
     c = tracking.client(tracking_uri, registry_uri)
     mv = c.get_model_version(name, str(version))
@@ -46,16 +47,30 @@ def gate(tracking_uri: str, name: str, candidate: str, margin: float, registry_u
         return GateDecision(False, f"{GATE_METRIC} missing on version {candidate if cand is None else current}")
     bar = champ * (1 - margin)
     verdict = cand <= bar
-    return GateDecision(verdict, f"{GATE_METRIC} v{candidate}={cand:.6g} {'<=' if verdict else '>'} "
-                                 f"v{current}={champ:.6g} x (1 - {margin:g}) = {bar:.6g}")
+    return GateDecision(
+        verdict,
+        f"{GATE_METRIC} v{candidate}={cand:.6g} {'<=' if verdict else '>'} "
+        f"v{current}={champ:.6g} x (1 - {margin:g}) = {bar:.6g}",
+    )
 
 
-def promote(tracking_uri: str, name: str, version: str, alias: str = CHAMPION, *, force: bool = False,
-            margin: float = 0.0, registry_uri: str | None = None) -> GateDecision:
+def promote(
+    tracking_uri: str,
+    name: str,
+    version: str,
+    alias: str = CHAMPION,
+    *,
+    force: bool = False,
+    margin: float = 0.0,
+    registry_uri: str | None = None,
+) -> GateDecision:
     """Move ``alias`` to ``version``; for ``champion`` the gate must pass unless ``force``."""
     version_info(tracking_uri, name, version, registry_uri)  # a clear error for an unknown name/version
-    decision = GateDecision(True, "forced") if force or alias != CHAMPION else gate(
-        tracking_uri, name, version, margin, registry_uri)
+    decision = (
+        GateDecision(True, "forced")
+        if force or alias != CHAMPION
+        else gate(tracking_uri, name, version, margin, registry_uri)
+    )
     if decision.passed:
         tracking.set_alias(tracking_uri, name, alias, version, registry_uri)
     return decision
@@ -78,8 +93,9 @@ def version_metrics(info: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def compare(tracking_uri: str, name: str, a: str, b: str,
-            registry_uri: str | None = None) -> list[tuple[str, float | None, float | None]]:
+def compare(
+    tracking_uri: str, name: str, a: str, b: str, registry_uri: str | None = None
+) -> list[tuple[str, float | None, float | None]]:
     """``[(metric, value of a, value of b), ...]`` over the union of both versions' metrics, sorted by name."""
     ma = version_metrics(version_info(tracking_uri, name, a, registry_uri))
     mb = version_metrics(version_info(tracking_uri, name, b, registry_uri))

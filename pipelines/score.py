@@ -11,10 +11,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -108,7 +109,8 @@ def _check_cpus(settings: ScoreConfig) -> None:
         raise ConfigError(
             f"score.concurrency x score.num_cpus = {settings.concurrency} x {settings.num_cpus} leaves less than "
             f"one of the cluster's {total:g} CPUs for reading the corpus, so the job would hang; lower num_cpus "
-            f"(e.g. {max(0.25, (total - 1) / settings.concurrency):.2g}) or concurrency")
+            f"(e.g. {max(0.25, (total - 1) / settings.concurrency):.2g}) or concurrency"
+        )
 
 
 def _gpus(settings: ScoreConfig) -> float:
@@ -145,8 +147,13 @@ class _Job:
         return pa.table(cols, schema=self.schema)
 
     def marker(self, sketch: ScoreSketch | None, anomalies: int, seconds: float) -> dict[str, Any]:
-        return {**self.identity, "scored_at": datetime.now(timezone.utc).isoformat(), "seconds": seconds,
-                "anomalies": anomalies, "sketch": sketch.to_dict() if sketch is not None else None}
+        return {
+            **self.identity,
+            "scored_at": datetime.now(UTC).isoformat(),
+            "seconds": seconds,
+            "anomalies": anomalies,
+            "sketch": sketch.to_dict() if sketch is not None else None,
+        }
 
 
 @dataclass
@@ -161,8 +168,9 @@ class _Warmup:
         return (rows - self.rows) / (seconds - self.seconds) if seconds > self.seconds and rows > self.rows else 0.0
 
 
-def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], None],
-                warmup: _Warmup) -> list[dict[str, Any]]:
+def _score_pass(
+    job: _Job, shards: list[publish.Shard], log: Callable[[str], None], warmup: _Warmup
+) -> list[dict[str, Any]]:
     """Stream ``shards`` through one actor pool; each shard is committed when its last row is written."""
     s = job.req.settings
     t_pass = time.perf_counter()
@@ -172,16 +180,20 @@ def _score_pass(job: _Job, shards: list[publish.Shard], log: Callable[[str], Non
     if not shards:
         return markers
     corpora = [_open_shard(job, sh) for sh in shards]
-    expected = [sh.rows - c.report.skipped if c.report and sh.rows is not None else sh.rows
-                for sh, c in zip(shards, corpora)]
-    parts = [c.dataset.select_columns(["id", "x"]).map_batches(_tag, fn_kwargs={"shard": i})
-             for i, c in enumerate(corpora)]
+    expected = [
+        sh.rows - c.report.skipped if c.report and sh.rows is not None else sh.rows for sh, c in zip(shards, corpora)
+    ]
+    parts = [
+        c.dataset.select_columns(["id", "x"]).map_batches(_tag, fn_kwargs={"shard": i}) for i, c in enumerate(corpora)
+    ]
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     ds.context.execution_options.preserve_order = True  # per-shard row order is the input's
     scored = ds.map_batches(
         Scorer,
         fn_constructor_kwargs={"bundle_files": job.files, "batch_size": s.batch_size},
-        batch_size=None, compute=ray.data.ActorPoolStrategy(size=s.concurrency), num_cpus=s.num_cpus,
+        batch_size=None,
+        compute=ray.data.ActorPoolStrategy(size=s.concurrency),
+        num_cpus=s.num_cpus,
         num_gpus=_gpus(s),
     )
     writers: dict[int, publish.ShardWriter] = {}
@@ -228,11 +240,21 @@ def _quarantine_unreadable(job: _Job, shard: publish.Shard) -> dict[str, Any]:
     if job.data_cfg.on_bad_records != "skip":
         raise DataError(f"{shard.path}: {reason}")
     quarantine = job.staging / "_quarantine" / shard.name.replace("/", "__")
-    write_quarantine(pa.table({"file": [shard.path], "row": pa.array([-1], pa.int64()), "id": pa.array([None], pa.string()),
-                               "reason": [reason]}, schema=QUARANTINE_SCHEMA), str(quarantine), "unreadable")
+    write_quarantine(
+        pa.table(
+            {
+                "file": [shard.path],
+                "row": pa.array([-1], pa.int64()),
+                "id": pa.array([None], pa.string()),
+                "reason": [reason],
+            },
+            schema=QUARANTINE_SCHEMA,
+        ),
+        str(quarantine),
+        "unreadable",
+    )
     empty = ScoreSketch.empty(job.edges) if job.edges is not None else None
-    marker = publish.ShardWriter(job.staging, shard, job.schema).commit(
-        {**job.marker(empty, 0, 0.0), "skipped": 1})
+    marker = publish.ShardWriter(job.staging, shard, job.schema).commit({**job.marker(empty, 0, 0.0), "skipped": 1})
     return marker
 
 
@@ -247,8 +269,9 @@ def _open_shard(job: _Job, shard: publish.Shard):
     return validate_corpus(load_dataset(job.data_cfg, shard.path, quarantine_dir=str(quarantine)))
 
 
-def _plan(req: ScoreRequest, shards: list[publish.Shard], final: Path, staging: Path,
-          identity: dict[str, str]) -> publish.Plan | None:
+def _plan(
+    req: ScoreRequest, shards: list[publish.Shard], final: Path, staging: Path, identity: dict[str, str]
+) -> publish.Plan | None:
     """Decide what to score, resume and carry over; None when incremental mode has nothing new."""
     carried: list[dict[str, Any]] = []
     todo = shards
@@ -304,8 +327,10 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
     if plan is None:
         log(f"nothing to do: every input shard is already scored by {model.uri} under {req.output_path}")
         return ScoreResult(str(final), 0, 0, model, time.perf_counter() - t0, noop=True)
-    log(f"plan: {len(plan.to_score)} shards to score, {len(plan.resumed)} resumed from {staging}, "
-        f"{len(plan.carried)} carried over")
+    log(
+        f"plan: {len(plan.to_score)} shards to score, {len(plan.resumed)} resumed from {staging}, "
+        f"{len(plan.carried)} carried over"
+    )
 
     embed_dim = bundle.infer(np.zeros((1, *bundle.input_shape), np.float32))["embedding"].shape[1]
     schema = output_schema(req.mode, _id_type(shards[0], data_cfg), embed_dim)
@@ -314,11 +339,20 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
     job = _Job(req, model, data_cfg, schema, edges, staging, identity, ray.put(files))
 
     run_id = tracking.start_run(
-        req.tracking_uri, req.settings.experiment, f"score-{model.name}-v{model.version}",
-        {"model_uri": req.model_uri, "input_path": req.input_path, "output_path": str(final), "mode": req.mode,
-         "incremental": req.incremental, "score": req.settings.model_dump(mode="json")},
+        req.tracking_uri,
+        req.settings.experiment,
+        f"score-{model.name}-v{model.version}",
+        {
+            "model_uri": req.model_uri,
+            "input_path": req.input_path,
+            "output_path": str(final),
+            "mode": req.mode,
+            "incremental": req.incremental,
+            "score": req.settings.model_dump(mode="json"),
+        },
         tags={"aepipe.kind": "scoring", "aepipe.model.name": model.name, "aepipe.model.version": model.version},
-        artifact_root=req.artifact_root)
+        artifact_root=req.artifact_root,
+    )
     try:
         staging.mkdir(parents=True, exist_ok=True)
         for m in plan.carried:
@@ -327,7 +361,7 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
         new, warmup = [], _Warmup()
         step = req.settings.shards_per_pass
         for k in range(0, len(plan.to_score), step):
-            new += _score_pass(job, plan.to_score[k:k + step], log, warmup)
+            new += _score_pass(job, plan.to_score[k : k + step], log, warmup)
         score_seconds = time.perf_counter() - t_score
         this_run = plan.resumed + new
         markers = sorted(plan.carried + this_run, key=lambda m: m["name"])
@@ -335,22 +369,41 @@ def run_scoring(req: ScoreRequest, log: Callable[[str], None] = print) -> ScoreR
         rows = publish.verify(staging, markers, schema)
         rows_scored = sum(m["output_rows"] for m in new)
         drift = _drift(job, this_run, bundle.calibration)
-        manifest = _manifest(req, model, shards, markers, plan, rows, schema, drift, run_id,
-                             {"seconds": time.perf_counter() - t0, "scoring_seconds": score_seconds,
-                              "warmup_seconds": warmup.seconds})
+        manifest = _manifest(
+            req,
+            model,
+            shards,
+            markers,
+            plan,
+            rows,
+            schema,
+            drift,
+            run_id,
+            {"seconds": time.perf_counter() - t0, "scoring_seconds": score_seconds, "warmup_seconds": warmup.seconds},
+        )
         publish.write_manifest(staging, manifest)
         publish.publish(staging, final)
         seconds = time.perf_counter() - t0
-        _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, bundle.calibration, job,
-                 warmup)
+        _log_run(
+            req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, bundle.calibration, job, warmup
+        )
         tracking.set_tags(req.tracking_uri, run_id, {"aepipe.drift": str(bool(drift and drift.drifted)).lower()})
         tracking.end_run(req.tracking_uri, run_id)
     except BaseException:
         tracking.end_run(req.tracking_uri, run_id, "FAILED")
         raise
-    return ScoreResult(str(final), rows, rows_scored, model, seconds, plan.summary(), drift, run_id,
-                       warmup_seconds=warmup.seconds,
-                       steady_rows_per_s=warmup.steady_rows_per_s(rows_scored, score_seconds))
+    return ScoreResult(
+        str(final),
+        rows,
+        rows_scored,
+        model,
+        seconds,
+        plan.summary(),
+        drift,
+        run_id,
+        warmup_seconds=warmup.seconds,
+        steady_rows_per_s=warmup.steady_rows_per_s(rows_scored, score_seconds),
+    )
 
 
 def _merged_sketch(job: _Job, markers: list[dict[str, Any]]) -> ScoreSketch | None:
@@ -374,26 +427,44 @@ def _drift(job: _Job, markers: list[dict[str, Any]], calibration: dict) -> Drift
 
 def _manifest(req, model, shards, markers, plan, rows, schema, drift, run_id, timings) -> dict[str, Any]:
     return {
-        "model": {"name": model.name, "version": model.version, "mode": req.mode, "requested": req.model_uri,
-                  "run_id": model.run_id},
-        "input": {"path": req.input_path, "fingerprint": publish.input_fingerprint(shards),
-                  "shards": [s.fingerprint for s in shards]},
+        "model": {
+            "name": model.name,
+            "version": model.version,
+            "mode": req.mode,
+            "requested": req.model_uri,
+            "run_id": model.run_id,
+        },
+        "input": {
+            "path": req.input_path,
+            "fingerprint": publish.input_fingerprint(shards),
+            "shards": [s.fingerprint for s in shards],
+        },
         "shards": [{k: v for k, v in m.items() if k != "sketch"} for m in markers],
-        "rows": rows, "schema": schema.names, "plan": plan.summary(),
+        "rows": rows,
+        "schema": schema.names,
+        "plan": plan.summary(),
         "drift": None if drift is None else {**drift.metrics(), "reason": drift.reason},
-        "scoring_run_id": run_id, "published_at": datetime.now(timezone.utc).isoformat(), "timings": timings,
+        "scoring_run_id": run_id,
+        "published_at": datetime.now(UTC).isoformat(),
+        "timings": timings,
     }
 
 
-def _log_run(req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, calibration, job,
-             warmup: _Warmup) -> None:
+def _log_run(
+    req, run_id, final, this_run, rows, rows_scored, score_seconds, drift, plan, calibration, job, warmup: _Warmup
+) -> None:
     """Metrics, the score histogram against the baseline and the manifest on the scoring run."""
     metrics: dict[str, float] = {
-        "rows": rows, "rows_scored": rows_scored, "shards_scored": len(this_run) - len(plan.resumed),
-        "shards_resumed": len(plan.resumed), "shards_carried": len(plan.carried),
+        "rows": rows,
+        "rows_scored": rows_scored,
+        "shards_scored": len(this_run) - len(plan.resumed),
+        "shards_resumed": len(plan.resumed),
+        "shards_carried": len(plan.carried),
         "data_skipped_records": sum(m.get("skipped", 0) for m in this_run),
-        "rows_per_s": rows_scored / score_seconds if score_seconds > 0 else 0.0, "scoring_seconds": score_seconds,
-        "warmup_seconds": warmup.seconds, "steady_rows_per_s": warmup.steady_rows_per_s(rows_scored, score_seconds),
+        "rows_per_s": rows_scored / score_seconds if score_seconds > 0 else 0.0,
+        "scoring_seconds": score_seconds,
+        "warmup_seconds": warmup.seconds,
+        "steady_rows_per_s": warmup.steady_rows_per_s(rows_scored, score_seconds),
     }
     sketch = _merged_sketch(job, this_run)
     if sketch is not None and sketch.n:

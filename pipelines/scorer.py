@@ -36,8 +36,17 @@ class Scorer:
         cuts = np.flatnonzero(np.diff(shard)) + 1
         parts = []
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(shard)]):
-            parts += [self.bundle.infer(batch["x"][i:min(i + self.batch_size, hi)], self.device)
-                      for i in range(lo, hi, self.batch_size)]
-        out = {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")} if parts else \
-            {"score": np.zeros(0, np.float32), "is_anomaly": np.zeros(0, bool), "embedding": np.zeros((0, 0), np.float32)}
+            parts += [
+                self.bundle.infer(batch["x"][i : min(i + self.batch_size, hi)], self.device)
+                for i in range(lo, hi, self.batch_size)
+            ]
+        out = (
+            {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")}
+            if parts
+            else {
+                "score": np.zeros(0, np.float32),
+                "is_anomaly": np.zeros(0, bool),
+                "embedding": np.zeros((0, 0), np.float32),
+            }
+        )
         return {"id": batch["id"], SHARD: shard, **out}

@@ -105,8 +105,9 @@ def find_run(tracking_uri: str, experiment: str, tag_key: str, tag_value: str) -
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         return None
-    runs = c.search_runs([exp.experiment_id], f"tags.`{tag_key}` = '{tag_value}'", max_results=1,
-                         order_by=["attributes.start_time DESC"])
+    runs = c.search_runs(
+        [exp.experiment_id], f"tags.`{tag_key}` = '{tag_value}'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -123,8 +124,9 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, 
     return sorted((m.step, m.value) for m in hist)
 
 
-def log_metrics_once(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int,
-                     key: str = "val_loss") -> bool:
+def log_metrics_once(
+    tracking_uri: str, run_id: str, metrics: dict[str, float], step: int, key: str = "val_loss"
+) -> bool:
     """Log ``metrics`` at ``step`` unless ``key`` already has a value there (a re-run epoch after a restart
     keeps its first record, so each step appears once in the history). Returns whether it logged."""
     if step in {m.step for m in client(tracking_uri).get_metric_history(run_id, key)}:
@@ -133,7 +135,9 @@ def log_metrics_once(tracking_uri: str, run_id: str, metrics: dict[str, float], 
     return True
 
 
-def metric_histories(tracking_uri: str, run_id: str, prefixes: tuple[str, ...] = ("train_", "val_")) -> dict[str, list[tuple[int, float]]]:
+def metric_histories(
+    tracking_uri: str, run_id: str, prefixes: tuple[str, ...] = ("train_", "val_")
+) -> dict[str, list[tuple[int, float]]]:
     """Histories of every metric of the run whose name starts with one of ``prefixes``."""
     keys = [k for k in client(tracking_uri).get_run(run_id).data.metrics if k.startswith(prefixes)]
     return {k: metric_history(tracking_uri, run_id, k) for k in sorted(keys)}
@@ -211,7 +215,9 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str, registry_u
     client(tracking_uri, registry_uri).set_registered_model_alias(name, alias, str(version))
 
 
-def tag_version(tracking_uri: str, name: str, version: str, tags: dict[str, Any], registry_uri: str | None = None) -> None:
+def tag_version(
+    tracking_uri: str, name: str, version: str, tags: dict[str, Any], registry_uri: str | None = None
+) -> None:
     c = client(tracking_uri, registry_uri)
     for k, v in tags.items():
         c.set_model_version_tag(name, str(version), k, str(v))
@@ -221,7 +227,7 @@ def resolve_model(tracking_uri: str, uri: str, registry_uri: str | None = None) 
     """Pin ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/NAME`` (latest) to one version."""
     if not uri.startswith("models:/"):
         raise RegistryError(f"model URI {uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
-    rest = uri[len("models:/"):]
+    rest = uri[len("models:/") :]
     c = client(tracking_uri, registry_uri)
     try:
         if "@" in rest:
@@ -240,8 +246,9 @@ def resolve_model(tracking_uri: str, uri: str, registry_uri: str | None = None) 
     return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
 
 
-def download_bundle(tracking_uri: str, model: ResolvedModel, dst: str | Path | None = None,
-                    registry_uri: str | None = None) -> Path:
+def download_bundle(
+    tracking_uri: str, model: ResolvedModel, dst: str | Path | None = None, registry_uri: str | None = None
+) -> Path:
     """Download a registered version's bundle directory; returns its local path."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri or tracking_uri)
@@ -259,15 +266,15 @@ def registered_models(tracking_uri: str, registry_uri: str | None = None) -> lis
     out = []
     for rm in c.search_registered_models():
         versions = c.search_model_versions(f"name = '{rm.name}'")
-        out.append({
-            "name": rm.name,
-            "aliases": dict(rm.aliases),
-            "versions": sorted((int(v.version) for v in versions)),
-            "latest_run": max(versions, key=lambda v: int(v.version)).run_id if versions else None,
-        })
+        out.append(
+            {
+                "name": rm.name,
+                "aliases": dict(rm.aliases),
+                "versions": sorted(int(v.version) for v in versions),
+                "latest_run": max(versions, key=lambda v: int(v.version)).run_id if versions else None,
+            }
+        )
     return out
-
-
 
 
 # -- scoring (issue 6) ------------------------------------------------------------------------------
@@ -275,7 +282,7 @@ def resolve_model_uri(tracking_uri: str, uri: str, registry_uri: str | None = No
     """Like :func:`resolve_model`, and also ``runs:/RUN_ID/model``: the registered version logged by that run."""
     if not uri.startswith("runs:/"):
         return resolve_model(tracking_uri, uri, registry_uri)
-    run_id = uri[len("runs:/"):].split("/", 1)[0]
+    run_id = uri[len("runs:/") :].split("/", 1)[0]
     try:
         versions = client(tracking_uri, registry_uri).search_model_versions(f"run_id = '{run_id}'")
     except MlflowException as exc:
@@ -303,11 +310,18 @@ def model_versions(tracking_uri: str, name: str, registry_uri: str | None = None
     out = []
     for mv in sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
         metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        out.append({
-            "version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
-            "status": mv.status, "run_id": mv.run_id, "source": mv.source,
-            "created": mv.creation_timestamp, "tags": dict(mv.tags), "metrics": dict(metrics),
-        })
+        out.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "status": mv.status,
+                "run_id": mv.run_id,
+                "source": mv.source,
+                "created": mv.creation_timestamp,
+                "tags": dict(mv.tags),
+                "metrics": dict(metrics),
+            }
+        )
     return out
 
 
@@ -319,9 +333,17 @@ def recent_runs(tracking_uri: str, experiment: str, limit: int = 20) -> list[dic
     if exp is None:
         raise RegistryError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
     runs = c.search_runs([exp.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
-    return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
-             "start": r.info.start_time, "metrics": dict(r.data.metrics), "params": dict(r.data.params)}
-            for r in runs]
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "start": r.info.start_time,
+            "metrics": dict(r.data.metrics),
+            "params": dict(r.data.params),
+        }
+        for r in runs
+    ]
 
 
 def auth_failure_status(exc: BaseException) -> int | None:
@@ -329,8 +351,11 @@ def auth_failure_status(exc: BaseException) -> int | None:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        status = exc.get_http_status_code() if isinstance(exc, MlflowException) else getattr(
-            getattr(exc, "response", None), "status_code", None)
+        status = (
+            exc.get_http_status_code()
+            if isinstance(exc, MlflowException)
+            else getattr(getattr(exc, "response", None), "status_code", None)
+        )
         if status in (401, 403):
             return int(status)
         exc = exc.__cause__ or exc.__context__

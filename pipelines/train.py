@@ -12,9 +12,10 @@ import os
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import ray
@@ -31,11 +32,18 @@ from pipelines import checkpoint as ckpt
 from pipelines import plots, registry, tracking
 from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import ConfigError, JobConfig, TrainConfig
+from pipelines.data import (
+    Normalizer,
+    cache,
+    fit_normalizer,
+    load_dataset,
+    normalize_dataset,
+    split_dataset,
+    validate_corpus,
+)
 from pipelines.faults import FaultInjector
 from pipelines.optim import LRSchedule, Patience, Precision
 from pipelines.train_input import ShardInput
-from pipelines.data import Normalizer, fit_normalizer, load_dataset, normalize_dataset, split_dataset, validate_corpus
-from pipelines.data import cache
 
 JOB_TAG = "aepipe.job"
 
@@ -78,8 +86,16 @@ def _gather_objects(value: Any) -> list[Any]:
     return parts
 
 
-def _train_epoch(objective: nn.Module, model: Autoencoder, optimizers: dict, amp: Precision, job: JobConfig,
-                 inputs: ShardInput, epoch: int, before_batch: Callable[[int], None]) -> tuple[dict[str, float], int]:
+def _train_epoch(
+    objective: nn.Module,
+    model: Autoencoder,
+    optimizers: dict,
+    amp: Precision,
+    job: JobConfig,
+    inputs: ShardInput,
+    epoch: int,
+    before_batch: Callable[[int], None],
+) -> tuple[dict[str, float], int]:
     """One pass over this rank's shard; returns summed (loss term x batch size) and the sample count.
 
     Loss terms are summed on the device and read once at the end, so no step waits on a host copy."""
@@ -129,7 +145,7 @@ def _validation(model, inputs: ShardInput, batch_size: int) -> tuple[dict[str, f
 
 def _ensure_keys(sums: dict[str, float], model: Autoencoder) -> dict[str, float]:
     # A rank with an empty shard must still contribute every key to the all-reduce.
-    return {**{k: 0.0 for k in ("loss",)}, **sums}
+    return {**dict.fromkeys(("loss",), 0.0), **sums}
 
 
 @dataclass
@@ -143,10 +159,15 @@ class _Loop:
     stopping: Patience
 
     def state(self, epoch: int, metrics: dict[str, float], rngs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"epoch": epoch, "metrics": metrics, "rng": rngs,
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "scaler": self.amp.scaler.state_dict(), "schedule": self.schedule.state_dict(),
-                "stopping": self.stopping.state_dict()}
+        return {
+            "epoch": epoch,
+            "metrics": metrics,
+            "rng": rngs,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scaler": self.amp.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stopping": self.stopping.state_dict(),
+        }
 
     def load(self, state: dict[str, Any], rank: int, world_size: int, seed: int) -> None:
         for key, opt in self.optimizers.items():
@@ -190,16 +211,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     model = build_model(job.model)  # seeded by the model config: identical initial weights on every rank
     optimizers = {name: torch.optim.Adam(params, lr=tc.lr) for name, params in model.optimizer_params().items()}
-    objective = ray.train.torch.prepare_model(PhaseObjective(model), parallel_strategy_kwargs={
-        "find_unused_parameters": len(model.update_phases()) > 1,
-        "bucket_cap_mb": tc.ddp_bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0)})
+    objective = ray.train.torch.prepare_model(
+        PhaseObjective(model),
+        parallel_strategy_kwargs={
+            "find_unused_parameters": len(model.update_phases()) > 1,
+            "bucket_cap_mb": tc.ddp_bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0),
+        },
+    )
     model = objective.module.model if hasattr(objective, "module") else objective.model
-    loop = _Loop(model, optimizers, Precision(tc.precision, device), LRSchedule(tc, optimizers),
-                 Patience(tc.early_stopping_patience, tc.early_stopping_min_delta))
+    loop = _Loop(
+        model,
+        optimizers,
+        Precision(tc.precision, device),
+        LRSchedule(tc, optimizers),
+        Patience(tc.early_stopping_patience, tc.early_stopping_min_delta),
+    )
     faults = FaultInjector(tc.fault_injection, config["run_dir"])
     keep, shape = bool(config["keep_in_worker"]), model.config.input_shape
-    train_in, val_in = (ShardInput(ray.train.get_dataset_shard(name), shape, device, keep, tc.shuffle_buffer,
-                                   seed=tc.seed * 7919 + rank) for name in ("train", "val"))
+    train_in, val_in = (
+        ShardInput(
+            ray.train.get_dataset_shard(name), shape, device, keep, tc.shuffle_buffer, seed=tc.seed * 7919 + rank
+        )
+        for name in ("train", "val")
+    )
     bs = tc.batch_size
 
     start_epoch = 1
@@ -219,22 +253,38 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         initial, _ = _validation(model, val_in, bs)
         if rank == 0:
             tracking.log_metrics_once(tracking_uri, run_id, {"val_loss": initial["val_loss"]}, step=0)
-            tracking.set_tags(tracking_uri, run_id,
-                              {"aepipe.worker.glibc_tunables": os.environ.get("GLIBC_TUNABLES") or "unset"})
+            tracking.set_tags(
+                tracking_uri, run_id, {"aepipe.worker.glibc_tunables": os.environ.get("GLIBC_TUNABLES") or "unset"}
+            )
 
     for epoch in range(start_epoch, tc.epochs + 1):
         lr = loop.schedule.start_epoch(epoch)
         t0 = time.perf_counter()
-        sums, count = _train_epoch(objective, model, optimizers, loop.amp, job, train_in, epoch,
-                                   before_batch=lambda b: faults.check(epoch, rank, b))
+        sums, count = _train_epoch(
+            objective,
+            model,
+            optimizers,
+            loop.amp,
+            job,
+            train_in,
+            epoch,
+            before_batch=lambda b: faults.check(epoch, rank, b),
+        )
         sums = _all_reduce_sums({**_ensure_keys(sums, model), "__count__": count}, device)
         samples, train_s = sums["__count__"], time.perf_counter() - t0
         metrics = _mean_metrics("train", sums)
         val_metrics, val_scores = _validation(model, val_in, bs)
         metrics.update(val_metrics)
-        metrics.update({"epoch": epoch, "samples_per_s": samples / max(train_s, 1e-9), "lr": lr,
-                        "time_train_s": train_s, "time_epoch_s": time.perf_counter() - t0,
-                        **{f"model_{k}": v for k, v in model.epoch_metrics().items()}})
+        metrics.update(
+            {
+                "epoch": epoch,
+                "samples_per_s": samples / max(train_s, 1e-9),
+                "lr": lr,
+                "time_train_s": train_s,
+                "time_epoch_s": time.perf_counter() - t0,
+                **{f"model_{k}": v for k, v in model.epoch_metrics().items()},
+            }
+        )
         loop.schedule.end_epoch(metrics["val_loss"])
         stop = loop.stopping.update(metrics["val_loss"])  # same all-reduced val_loss on every rank
         rngs = _gather_objects(ckpt.rng_state())
@@ -245,9 +295,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ckpt.save(tmp, bundle, loop.state(epoch, metrics, rngs))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             tracking.log_metrics_once(tracking_uri, run_id, _metrics_to_log(metrics), step=epoch)
-            print(f"[aepipe] epoch {epoch}/{tc.epochs} train_loss={metrics['train_loss']:.5f} "
-                  f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={lr:.3g}"
-                  + (" (early stop)" if stop else ""), flush=True)
+            print(
+                f"[aepipe] epoch {epoch}/{tc.epochs} train_loss={metrics['train_loss']:.5f} "
+                f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={lr:.3g}"
+                + (" (early stop)" if stop else ""),
+                flush=True,
+            )
         else:
             ray.train.report(metrics, checkpoint=None)
         if stop:
@@ -283,9 +336,16 @@ def _open_run(job: JobConfig) -> str:
         return previous
     resolved = {"data_path": job.data_path, "checkpoint_path": job.checkpoint_path, "tracking_uri": uri}
     return tracking.start_run(
-        uri, job.tracking.experiment, job.name, {**job.model_dump(mode="json"), "resolved": resolved},
-        tags={JOB_TAG: job.name, "aepipe.model": job.model["name"], "aepipe.data.source": job.data.source,
-              "aepipe.data.path": job.data_path},
+        uri,
+        job.tracking.experiment,
+        job.name,
+        {**job.model_dump(mode="json"), "resolved": resolved},
+        tags={
+            JOB_TAG: job.name,
+            "aepipe.model": job.model["name"],
+            "aepipe.data.source": job.data.source,
+            "aepipe.data.path": job.data_path,
+        },
         artifact_root=job.resolve("mlartifacts"),
     )
 
@@ -306,8 +366,10 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
     """Samples must match model.input_shape, or be flat with as many values (784 -> (1, 28, 28))."""
     expected = tuple(job.model["input_shape"])
     if sample_shape != expected and sample_shape != (int(np.prod(expected)),):
-        raise ConfigError(f"{job.data_path}: samples have shape {sample_shape} but model.input_shape is "
-                          f"{expected}; set model.input_shape={list(sample_shape)}")
+        raise ConfigError(
+            f"{job.data_path}: samples have shape {sample_shape} but model.input_shape is "
+            f"{expected}; set model.input_shape={list(sample_shape)}"
+        )
 
 
 def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainResult:
@@ -327,23 +389,38 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
 
     run_id = _open_run(job)
     uri, tc = job.tracking_uri, job.train
-    tracking.log_metrics(uri, run_id, {"data_records": corpus.report.records,
-                                       "data_skipped_records": corpus.report.skipped,
-                                       "data_cached_in_memory": float(caching.in_memory)}, step=0)
+    tracking.log_metrics(
+        uri,
+        run_id,
+        {
+            "data_records": corpus.report.records,
+            "data_skipped_records": corpus.report.skipped,
+            "data_cached_in_memory": float(caching.in_memory),
+        },
+        step=0,
+    )
     run_name = _ray_run_name(job, run_id)
     run_dir = f"{job.checkpoint_path.rstrip('/')}/{run_name}"
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": job.model_dump(mode="json"), "normalizer": normalizer.__dict__,
-                           "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir,
-                           "keep_in_worker": caching.in_memory},
-        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=_use_gpu(job),
-                                     resources_per_worker={"CPU": tc.cpus_per_worker}),
+        train_loop_config={
+            "job": job.model_dump(mode="json"),
+            "normalizer": normalizer.__dict__,
+            "run_id": run_id,
+            "tracking_uri": uri,
+            "run_dir": run_dir,
+            "keep_in_worker": caching.in_memory,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=tc.num_workers, use_gpu=_use_gpu(job), resources_per_worker={"CPU": tc.cpus_per_worker}
+        ),
         run_config=RunConfig(
-            name=run_name, storage_path=job.checkpoint_path,
-            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_loss",
-                                               checkpoint_score_order="min"),
+            name=run_name,
+            storage_path=job.checkpoint_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+            ),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             worker_runtime_env={"env_vars": worker_env(tc)},
         ),
@@ -363,21 +440,28 @@ def run_training(job: JobConfig, log: Callable[[str], None] = print) -> TrainRes
     bundle = ModelBundle.load(bundle_dir)
     sample = val_rows.limit(tc.plot_rows).take_batch(tc.plot_rows, batch_format="numpy")
     _log_plots(job, run_id, bundle, sample, log)
-    version = tracking.log_model(uri, run_id, bundle_dir, _input_example(sample), job.tracking.registered_model,
-                                 job.tracking.registry_uri)
+    version = tracking.log_model(
+        uri, run_id, bundle_dir, _input_example(sample), job.tracking.registered_model, job.tracking.registry_uri
+    )
     if version is not None:
         _register(job, version, best_metrics, log)
     tracking.end_run(uri, run_id)
-    return TrainResult(run_id, job.tracking.registered_model, version,
-                       tracking.aliases(uri, job.tracking.registered_model, job.tracking.registry_uri),
-                       str(bundle_dir), {k: float(v) for k, v in best_metrics.items()})
+    return TrainResult(
+        run_id,
+        job.tracking.registered_model,
+        version,
+        tracking.aliases(uri, job.tracking.registered_model, job.tracking.registry_uri),
+        str(bundle_dir),
+        {k: float(v) for k, v in best_metrics.items()},
+    )
 
 
 def _register(job: JobConfig, version: str, metrics: dict[str, Any], log: Callable[[str], None]) -> None:
     """Tag the new version with its metrics, move ``challenger`` to it, ``champion`` when the policy says so."""
     uri, name, reg = job.tracking_uri, job.tracking.registered_model, job.tracking.registry_uri
-    tracking.tag_version(uri, name, version, {k: v for k, v in metrics.items()
-                                              if k == "epoch" or k.startswith(("train_", "val_"))}, reg)
+    tracking.tag_version(
+        uri, name, version, {k: v for k, v in metrics.items() if k == "epoch" or k.startswith(("train_", "val_"))}, reg
+    )
     first = registry.CHAMPION not in tracking.aliases(uri, name, reg)
     registry.promote(uri, name, version, registry.CHALLENGER, registry_uri=reg)
     decision = registry.gate(uri, name, version, job.tracking.promote_margin, reg)
@@ -386,15 +470,16 @@ def _register(job: JobConfig, version: str, metrics: dict[str, Any], log: Callab
     log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
 
 
-def _log_plots(job: JobConfig, run_id: str, bundle: ModelBundle, sample: dict[str, np.ndarray],
-               log: Callable[[str], None]) -> None:
+def _log_plots(
+    job: JobConfig, run_id: str, bundle: ModelBundle, sample: dict[str, np.ndarray], log: Callable[[str], None]
+) -> None:
     """Draw the end-of-run pictures from a bounded validation sample and log them under ``plots/``."""
     uri = job.tracking_uri
     try:
         with tempfile.TemporaryDirectory() as tmp:
             plots.render(bundle, sample["x"], sample.get("label"), tracking.metric_histories(uri, run_id), tmp)
             tracking.log_artifacts(uri, run_id, tmp, "plots")
-    except Exception as exc:  # noqa: BLE001 - pictures must never cost a finished multi-hour training
+    except Exception as exc:
         log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")
 
 

@@ -13,7 +13,7 @@ matters when the workers' threads fill every core. Each rank keeps the rows of i
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -21,8 +21,15 @@ import torch
 class ShardInput:
     """Batches ``[B, *input_shape]`` of one rank's shard, on ``device``."""
 
-    def __init__(self, shard, input_shape: tuple[int, ...], device: torch.device, keep: bool,
-                 shuffle_buffer: int | None, seed: int):
+    def __init__(
+        self,
+        shard,
+        input_shape: tuple[int, ...],
+        device: torch.device,
+        keep: bool,
+        shuffle_buffer: int | None,
+        seed: int,
+    ):
         self.shard, self.input_shape, self.device = shard, tuple(input_shape), device
         self.keep, self.shuffle_buffer, self.seed = keep, shuffle_buffer, seed
         self.rows: torch.Tensor | None = None  # [N, *input_shape] on the host, once kept
@@ -44,8 +51,12 @@ class ShardInput:
     def _streamed(self, batch_size: int, epoch: int, shuffle: bool) -> Iterator[torch.Tensor]:
         buffer = self.shuffle_buffer if shuffle else None
         for batch in self.shard.iter_torch_batches(
-                batch_size=batch_size, dtypes=torch.float32, device=self.device,
-                local_shuffle_buffer_size=buffer, local_shuffle_seed=_epoch_seed(self.seed, epoch) if buffer else None):
+            batch_size=batch_size,
+            dtypes=torch.float32,
+            device=self.device,
+            local_shuffle_buffer_size=buffer,
+            local_shuffle_seed=_epoch_seed(self.seed, epoch) if buffer else None,
+        ):
             x = batch["x"]
             yield x.reshape(len(x), *self.input_shape)
 

@@ -27,8 +27,9 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240.0,
-              headers: dict[str, str] | None = None) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240.0, headers: dict[str, str] | None = None
+) -> None:
     """Poll ``url`` until it answers 200; fail with the server's log when the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

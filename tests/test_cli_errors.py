@@ -44,6 +44,8 @@ def test_empty_input_directory(ray_local, home, tmp_path):
 
 @pytest.mark.slow
 def test_score_unknown_model(ray_local, home, mnist_small, tmp_path):
-    result = runner.invoke(app, ["score", "--model", "models:/missing@champion", "--input", str(mnist_small),
-                                 "--output", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        ["score", "--model", "models:/missing@champion", "--input", str(mnist_small), "--output", str(tmp_path / "o")],
+    )
     _assert_clean_error(result, "cannot resolve models:/missing@champion")

@@ -23,12 +23,15 @@ def test_defaults_then_file_then_overrides(tmp_path):
     assert job.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epochz=3", "train.epochz: no such config key"),
-    ("model.hiddenx=3", "hiddenx"),
-    ("train.epochs=0", "train.epochs"),
-    ("nonsense", "key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochz=3", "train.epochz: no such config key"),
+        ("model.hiddenx=3", "hiddenx"),
+        ("train.epochs=0", "train.epochs"),
+        ("nonsense", "key=value"),
+    ],
+)
 def test_bad_keys_get_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
         load_config(None, [override])

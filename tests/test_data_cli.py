@@ -26,11 +26,19 @@ def _ok(*args: str) -> str:
     return result.output
 
 
-def _train_and_score(home: Path, config: str, data: Path, name: str, *overrides: str,
-                     before_scoring=lambda: None) -> tuple[str, pd.DataFrame]:
+def _train_and_score(
+    home: Path, config: str, data: Path, name: str, *overrides: str, before_scoring=lambda: None
+) -> tuple[str, pd.DataFrame]:
     """Train ``config`` on ``data`` for one epoch, score ``data`` with the new champion; (run id, scores)."""
-    _ok("train", "--config", f"jobs/configs/{config}", f"data.path={data}", *FAST,
-        f"tracking.registered_model={name}", *overrides)
+    _ok(
+        "train",
+        "--config",
+        f"jobs/configs/{config}",
+        f"data.path={data}",
+        *FAST,
+        f"tracking.registered_model={name}",
+        *overrides,
+    )
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
     run_id = tracking.resolve_model(uri, f"models:/{name}@champion").run_id
     before_scoring()
@@ -50,8 +58,9 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
     corrupt = data / "part-00009.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet PAR1")
     # the model carries on_bad_records=skip to scoring: the corrupt shard is quarantined there too
-    run_id, scores = _train_and_score(home, "digits_dense.yaml", data, "digits", "data.on_bad_records=skip",
-                                      "model.hidden=[32]")
+    run_id, scores = _train_and_score(
+        home, "digits_dense.yaml", data, "digits", "data.on_bad_records=skip", "model.hidden=[32]"
+    )
     assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
     assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
     assert _metric(home, run_id, "data_cached_in_memory") == 1.0  # cache=auto: 1,797 x 64 floats fit
@@ -66,8 +75,9 @@ def test_images_conv(ray_local, home):
     data = home / "png"
     _ok("data", "mnist-images", "--out", str(data), "--limit", "160")
     # streaming epochs (every epoch re-reads the PNGs), the path for corpora larger than the object store
-    run_id, scores = _train_and_score(home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]",
-                                      "data.cache=stream")
+    run_id, scores = _train_and_score(
+        home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]", "data.cache=stream"
+    )
     assert _metric(home, run_id, "data_cached_in_memory") == 0.0
     assert len(scores) == 160
     _, labels = corpora.mnist_arrays()
@@ -86,8 +96,10 @@ def test_series_recurrent(ray_local, home):
 def test_bad_input_stops_training_before_it_starts(ray_local, home):
     data = home / "bad"
     data.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b", "c"], "x": [[0.0] * 64, [1.0] * 64, [1.0] * 63 + [float("nan")]]}),
-                   data / "part-00000.parquet")
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "x": [[0.0] * 64, [1.0] * 64, [1.0] * 63 + [float("nan")]]}),
+        data / "part-00000.parquet",
+    )
     result = runner.invoke(app, ["train", "--config", "jobs/configs/digits_dense.yaml", f"data.path={data}", *FAST])
     assert result.exit_code == 2, result.output
     assert f"{data / 'part-00000.parquet'}: row 2 (id 'c'): null, NaN or infinite value" in result.output

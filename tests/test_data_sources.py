@@ -33,9 +33,14 @@ def test_parquet_vector_column(ray_local, tmp_path, layout):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 5)).astype(np.float32)
     for i, idx in enumerate(np.array_split(np.arange(30), 3)):
-        vec = (pa.FixedSizeListArray.from_arrays(pa.array(x[idx].reshape(-1)), 5) if layout == "fixed_size_list"
-               else pa.array([row.tolist() for row in x[idx]], pa.list_(pa.float64())))
-        pq.write_table(pa.table({"id": pa.array(idx), "x": vec, "label": pa.array(idx % 3)}), tmp_path / f"p{i}.parquet")
+        vec = (
+            pa.FixedSizeListArray.from_arrays(pa.array(x[idx].reshape(-1)), 5)
+            if layout == "fixed_size_list"
+            else pa.array([row.tolist() for row in x[idx]], pa.list_(pa.float64()))
+        )
+        pq.write_table(
+            pa.table({"id": pa.array(idx), "x": vec, "label": pa.array(idx % 3)}), tmp_path / f"p{i}.parquet"
+        )
     rows, shape = _rows(DataConfig(), tmp_path)
     assert shape == (5,)
     assert sorted(rows) == sorted(str(i) for i in range(30))  # integer ids become strings
@@ -52,7 +57,9 @@ def test_parquet_tabular_columns_with_derived_ids(ray_local, tmp_path):
     cfg = DataConfig(feature_columns=["c", "a"], id_column=None, derive_ids=True, label_column=None)
     rows, shape = _rows(cfg, tmp_path)
     assert shape == (2,)
-    assert sorted(rows) == sorted(f"{f}:{r}" for f in ("part-00000.parquet", "sub/part-00001.parquet") for r in range(3))
+    assert sorted(rows) == sorted(
+        f"{f}:{r}" for f in ("part-00000.parquet", "sub/part-00001.parquet") for r in range(3)
+    )
     np.testing.assert_array_equal(rows["sub/part-00001.parquet:2"]["x"], [2.5, 3.0])
     assert "label" not in rows["part-00000.parquet:0"]
 
@@ -82,9 +89,15 @@ def test_image_folder_png_jpeg_resized_with_folder_labels(ray_local, tmp_path):
     _image_folder(tmp_path)
     rgb, shape = _rows(DataConfig(source="images", image_size=(8, 8), color_mode="rgb"), tmp_path)
     assert shape == (3, 8, 8)
-    assert {i: r["label"] for i, r in rgb.items()} == {"cat/a.png": "cat", "cat/b.jpg": "cat",
-                                                       "dog/old/c.png": "old", "top.jpeg": None}
-    np.testing.assert_array_equal(rgb["cat/a.png"]["x"], np.broadcast_to(np.array([200, 100, 50])[:, None, None], (3, 8, 8)))
+    assert {i: r["label"] for i, r in rgb.items()} == {
+        "cat/a.png": "cat",
+        "cat/b.jpg": "cat",
+        "dog/old/c.png": "old",
+        "top.jpeg": None,
+    }
+    np.testing.assert_array_equal(
+        rgb["cat/a.png"]["x"], np.broadcast_to(np.array([200, 100, 50])[:, None, None], (3, 8, 8))
+    )
     assert np.abs(rgb["cat/b.jpg"]["x"] - 128).max() <= 2  # JPEG is lossy
     c = rgb["dog/old/c.png"]["x"]
     np.testing.assert_array_equal(c[0], c[2])  # a grayscale file read as RGB has equal channels
@@ -99,8 +112,17 @@ def test_image_folder_png_jpeg_resized_with_folder_labels(ray_local, tmp_path):
 def _series_files(root: Path, timestamps) -> None:
     """Series ``s-a`` (value t) and ``s-b`` (value 100 + t), 10 steps each, even steps in one file and odd in
     another, rows shuffled; ``is_anomaly`` is set at step 5 of ``s-a``."""
-    rows = [{"series_id": s, "timestamp": timestamps[t], "value": off + t, "neg": -float(t),
-             "is_anomaly": int(s == "s-a" and t == 5)} for s, off in (("s-a", 0.0), ("s-b", 100.0)) for t in range(10)]
+    rows = [
+        {
+            "series_id": s,
+            "timestamp": timestamps[t],
+            "value": off + t,
+            "neg": -float(t),
+            "is_anomaly": int(s == "s-a" and t == 5),
+        }
+        for s, off in (("s-a", 0.0), ("s-b", 100.0))
+        for t in range(10)
+    ]
     df = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
     steps = df["timestamp"].map({ts: i for i, ts in enumerate(timestamps)})
     df[steps % 2 == 0].to_parquet(root / "even.parquet")
@@ -136,7 +158,9 @@ def test_channel_normalization_is_per_channel(ray_local, tmp_path):
         px = np.asarray(Image.open(png)).astype(np.float32)
         px[..., 1] *= 0.5
         Image.fromarray(px.astype(np.uint8)).save(png)
-    corpus = validate_corpus(load_dataset(DataConfig(source="images", image_size=(8, 8), color_mode="rgb"), str(tmp_path)))
+    corpus = validate_corpus(
+        load_dataset(DataConfig(source="images", image_size=(8, 8), color_mode="rgb"), str(tmp_path))
+    )
     x = np.stack([r["x"] for r in corpus.dataset.take_all()]).astype(np.float64)  # [24, 3, 8, 8]
     norm = fit_normalizer(corpus.dataset, "standard", "channel")
     shift, scale = np.asarray(norm.shift), np.asarray(norm.scale)

@@ -58,7 +58,8 @@ def test_every_rank_takes_the_same_number_of_batches(ray_local, tmp_path):
     (tmp_path / "out").mkdir()
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
     TorchTrainer(
-        _count_batches, train_loop_config={"batch_size": 4, "out": str(tmp_path / "out")},
+        _count_batches,
+        train_loop_config={"batch_size": 4, "out": str(tmp_path / "out")},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(name="equal-steps", storage_path=str(tmp_path / "runs")),
         datasets={"train": ds},

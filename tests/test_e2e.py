@@ -21,9 +21,16 @@ def _invoke(*args: str):
 
 def test_train_register_score(ray_local, home, mnist_small):
     train = _invoke(
-        "train", "--config", "jobs/configs/mnist_dense.yaml",
-        f"data.path={mnist_small}", "train.epochs=1", "train.num_workers=2", "train.batch_size=64",
-        "model.hidden=[64]", "model.latent_dim=8", "tracking.registered_model=e2e",
+        "train",
+        "--config",
+        "jobs/configs/mnist_dense.yaml",
+        f"data.path={mnist_small}",
+        "train.epochs=1",
+        "train.num_workers=2",
+        "train.batch_size=64",
+        "model.hidden=[64]",
+        "model.latent_dim=8",
+        "tracking.registered_model=e2e",
     )
     assert train.exit_code == 0, train.output
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
@@ -49,8 +56,16 @@ def test_train_register_score(ray_local, home, mnist_small):
     assert 0 < df["is_anomaly"].mean() < 0.1
 
     # a second run adds version 2 but champion stays on version 1
-    again = _invoke("train", "--config", "jobs/configs/mnist_dense.yaml", f"data.path={mnist_small}",
-                    "train.epochs=1", "model.hidden=[64]", "model.latent_dim=8", "tracking.registered_model=e2e")
+    again = _invoke(
+        "train",
+        "--config",
+        "jobs/configs/mnist_dense.yaml",
+        f"data.path={mnist_small}",
+        "train.epochs=1",
+        "model.hidden=[64]",
+        "model.latent_dim=8",
+        "tracking.registered_model=e2e",
+    )
     assert again.exit_code == 0, again.output
     aliases = {k: str(v) for k, v in tracking.aliases(uri, "e2e").items()}
     assert aliases == {"champion": "1", "challenger": "2"}

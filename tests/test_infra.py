@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import typer
@@ -88,9 +89,15 @@ def all_commands() -> list[str]:
 
 def test_manifests_exist_and_parse():
     names = {p.relative_to(INFRA).as_posix() for p in MANIFESTS}
-    assert {"kuberay/raycluster.yaml", "kuberay/rayjob-train.yaml", "kuberay/cronjob-nightly-score.yaml",
-            "mlflow/docker-compose.yaml", "mlflow/k8s/mlflow.yaml", "mlflow/k8s/postgres.yaml",
-            "mlflow/k8s/minio.yaml"} <= names
+    assert {
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob-train.yaml",
+        "kuberay/cronjob-nightly-score.yaml",
+        "mlflow/docker-compose.yaml",
+        "mlflow/k8s/mlflow.yaml",
+        "mlflow/k8s/postgres.yaml",
+        "mlflow/k8s/minio.yaml",
+    } <= names
     for path in MANIFESTS:
         parsed = docs(path)
         assert parsed, f"{path}: empty"
@@ -137,8 +144,11 @@ def test_nightly_cronjob_submits_a_valid_nightly_score(tmp_path):
     assert container["command"] == ["aepipe", "submit", "nightly-score"]
     assert "--working-dir=/app" in container["args"] and "WORKDIR /app" in (INFRA / "docker/Dockerfile").read_text()
     args = [f"--working-dir={REPO}" if a == "--working-dir=/app" else a for a in container["args"]]  # /app here
-    result = CliRunner().invoke(app, ["submit", "nightly-score", "--dry-run", *args],
-                                env={"AEPIPE_HOME": "/mnt/aepipe", "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None})
+    result = CliRunner().invoke(
+        app,
+        ["submit", "nightly-score", "--dry-run", *args],
+        env={"AEPIPE_HOME": "/mnt/aepipe", "MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None},
+    )
     assert result.exit_code == 0, result.output
     spec = yaml.safe_load(result.output)
     argv = shlex.split(spec["entrypoint"])
@@ -157,8 +167,11 @@ def test_no_secret_in_plain_text(path):
 def test_no_secret_in_config_files():
     ini = (INFRA / "mlflow/basic_auth.ini").read_text()
     assert not INI_PASSWORD.search(ini)
-    env = [line.split("=", 1) for line in (INFRA / "mlflow/.env.example").read_text().splitlines()
-           if line and not line.startswith("#")]
+    env = [
+        line.split("=", 1)
+        for line in (INFRA / "mlflow/.env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert env and all(value == "" for _, value in env), env
     assert ".env" in (INFRA / "mlflow/.gitignore").read_text().split()
 
@@ -167,12 +180,16 @@ def test_the_secret_detector_catches_planted_secrets():
     """The check above can fail: literal values in each form it looks for are reported."""
     planted = {
         "kind": "Deployment",
-        "env": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": "hunter2"},
-                {"name": "MLFLOW_TRACKING_USERNAME", "value": "admin"},
-                {"name": "RAY_AUTH_TOKEN", "value": "$(RAY_AUTH_TOKEN)"}],
+        "env": [
+            {"name": "MLFLOW_TRACKING_PASSWORD", "value": "hunter2"},
+            {"name": "MLFLOW_TRACKING_USERNAME", "value": "admin"},
+            {"name": "RAY_AUTH_TOKEN", "value": "$(RAY_AUTH_TOKEN)"},
+        ],
         "environment": {"AWS_SECRET_ACCESS_KEY": "abc123", "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:?set it}"},
-        "args": ["--backend-store-uri=postgresql://mlflow:hunter2@db/mlflow",
-                 "--backend-store-uri=postgresql://mlflow:$(POSTGRES_PASSWORD)@db/mlflow"],
+        "args": [
+            "--backend-store-uri=postgresql://mlflow:hunter2@db/mlflow",
+            "--backend-store-uri=postgresql://mlflow:$(POSTGRES_PASSWORD)@db/mlflow",
+        ],
         "data": {"basic_auth.ini": "[mlflow]\nadmin_password = hunter2\n"},
     }
     found = plain_secrets(planted)

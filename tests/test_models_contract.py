@@ -14,8 +14,16 @@ IMAGE_FAMILIES = {"conv", "conv_vae", "masked"}
 SEQUENCE_FAMILIES = {"recurrent"}
 
 # Small values for whichever size fields a family's config has, so every family builds tiny.
-SMALL = {"hidden": [16], "channels": [4, 8], "hidden_size": 12, "width": 16, "blocks": 2,
-         "disc_hidden": [16], "codebook_size": 16, "code_dim": 2}
+SMALL = {
+    "hidden": [16],
+    "channels": [4, 8],
+    "hidden_size": 12,
+    "width": 16,
+    "blocks": 2,
+    "disc_hidden": [16],
+    "codebook_size": 16,
+    "code_dim": 2,
+}
 
 
 def example_shape(name: str) -> tuple[int, ...]:
@@ -44,8 +52,22 @@ FAMILIES = aecore.known_models()
 
 
 def test_expected_families_are_registered():
-    expected = {"linear", "dense", "denoising", "sparse", "contractive", "vae", "beta_vae", "conv", "conv_vae",
-                "adversarial", "recurrent", "residual", "masked", "vq_vae"}
+    expected = {
+        "linear",
+        "dense",
+        "denoising",
+        "sparse",
+        "contractive",
+        "vae",
+        "beta_vae",
+        "conv",
+        "conv_vae",
+        "adversarial",
+        "recurrent",
+        "residual",
+        "masked",
+        "vq_vae",
+    }
     assert expected <= set(FAMILIES)
 
 
@@ -74,7 +96,11 @@ def test_every_parameter_gets_a_finite_gradient_from_the_phases(name):
         assert torch.isfinite(terms["loss"]), (phase, terms)
         terms["loss"].backward()
         got = {id(p) for p in model.parameters() if p.grad is not None}
-        missing = [n for n, p in model.named_parameters() if id(p) in {id(q) for q in owned[phase.optimizer]} and id(p) not in got]
+        missing = [
+            n
+            for n, p in model.named_parameters()
+            if id(p) in {id(q) for q in owned[phase.optimizer]} and id(p) not in got
+        ]
         assert not missing, f"phase {phase.name} leaves {missing} of optimizer {phase.optimizer} without gradient"
         for n, p in model.named_parameters():
             if p.grad is not None:

@@ -27,12 +27,26 @@ FAMILIES = {
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_trains_through_the_ray_pipeline(ray_local, home, mnist_small, family):
-    job = load_config(None, [
-        f"home={home}", f"name=family-{family}", f"data.path={mnist_small}", "model.input_shape=[784]",
-        f"model.name={family}", "model.hidden=[32]", "model.latent_dim=8", "model.output_activation=sigmoid",
-        "train.epochs=1", "train.num_workers=2", "train.batch_size=64", f"tracking.registered_model=fam-{family}",
-        "train.plot_rows=64", *FAMILIES[family],
-    ], home=str(home))
+    job = load_config(
+        None,
+        [
+            f"home={home}",
+            f"name=family-{family}",
+            f"data.path={mnist_small}",
+            "model.input_shape=[784]",
+            f"model.name={family}",
+            "model.hidden=[32]",
+            "model.latent_dim=8",
+            "model.output_activation=sigmoid",
+            "train.epochs=1",
+            "train.num_workers=2",
+            "train.batch_size=64",
+            f"tracking.registered_model=fam-{family}",
+            "train.plot_rows=64",
+            *FAMILIES[family],
+        ],
+        home=str(home),
+    )
     result = run_training(job, log=lambda _m: None)
     uri = job.tracking_uri
 

@@ -15,36 +15,68 @@ from jobs.commands.submit import EXCLUDES, PROJECT_ROOT, Kind, entrypoint, runti
 from jobs.entrypoints.nightly_score import partition
 
 runner = CliRunner()
-CLEAN = {"MLFLOW_TRACKING_URI": None, "MLFLOW_REGISTRY_URI": None, "MLFLOW_TRACKING_USERNAME": None,
-         "MLFLOW_TRACKING_PASSWORD": None, "AEPIPE_CREDENTIALS_FILE": None, "RAY_AUTH_TOKEN": None,
-         "RAY_AUTH_TOKEN_PATH": None}
+CLEAN = {
+    "MLFLOW_TRACKING_URI": None,
+    "MLFLOW_REGISTRY_URI": None,
+    "MLFLOW_TRACKING_USERNAME": None,
+    "MLFLOW_TRACKING_PASSWORD": None,
+    "AEPIPE_CREDENTIALS_FILE": None,
+    "RAY_AUTH_TOKEN": None,
+    "RAY_AUTH_TOKEN_PATH": None,
+}
 
 
 def test_submit_dry_run_builds_the_job(tmp_path):
-    result = runner.invoke(app, ["submit", "train", "--address", "http://127.0.0.1:1", "--dry-run", "--env", "K=v w",
-                                 "--pip", "scipy>=1.11", "--config", "jobs/configs/mnist_dense.yaml", "model.hidden=[8, 4]"],
-                           env={**CLEAN, "AEPIPE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"})
+    result = runner.invoke(
+        app,
+        [
+            "submit",
+            "train",
+            "--address",
+            "http://127.0.0.1:1",
+            "--dry-run",
+            "--env",
+            "K=v w",
+            "--pip",
+            "scipy>=1.11",
+            "--config",
+            "jobs/configs/mnist_dense.yaml",
+            "model.hidden=[8, 4]",
+        ],
+        env={**CLEAN, "AEPIPE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000"},
+    )
     assert result.exit_code == 0, result.output
     spec = json.loads(result.output)
-    assert spec["entrypoint"] == ("python -m jobs.entrypoints.train --config jobs/configs/mnist_dense.yaml "
-                                  "'model.hidden=[8, 4]'")
+    assert spec["entrypoint"] == (
+        "python -m jobs.entrypoints.train --config jobs/configs/mnist_dense.yaml 'model.hidden=[8, 4]'"
+    )
     assert spec["runtime_env"] == {
-        "working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES, "pip": ["scipy>=1.11"],
-        "env_vars": {"AEPIPE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000", "K": "v w"}}
+        "working_dir": str(PROJECT_ROOT),
+        "excludes": EXCLUDES,
+        "pip": ["scipy>=1.11"],
+        "env_vars": {"AEPIPE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000", "K": "v w"},
+    }
     assert {".venv", ".aepipe", ".git"} <= set(EXCLUDES)
 
 
 def test_pip_is_only_installed_when_asked():
     assert "pip" not in runtime_env(PROJECT_ROOT, {})
     assert runtime_env(PROJECT_ROOT, {}, ["requirements.txt"])["pip"] == "requirements.txt"
-    assert entrypoint(Kind.nightly_score, ["--date", "2024-06-01"]) == \
-        "python -m jobs.entrypoints.nightly_score --date 2024-06-01"
+    assert (
+        entrypoint(Kind.nightly_score, ["--date", "2024-06-01"])
+        == "python -m jobs.entrypoints.nightly_score --date 2024-06-01"
+    )
 
 
-@pytest.mark.parametrize("name", ["MLFLOW_TRACKING_PASSWORD", "RAY_AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "my_credential"])
+@pytest.mark.parametrize(
+    "name", ["MLFLOW_TRACKING_PASSWORD", "RAY_AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "my_credential"]
+)
 def test_secrets_never_go_into_the_runtime_env(name):
-    result = runner.invoke(app, ["submit", "score", "--address", "http://127.0.0.1:1", "--dry-run",
-                                 "--env", f"{name}=hunter2-value"], env=CLEAN)
+    result = runner.invoke(
+        app,
+        ["submit", "score", "--address", "http://127.0.0.1:1", "--dry-run", "--env", f"{name}=hunter2-value"],
+        env=CLEAN,
+    )
     assert result.exit_code == 2 and f"refusing to put {name}" in result.output
     assert "hunter2-value" not in result.output
 
@@ -67,16 +99,27 @@ def test_unreachable_cluster_is_one_clear_error():
 
 
 def test_credentials_inside_a_uri_are_refused_unechoed(tmp_path):
-    result = runner.invoke(app, ["runs", "list"], env={
-        **CLEAN, "MLFLOW_TRACKING_URI": "https://ci:s3cr3t-pw@mlflow.example.com:8443"})
+    result = runner.invoke(
+        app, ["runs", "list"], env={**CLEAN, "MLFLOW_TRACKING_URI": "https://ci:s3cr3t-pw@mlflow.example.com:8443"}
+    )
     assert result.exit_code == 2
     assert "https://***@mlflow.example.com:8443 embeds credentials" in result.output and "s3cr3t" not in result.output
-    train = runner.invoke(app, ["train", "--config", "jobs/configs/mnist_dense.yaml",
-                                "tracking.tracking_uri=http://u:s3cr3t-pw@127.0.0.1:5000"],
-                          env={**CLEAN, "AEPIPE_HOME": str(tmp_path)})
+    train = runner.invoke(
+        app,
+        [
+            "train",
+            "--config",
+            "jobs/configs/mnist_dense.yaml",
+            "tracking.tracking_uri=http://u:s3cr3t-pw@127.0.0.1:5000",
+        ],
+        env={**CLEAN, "AEPIPE_HOME": str(tmp_path)},
+    )
     assert train.exit_code == 2 and "embeds credentials" in train.output and "s3cr3t" not in train.output
-    submit = runner.invoke(app, ["submit", "train", "--address", "http://127.0.0.1:1", "--dry-run"],
-                           env={**CLEAN, "MLFLOW_TRACKING_URI": "http://u:s3cr3t-pw@127.0.0.1:5000"})
+    submit = runner.invoke(
+        app,
+        ["submit", "train", "--address", "http://127.0.0.1:1", "--dry-run"],
+        env={**CLEAN, "MLFLOW_TRACKING_URI": "http://u:s3cr3t-pw@127.0.0.1:5000"},
+    )
     assert submit.exit_code == 2 and "embeds credentials" in submit.output and "s3cr3t" not in submit.output
 
 

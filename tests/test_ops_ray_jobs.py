@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from ops_services import BIN, free_port, start, stop, sweep, wait_http
+
 from pipelines import tracking
 from pipelines.publish import read_scores
 
@@ -30,16 +30,43 @@ def ray_head():
     temp = Path(tempfile.mkdtemp(prefix="aepr-", dir="/tmp"))  # short: Ray's socket paths live under it
     token = secrets.token_hex(16)
     dash = free_port()
-    ports = {f"--{name}-port": free_port() for name in (
-        "ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent",
-        "metrics-export", "node-manager", "object-manager")}
+    ports = {
+        f"--{name}-port": free_port()
+        for name in (
+            "ray-client-server",
+            "dashboard-agent-listen",
+            "dashboard-agent-grpc",
+            "runtime-env-agent",
+            "metrics-export",
+            "node-manager",
+            "object-manager",
+        )
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_", "AEPIPE_"))}
-    env.update(PATH=f"{BIN}:{os.environ['PATH']}", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-               RAY_USAGE_STATS_ENABLED="0", MLFLOW_TRACKING_PASSWORD=CLUSTER_SECRET)
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
-           "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-           "--num-gpus=0", "--object-store-memory=400000000", f"--temp-dir={temp}", "--disable-usage-stats",
-           *(f"{k}={v}" for k, v in ports.items())]
+    env.update(
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        MLFLOW_TRACKING_PASSWORD=CLUSTER_SECRET,
+    )
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--port={free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--object-store-memory=400000000",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        *(f"{k}={v}" for k, v in ports.items()),
+    ]
     proc = start(cmd, env, temp / "head.log")
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -53,8 +80,9 @@ def ray_head():
 
 def aepipe(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     """The installed ``aepipe`` as a user runs it, from the project directory."""
-    return subprocess.run([str(BIN / "aepipe"), *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "aepipe"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def user_env(home: Path, token: str | None) -> dict[str, str]:
@@ -83,9 +111,22 @@ def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
     url, token = ray_head
     home = tmp_path / "home"
     env = user_env(home, token)
-    train = aepipe("submit", "train", "--address", url, "--config", "jobs/configs/mnist_dense.yaml",
-                   f"data.path={mnist_small}", "train.epochs=1", "train.num_workers=2", "train.batch_size=64",
-                   "model.hidden=[32]", "model.latent_dim=4", "tracking.registered_model=ops-ray", env=env)
+    train = aepipe(
+        "submit",
+        "train",
+        "--address",
+        url,
+        "--config",
+        "jobs/configs/mnist_dense.yaml",
+        f"data.path={mnist_small}",
+        "train.epochs=1",
+        "train.num_workers=2",
+        "train.batch_size=64",
+        "model.hidden=[32]",
+        "model.latent_dim=4",
+        "tracking.registered_model=ops-ray",
+        env=env,
+    )
     assert train.returncode == 0, train.stdout[-4000:] + train.stderr[-2000:]
     assert "model:    models:/ops-ray/1" in train.stdout and "SUCCEEDED" in train.stdout
 
@@ -103,9 +144,26 @@ def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
 
     # scoring, submitted without following; the forced drift alarm's exit status 3 comes back through Ray
     scores = home / "scores"
-    score = aepipe("submit", "score", "--no-follow", "--address", url, "--model", "models:/ops-ray@champion",
-                   "--input", str(mnist_small), "--output", str(scores), "--partition", "dt=2024-06-01",
-                   "--psi-limit", "1e-9", "--ks-alpha", "0.9999", env=env)
+    score = aepipe(
+        "submit",
+        "score",
+        "--no-follow",
+        "--address",
+        url,
+        "--model",
+        "models:/ops-ray@champion",
+        "--input",
+        str(mnist_small),
+        "--output",
+        str(scores),
+        "--partition",
+        "dt=2024-06-01",
+        "--psi-limit",
+        "1e-9",
+        "--ks-alpha",
+        "0.9999",
+        env=env,
+    )
     assert score.returncode == 0, score.stderr
     job_id = submission_id(score.stdout)
     followed = aepipe("jobs", "logs", "--follow", job_id, "--address", url, env=env)
@@ -117,8 +175,21 @@ def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
     assert status.returncode == 0 and f"{job_id}: FAILED (exit 3)" in status.stdout
 
     # the nightly entrypoint scores incrementally: every shard is already published for v1, so a no-op
-    nightly = aepipe("submit", "nightly-score", "--address", url, "--model-name", "ops-ray", "--input",
-                     str(mnist_small), "--output", str(scores), "--date", "2024-06-02", env=env)
+    nightly = aepipe(
+        "submit",
+        "nightly-score",
+        "--address",
+        url,
+        "--model-name",
+        "ops-ray",
+        "--input",
+        str(mnist_small),
+        "--output",
+        str(scores),
+        "--date",
+        "2024-06-02",
+        env=env,
+    )
     assert nightly.returncode == 0, nightly.stdout[-4000:] + nightly.stderr[-2000:]
     assert "nightly scoring: partition dt=2024-06-02 with models:/ops-ray@champion" in nightly.stdout
     assert "no-op" in nightly.stdout and not (scores / "dt=2024-06-02").exists()

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from ops_services import BIN, free_port, start, stop, wait_http
 from typer.testing import CliRunner
 
 from aecore import build_model
 from jobs.cli import app
-from ops_services import BIN, free_port, start, stop, wait_http
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, calibrate
 from pipelines.data.normalize import Normalizer
@@ -29,9 +29,21 @@ VAL_LOSS = {"1": 0.5, "2": 0.6, "3": 0.4}
 def mlflow_server(root: Path, extra: list[str] = (), env: dict[str, str] | None = None):
     """Start ``mlflow server`` (SQLite backend, proxied artifacts under ``root``) on a free loopback port."""
     port = free_port()
-    cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
-           *extra]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "art"),
+        *extra,
+    ]
     base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     proc = start(cmd, {**base, **(env or {})}, root / "server.log")
     wait_http(f"http://127.0.0.1:{port}/health", proc, root / "server.log")
@@ -98,7 +110,12 @@ def test_list_show_compare_runs(registry_server):
     rows = table(show.output)  # version -> aliases, status, val_loss, train_loss, source run, created
     assert sorted(rows) == ["1", "2", "3"]
     for v, (_, status, val, train, run_id, _) in rows.items():
-        assert (status, float(val), float(train), run_id) == ("READY", VAL_LOSS[v], pytest.approx(VAL_LOSS[v] + 0.05), runs[v])
+        assert (status, float(val), float(train), run_id) == (
+            "READY",
+            VAL_LOSS[v],
+            pytest.approx(VAL_LOSS[v] + 0.05),
+            runs[v],
+        )
 
     compare = cli("models", "compare", MODEL, "1", "2", "--tracking-uri", uri)
     assert compare.exit_code == 0, compare.output
@@ -109,7 +126,8 @@ def test_list_show_compare_runs(registry_server):
     assert listing.exit_code == 0, listing.output
     listed = table(listing.output)  # run id -> name, status, started, val_loss, train_loss
     assert {r: (row[0], row[1], float(row[3])) for r, row in listed.items()} == {
-        runs[v]: (f"val-{loss}", "FINISHED", loss) for v, loss in VAL_LOSS.items()}
+        runs[v]: (f"val-{loss}", "FINISHED", loss) for v, loss in VAL_LOSS.items()
+    }
 
     missing = cli("models", "show", "no-such-model", "--tracking-uri", uri)
     assert missing.exit_code == 2 and "no registered model named 'no-such-model'" in missing.output
@@ -117,7 +135,7 @@ def test_list_show_compare_runs(registry_server):
 
 def test_promote_with_and_without_the_gate(registry_server):
     uri, _ = registry_server
-    champion = lambda: tracking.aliases(uri, MODEL).get("champion")  # noqa: E731
+    champion = lambda: tracking.aliases(uri, MODEL).get("champion")
 
     first = cli("models", "promote", MODEL, "1", "--tracking-uri", uri)
     assert first.exit_code == 0 and "no champion yet" in first.output and champion() == "1"
@@ -147,22 +165,36 @@ def test_basic_auth_wrong_password_is_refused_and_never_echoed(tmp_path):
     admin_password = secrets.token_urlsafe(18)
     wrong = secrets.token_urlsafe(18)
     ini = tmp_path / "basic_auth.ini"
-    ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                   f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\nadmin_username = admin\n"
-                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    proc, uri = mlflow_server(tmp_path, ["--app-name", "basic-auth"], env={
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    proc, uri = mlflow_server(
+        tmp_path,
+        ["--app-name", "basic-auth"],
+        env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        },
+    )
     creds = tmp_path / "credentials"
     creds.write_text(f"[mlflow]\nmlflow_tracking_username = admin\nmlflow_tracking_password = {admin_password}\n")
-    clean = {"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_PASSWORD": None, "AEPIPE_CREDENTIALS_FILE": None,
-             "MLFLOW_TRACKING_URI": uri}
+    clean = {
+        "MLFLOW_TRACKING_USERNAME": None,
+        "MLFLOW_TRACKING_PASSWORD": None,
+        "AEPIPE_CREDENTIALS_FILE": None,
+        "MLFLOW_TRACKING_URI": uri,
+    }
     try:
         anonymous = cli("runs", "list", env=clean)
         assert anonymous.exit_code == 2
         assert f"error: MLflow rejected the credentials for {uri} (HTTP 401)" in anonymous.output
 
-        bad = cli("models", "list", env={**clean, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": wrong})
+        bad = cli(
+            "models", "list", env={**clean, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": wrong}
+        )
         assert bad.exit_code == 2, bad.output
         assert f"error: MLflow rejected the credentials for {uri} (HTTP 401)" in bad.output
         assert wrong not in bad.output and admin_password not in bad.output

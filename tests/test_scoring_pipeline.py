@@ -36,9 +36,17 @@ def trained(ray_local, mnist_small, tmp_path_factory):
         mp.setenv("AEPIPE_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        result = _cli("train", "--config", "jobs/configs/mnist_dense.yaml", f"data.path={mnist_small}",
-                      "train.epochs=1", "train.batch_size=64", "model.hidden=[64]", "model.latent_dim=8",
-                      "tracking.registered_model=scoring-test")
+        result = _cli(
+            "train",
+            "--config",
+            "jobs/configs/mnist_dense.yaml",
+            f"data.path={mnist_small}",
+            "train.epochs=1",
+            "train.batch_size=64",
+            "model.hidden=[64]",
+            "model.latent_dim=8",
+            "tracking.registered_model=scoring-test",
+        )
         assert result.exit_code == 0, result.output
         yield home
 
@@ -79,7 +87,9 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     inp, out, first = clean
     assert first.exit_code == 0, first.output  # the training distribution raises no drift alarm
     manifest = publish.read_manifest(out)
-    assert manifest["rows"] == 600 and manifest["model"]["version"] == "1" and manifest["model"]["name"] == "scoring-test"
+    assert (
+        manifest["rows"] == 600 and manifest["model"]["version"] == "1" and manifest["model"]["name"] == "scoring-test"
+    )
     assert [s["output"] for s in manifest["shards"]] == [f"part-{i:05d}.parquet" for i in range(4)]
     assert [s["rows"] for s in manifest["shards"]] == [150] * 4
     assert manifest["drift"]["drift_alarm"] == 0.0 and manifest["drift"]["drift_psi"] < 0.2
@@ -89,8 +99,10 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     assert np.stack(df["embedding"]).shape == (600, 8) and (df["score"] > 0).all()
     assert df["is_anomaly"].dtype == bool and df["is_anomaly"].sum() < 30
     # the first shard's output rows are that shard's input rows, in order
-    assert pq.read_table(out / "part-00000.parquet").column("id").to_pylist() == \
-        pq.read_table(inp / "part-00000.parquet").column("id").to_pylist()
+    assert (
+        pq.read_table(out / "part-00000.parquet").column("id").to_pylist()
+        == pq.read_table(inp / "part-00000.parquet").column("id").to_pylist()
+    )
 
     # the scoring run: rows, throughput, anomaly rate, quantiles, drift metrics, histogram
     uri = f"sqlite:///{env / 'mlflow.db'}"
@@ -127,10 +139,26 @@ def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     staging_markers = tmp_path / ".out.staging-scoring-test-v1-both" / publish.MARKERS
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "score", "--model", MODEL, "--input", str(inp), "--output", str(out),
-         "--shards-per-pass", "1"],
-        env=environ, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "score",
+            "--model",
+            MODEL,
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--shards-per-pass",
+            "1",
+        ],
+        env=environ,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+
     def committed() -> list[Path]:  # complete markers, not one still being written (".NAME.json.tmp-...")
         return list(staging_markers.glob("*.json"))
 

@@ -48,7 +48,10 @@ def test_stage_verify_publish_and_read(tmp_path):
     shards = _inputs(tmp_path, [3, 2])
     staging, final = tmp_path / ".out.staging", tmp_path / "out"
     identity = {"model_name": "m", "model_version": "1", "mode": "score"}
-    markers = [_stage(staging, shards[0], ["r0", "r1", "r2"], identity), _stage(staging, shards[1], ["r3", "r4"], identity)]
+    markers = [
+        _stage(staging, shards[0], ["r0", "r1", "r2"], identity),
+        _stage(staging, shards[1], ["r3", "r4"], identity),
+    ]
     assert publish.read_marker(staging, shards[0], identity)["output_rows"] == 3
     assert publish.read_marker(staging, shards[0], {**identity, "model_version": "2"}) is None
 

@@ -24,11 +24,23 @@ def test_gpu_workers_train_in_mixed_precision(ray_local, mnist_small, tmp_path, 
     if ray_local.cluster_resources().get("GPU", 0) < 1:
         pytest.skip("the local Ray instance sees no GPU")
     workers = min(2, int(ray_local.cluster_resources()["GPU"]))
-    job = load_config("jobs/configs/mnist_dense.yaml", [
-        f"name=gpu-{precision}", f"data.path={mnist_small}", f"tracking.registered_model=gpu-{precision}",
-        "train.epochs=3", f"train.num_workers={workers}", "train.use_gpu=true", f"train.precision={precision}",
-        "train.batch_size=32", "train.grad_clip=1.0", "model.hidden=[64]", "model.latent_dim=8",
-    ], home=str(tmp_path))
+    job = load_config(
+        "jobs/configs/mnist_dense.yaml",
+        [
+            f"name=gpu-{precision}",
+            f"data.path={mnist_small}",
+            f"tracking.registered_model=gpu-{precision}",
+            "train.epochs=3",
+            f"train.num_workers={workers}",
+            "train.use_gpu=true",
+            f"train.precision={precision}",
+            "train.batch_size=32",
+            "train.grad_clip=1.0",
+            "model.hidden=[64]",
+            "model.latent_dim=8",
+        ],
+        home=str(tmp_path),
+    )
     result = run_training(job, log=lambda _: None)
     val = [v for _, v in tracking.metric_history(job.tracking_uri, result.run_id, "val_loss")]
     assert len(val) == 4 and all(math.isfinite(v) for v in val) and val[-1] < val[0]

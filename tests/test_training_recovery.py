@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import tracking
-from pipelines.config import load_config
 from pipelines.bundle import bundle_files
+from pipelines.config import load_config
 from pipelines.scorer import SHARD, Scorer
 from pipelines.train import KEEP_FREED_MEMORY, _ray_run_name, run_training
 
@@ -23,11 +23,25 @@ EPOCHS = 4
 
 
 def _job(home: Path, data: Path, name: str, *extra: str):
-    return load_config("jobs/configs/mnist_dense.yaml", [
-        f"name={name}", f"data.path={data}", f"tracking.registered_model={name}", f"train.epochs={EPOCHS}",
-        "train.num_workers=2", "train.batch_size=32", "train.lr=0.005", "model.hidden=[32]", "model.latent_dim=4",
-        "train.lr_schedule=cosine", "train.warmup_epochs=1", "train.grad_clip=5.0", *extra,
-    ], home=str(home))
+    return load_config(
+        "jobs/configs/mnist_dense.yaml",
+        [
+            f"name={name}",
+            f"data.path={data}",
+            f"tracking.registered_model={name}",
+            f"train.epochs={EPOCHS}",
+            "train.num_workers=2",
+            "train.batch_size=32",
+            "train.lr=0.005",
+            "model.hidden=[32]",
+            "model.latent_dim=4",
+            "train.lr_schedule=cosine",
+            "train.warmup_epochs=1",
+            "train.grad_clip=5.0",
+            *extra,
+        ],
+        home=str(home),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,13 +116,19 @@ def test_registered_version_and_pyfunc_round_trip(trained, mnist_small):
     assert info.signature is not None and info.saved_input_example_info is not None
     local = Path(mlflow.artifacts.download_artifacts("models:/steady@champion"))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
-    assert {"artifacts/bundle/model/model.safetensors", "artifacts/bundle/model/config.json",
-            "artifacts/bundle/normalizer.json", "artifacts/bundle/calibration.json"} <= files
+    assert {
+        "artifacts/bundle/model/model.safetensors",
+        "artifacts/bundle/model/config.json",
+        "artifacts/bundle/normalizer.json",
+        "artifacts/bundle/calibration.json",
+    } <= files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth"))], files
 
     predicted = mlflow.pyfunc.load_model("models:/steady@champion").predict(pd.DataFrame({"x": list(rows["x"])}))
-    scorer = Scorer(bundle_files(tracking.download_bundle(uri, tracking.resolve_model_uri(uri, "models:/steady/1"))),
-                    batch_size=1024)
+    scorer = Scorer(
+        bundle_files(tracking.download_bundle(uri, tracking.resolve_model_uri(uri, "models:/steady/1"))),
+        batch_size=1024,
+    )
     batch = {"id": rows["id"].to_numpy(), "x": np.stack(rows["x"]).astype(np.float32)}
     expected = scorer({**batch, SHARD: np.zeros(len(rows), np.int32)})
     np.testing.assert_allclose(predicted["score"].to_numpy(), expected["score"], rtol=0, atol=1e-5)

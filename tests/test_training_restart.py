@@ -24,10 +24,22 @@ NAME = "restartable"
 def _command(data: Path) -> list[str]:
     # min_delta=1 makes every epoch after the first "no improvement": with patience 4 the job stops after
     # epoch 5 of 10, deterministically, so early stopping must carry its counter across the restart.
-    return [AEPIPE, "train", "--config", "jobs/configs/mnist_dense.yaml", f"name={NAME}", f"data.path={data}",
-            f"tracking.registered_model={NAME}", "train.epochs=10", "train.batch_size=16", "model.hidden=[32]",
-            "model.latent_dim=4", "train.early_stopping_patience=4", "train.early_stopping_min_delta=1.0",
-            "train.keep_checkpoints=1"]
+    return [
+        AEPIPE,
+        "train",
+        "--config",
+        "jobs/configs/mnist_dense.yaml",
+        f"name={NAME}",
+        f"data.path={data}",
+        f"tracking.registered_model={NAME}",
+        "train.epochs=10",
+        "train.batch_size=16",
+        "model.hidden=[32]",
+        "model.latent_dim=4",
+        "train.early_stopping_patience=4",
+        "train.early_stopping_min_delta=1.0",
+        "train.keep_checkpoints=1",
+    ]
 
 
 def _latest_checkpoint_epoch(checkpoints: Path) -> int:
@@ -43,10 +55,13 @@ def test_restarted_driver_continues_the_same_run(home, mnist_small, tmp_path):
     env.pop("RAY_ADDRESS", None)
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        first = subprocess.Popen(_command(mnist_small), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        first = subprocess.Popen(
+            _command(mnist_small), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 400
-        while _latest_checkpoint_epoch(home / "checkpoints") < 2 and first.poll() is None and time.monotonic() < deadline:
+        while (
+            _latest_checkpoint_epoch(home / "checkpoints") < 2 and first.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         running = first.poll() is None
         os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started (its local Ray)

@@ -40,10 +40,13 @@ def test_lr_schedules():
     assert cos == pytest.approx(expected)
     assert cos[-1] > 0.01  # the last epoch still learns
     assert _lrs(TrainConfig(epochs=5, lr=0.1, lr_schedule="step", lr_step_epochs=2, lr_gamma=0.5)) == pytest.approx(
-        [0.1, 0.1, 0.05, 0.05, 0.025])
+        [0.1, 0.1, 0.05, 0.05, 0.025]
+    )
     # plateau: decays after more than 1 epoch without improvement, then counts again
-    plateau = _lrs(TrainConfig(epochs=6, lr=0.1, lr_schedule="plateau", lr_plateau_patience=1, lr_gamma=0.1),
-                   [1.0, 0.5, 0.6, 0.6, 0.4, 0.7])
+    plateau = _lrs(
+        TrainConfig(epochs=6, lr=0.1, lr_schedule="plateau", lr_plateau_patience=1, lr_gamma=0.1),
+        [1.0, 0.5, 0.6, 0.6, 0.4, 0.7],
+    )
     assert plateau == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.01, 0.01])
 
 
@@ -114,18 +117,24 @@ def _bundle(model_cfg: dict, n: int) -> tuple[ModelBundle, np.ndarray]:
     return ModelBundle(model, Normalizer("none"), calibrate(scores, 0.9), {}), x
 
 
-@pytest.mark.parametrize("model_cfg, images", [
-    ({"name": "dense", "input_shape": [784], "hidden": [16], "latent_dim": 3}, True),
-    ({"name": "vae", "input_shape": [20], "hidden": [16], "latent_dim": 2}, False),
-    ({"name": "conv", "input_shape": [1, 12, 12], "latent_dim": 2}, True),
-    ({"name": "recurrent", "input_shape": [16, 2], "latent_dim": 2}, False),
-])
+@pytest.mark.parametrize(
+    "model_cfg, images",
+    [
+        ({"name": "dense", "input_shape": [784], "hidden": [16], "latent_dim": 3}, True),
+        ({"name": "vae", "input_shape": [20], "hidden": [16], "latent_dim": 2}, False),
+        ({"name": "conv", "input_shape": [1, 12, 12], "latent_dim": 2}, True),
+        ({"name": "recurrent", "input_shape": [16, 2], "latent_dim": 2}, False),
+    ],
+)
 def test_plots_render_for_every_input_kind(tmp_path, model_cfg, images):
     bundle, x = _bundle(model_cfg, 40)
     assert (plots.as_images(x[:1], bundle.input_shape) is not None) == images
     labels = np.arange(40) % 3
-    history = {"train_loss": [(1, 0.5), (2, 0.4)], "val_loss": [(0, 0.7), (1, 0.5), (2, 0.45)],
-               "val_reconstruction": [(1, 0.5), (2, 0.45)]}
+    history = {
+        "train_loss": [(1, 0.5), (2, 0.4)],
+        "val_loss": [(0, 0.7), (1, 0.5), (2, 0.45)],
+        "val_reconstruction": [(1, 0.5), (2, 0.45)],
+    }
     paths = plots.render(bundle, x, labels, history, tmp_path)
     names = {p.stem for p in paths}
     expected = {"loss_curves", "reconstructions", "code_map", "score_histogram"}

@@ -40,8 +40,9 @@ def test_kept_memory_stops_per_step_page_faults(ray_local):
     ray = ray_local  # defined in the test so that Ray ships the function by value
     task = ray.remote(num_cpus=0.5)(_faults_per_step)
     tuned, tuned_env = ray.get(task.options(runtime_env={"env_vars": worker_env(TrainConfig())}).remote())
-    default, default_env = ray.get(task.options(
-        runtime_env={"env_vars": worker_env(TrainConfig(keep_freed_memory=False))}).remote())
+    default, default_env = ray.get(
+        task.options(runtime_env={"env_vars": worker_env(TrainConfig(keep_freed_memory=False))}).remote()
+    )
     assert tuned_env == KEEP_FREED_MEMORY and default_env == ""
     # glibc's defaults unmap a step's freed activations and fault them in again (hundreds of pages a step)
     assert default > 200, (tuned, default)

@@ -61,7 +61,10 @@ class AdversarialAutoencoder(DenseAutoencoder):
     def generator_terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted encoder loss for making codes look like prior draws (the discriminator is frozen)."""
         fake = self._logits(z, frozen=True)
-        return {"generator": self.config.adversarial_weight * F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))}
+        return {
+            "generator": self.config.adversarial_weight
+            * F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+        }
 
     def update_phases(self) -> list[UpdatePhase]:
         return [

@@ -27,7 +27,7 @@ class ConvConfig(MLPConfig):
     """Odd kernel size of every convolution."""
 
     @model_validator(mode="after")
-    def _image_shape(self) -> "ConvConfig":
+    def _image_shape(self) -> ConvConfig:
         if len(self.input_shape) not in (2, 3):
             raise ValueError(f"conv families need input_shape (C, H, W) or (H, W), got {self.input_shape}")
         if self.kernel_size % 2 == 0:
@@ -62,7 +62,11 @@ class ConvAutoencoder(Autoencoder):
         flat = numel(self.feature_shape)
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(flat, self.code_width()))
 
-        dec: list[nn.Module] = [nn.Linear(config.latent_dim, flat), activation(act), nn.Unflatten(1, self.feature_shape)]
+        dec: list[nn.Module] = [
+            nn.Linear(config.latent_dim, flat),
+            activation(act),
+            nn.Unflatten(1, self.feature_shape),
+        ]
         rev = chans[::-1]
         for c_in, c_out in zip(rev, rev[1:] + rev[-1:]):
             dec += [

@@ -23,7 +23,9 @@ class MaskedConfig(DenseConfig):
     """Side of the square patches hidden together when input_shape is (C, H, W); 0 hides single features."""
 
 
-def random_hidden(batch: int, n: int, ratio: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def random_hidden(
+    batch: int, n: int, ratio: float, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """Boolean ``[batch, n]``, exactly ``round(ratio * n)`` (at least 1, at most n - 1) True per row."""
     n_hide = min(max(1, round(ratio * n)), max(n - 1, 1))
     ranks = torch.rand(batch, n, generator=generator, device=device).argsort(dim=1).argsort(dim=1)

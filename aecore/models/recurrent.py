@@ -30,7 +30,7 @@ class RecurrentConfig(ModelConfig):
     """Stacked recurrent layers in encoder and decoder."""
 
     @model_validator(mode="after")
-    def _sequence_shape(self) -> "RecurrentConfig":
+    def _sequence_shape(self) -> RecurrentConfig:
         if len(self.input_shape) != 2:
             raise ValueError(f"recurrent needs input_shape (T, F), got {self.input_shape}")
         return self

@@ -34,5 +34,7 @@ class ResidualAutoencoder(DenseAutoencoder):
         cfg = self.config
         common = dict(act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
         encoder = residual_mlp(d, cfg.width, cfg.blocks, self.code_width(), **common)
-        decoder = residual_mlp(cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation, **common)
+        decoder = residual_mlp(
+            cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation, **common
+        )
         return encoder, decoder

@@ -51,7 +51,9 @@ class GaussianLatent:
         return self.posterior(x)[0]
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``mu + sigma * eps`` with ``eps ~ N(0, I)``; leading sample dims of ``mu`` are kept."""
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
@@ -60,7 +62,9 @@ class GaussianLatent:
         """``-log p(x|z)`` per sample ``[B]``, summed over features."""
         return reconstruction_nll(x_hat, x, self.config.reconstruction)
 
-    def elbo_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample reconstruction NLL and closed-form KL, each ``[B]``; x is encoded as given."""
         mu, logvar = self.posterior(x)
         return self.nll(self.decode(self.reparameterize(mu, logvar, generator)), x), gaussian_kl(mu, logvar)

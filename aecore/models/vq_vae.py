@@ -26,7 +26,7 @@ class VQConfig(DenseConfig):
     """Weight beta of the commitment loss ||z_e - sg(e)||^2."""
 
     @model_validator(mode="after")
-    def _divisible(self) -> "VQConfig":
+    def _divisible(self) -> VQConfig:
         if self.latent_dim % self.code_dim:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be a multiple of code_dim ({self.code_dim})")
         return self
@@ -92,8 +92,13 @@ class VQVAE(DenseAutoencoder):
         if self.training:
             self.usage += counts
         usage = {k: torch.tensor(v, device=x.device) for k, v in codebook_usage(counts).items()}
-        return {"loss": rec + q.codebook_loss + commit, "reconstruction": rec, "codebook": q.codebook_loss,
-                "commitment": commit, **usage}
+        return {
+            "loss": rec + q.codebook_loss + commit,
+            "reconstruction": rec,
+            "codebook": q.codebook_loss,
+            "commitment": commit,
+            **usage,
+        }
 
     def epoch_metrics(self) -> dict[str, float]:
         """Codebook perplexity and fraction of codes used over the training batches since the last call."""

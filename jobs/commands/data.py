@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from jobs.runtime import echo, fail, home, user_errors
 from pipelines import corpora
 
-app = typer.Typer(help="Build corpora: real data shipped in installed packages, or synthetic data for scale.", no_args_is_help=True)
+app = typer.Typer(
+    help="Build corpora: real data shipped in installed packages, or synthetic data for scale.", no_args_is_help=True
+)
 
 
 @app.command("mnist")
@@ -28,7 +29,7 @@ def mnist(
 @app.command("mnist-images")
 def mnist_images(
     out: Path = typer.Option(None, help="Output directory (default: AEPIPE_HOME/data/mnist-images)."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Write only the first N digits."),
+    limit: int | None = typer.Option(None, min=1, help="Write only the first N digits."),
 ) -> None:
     """The MNIST subset as 28x28 grayscale PNGs in label folders (7/mnist-00000.png)."""
     with user_errors():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -12,8 +11,9 @@ from jobs.runtime import echo, fail, print_table, registry_uri, tracking_uri, us
 from pipelines import registry, tracking
 
 app = typer.Typer(help="Query and promote models in the MLflow registry.", no_args_is_help=True)
-TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or "
-                                                        "SQLite under AEPIPE_HOME).")
+TrackingOpt = typer.Option(
+    None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or SQLite under AEPIPE_HOME)."
+)
 KEY_METRICS = ("val_loss", "train_loss")
 
 
@@ -22,11 +22,11 @@ def fmt(value: float | None) -> str:
 
 
 def when(ms: int | None) -> str:
-    return "-" if not ms else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if not ms else dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command("list")
-def list_models(tracking_uri_opt: Optional[str] = TrackingOpt) -> None:
+def list_models(tracking_uri_opt: str | None = TrackingOpt) -> None:
     """Every registered model with its versions and aliases."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
@@ -39,8 +39,9 @@ def list_models(tracking_uri_opt: Optional[str] = TrackingOpt) -> None:
 
 
 @app.command("show")
-def show(name: str = typer.Argument(..., help="Registered model name."),
-         tracking_uri_opt: Optional[str] = TrackingOpt) -> None:
+def show(
+    name: str = typer.Argument(..., help="Registered model name."), tracking_uri_opt: str | None = TrackingOpt
+) -> None:
     """Every version of NAME, newest first: aliases, status, key metrics, source run, created."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
@@ -48,14 +49,24 @@ def show(name: str = typer.Argument(..., help="Registered model name."),
     table = Table("version", "aliases", "status", *KEY_METRICS, "source run", "created (UTC)", title=name)
     for v in versions:
         metrics = registry.version_metrics(v)
-        table.add_row(v["version"], ", ".join(v["aliases"]) or "-", v["status"],
-                      *(fmt(metrics.get(k)) for k in KEY_METRICS), v["run_id"] or "-", when(v["created"]))
+        table.add_row(
+            v["version"],
+            ", ".join(v["aliases"]) or "-",
+            v["status"],
+            *(fmt(metrics.get(k)) for k in KEY_METRICS),
+            v["run_id"] or "-",
+            when(v["created"]),
+        )
     print_table(table)
 
 
 @app.command("compare")
-def compare(name: str = typer.Argument(...), a: str = typer.Argument(..., metavar="V1"),
-            b: str = typer.Argument(..., metavar="V2"), tracking_uri_opt: Optional[str] = TrackingOpt) -> None:
+def compare(
+    name: str = typer.Argument(...),
+    a: str = typer.Argument(..., metavar="V1"),
+    b: str = typer.Argument(..., metavar="V2"),
+    tracking_uri_opt: str | None = TrackingOpt,
+) -> None:
     """Metrics of two versions side by side, with the difference V2 - V1."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
@@ -72,9 +83,10 @@ def promote(
     version: str = typer.Argument(...),
     alias: str = typer.Option(registry.CHAMPION, help="Alias to move."),
     force: bool = typer.Option(False, "--force", help="Move the champion alias even when the gate refuses."),
-    margin: float = typer.Option(0.0, min=0.0, max=0.99,
-                                 help="Gate: val_loss must be <= the champion's x (1 - margin)."),
-    tracking_uri_opt: Optional[str] = TrackingOpt,
+    margin: float = typer.Option(
+        0.0, min=0.0, max=0.99, help="Gate: val_loss must be <= the champion's x (1 - margin)."
+    ),
+    tracking_uri_opt: str | None = TrackingOpt,
 ) -> None:
     """Point ALIAS at VERSION; for ``champion`` the gate (val_loss vs the current champion) must pass."""
     with user_errors(tracking_uri_opt):

@@ -12,8 +12,9 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
 app = typer.Typer(help="Status, logs and stop for jobs on a Ray cluster (Ray Jobs API).", no_args_is_help=True)
-AddressOpt = typer.Option(..., "--address", envvar="RAY_API_SERVER_ADDRESS",
-                          help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265.")
+AddressOpt = typer.Option(
+    ..., "--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265."
+)
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -51,8 +53,10 @@ def ray_errors(address: str) -> Iterator[None]:
         yield
     except AuthenticationError as exc:
         status = 401 if "Authentication required" in str(exc) else 403
-        fail(f"Ray rejected the request to {address} (HTTP {status}): set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
-             "to the cluster's token")
+        fail(
+            f"Ray rejected the request to {address} (HTTP {status}): set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) "
+            "to the cluster's token"
+        )
     except ConnectionError:
         fail(f"cannot reach the Ray Jobs API at {address}: is the head node's dashboard running and reachable?")
     except RuntimeError as exc:
@@ -61,7 +65,7 @@ def ray_errors(address: str) -> Iterator[None]:
         fail(f"Ray Jobs API at {address}: {exc}")
 
 
-def jobs_client(address: str) -> "JobSubmissionClient":
+def jobs_client(address: str) -> JobSubmissionClient:
     """A Jobs API client for ``address`` with the token header when one is configured."""
     from ray.job_submission import JobSubmissionClient
 
@@ -69,8 +73,9 @@ def jobs_client(address: str) -> "JobSubmissionClient":
         return JobSubmissionClient(address, headers=auth_headers())
 
 
-def follow_logs(client: "JobSubmissionClient", job_id: str) -> None:
+def follow_logs(client: JobSubmissionClient, job_id: str) -> None:
     """Stream the job's driver log to stdout until the job ends."""
+
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
             sys.stdout.write(chunk)
@@ -79,7 +84,7 @@ def follow_logs(client: "JobSubmissionClient", job_id: str) -> None:
     asyncio.run(tail())
 
 
-def exit_status(client: "JobSubmissionClient", job_id: str, poll_s: float = 0.5) -> int:
+def exit_status(client: JobSubmissionClient, job_id: str, poll_s: float = 0.5) -> int:
     """Wait for a terminal state; 0 when the job succeeded, else its driver's exit code (1 when unknown)."""
     while (info := client.get_job_info(job_id)).status not in TERMINAL:
         time.sleep(poll_s)
@@ -102,8 +107,11 @@ def status(job_id: str = typer.Argument(..., help="Submission id."), address: st
 
 
 @app.command("logs")
-def logs(job_id: str = typer.Argument(...), address: str = AddressOpt,
-         follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends; exit with its status.")) -> None:
+def logs(
+    job_id: str = typer.Argument(...),
+    address: str = AddressOpt,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends; exit with its status."),
+) -> None:
     """Print a job's driver log (all of it so far, or streamed with --follow)."""
     client = jobs_client(address)
     with ray_errors(address):
@@ -132,6 +140,10 @@ def list_jobs(address: str = AddressOpt) -> None:
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
     table = Table("submission id", "status", "exit", "entrypoint")
     for j in jobs:
-        table.add_row(j.submission_id or j.job_id or "-", j.status,
-                      "-" if j.driver_exit_code is None else str(j.driver_exit_code), j.entrypoint)
+        table.add_row(
+            j.submission_id or j.job_id or "-",
+            j.status,
+            "-" if j.driver_exit_code is None else str(j.driver_exit_code),
+            j.entrypoint,
+        )
     print_table(table) if jobs else echo("no jobs")

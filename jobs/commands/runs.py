@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -18,7 +16,7 @@ app = typer.Typer(help="List MLflow runs.", no_args_is_help=True)
 def list_runs(
     experiment: str = typer.Option("aepipe", help="MLflow experiment name."),
     limit: int = typer.Option(20, min=1, help="Newest N runs."),
-    tracking_uri_opt: Optional[str] = TrackingOpt,
+    tracking_uri_opt: str | None = TrackingOpt,
 ) -> None:
     """Recent runs of the experiment, newest first: id, name, status, start, key metrics."""
     with user_errors(tracking_uri_opt):
@@ -29,6 +27,11 @@ def list_runs(
         return
     table = Table("run id", "name", "status", "started (UTC)", *KEY_METRICS, title=experiment)
     for r in runs:
-        table.add_row(r["run_id"], r["name"] or "-", r["status"], when(r["start"]),
-                      *(fmt(r["metrics"].get(k)) for k in KEY_METRICS))
+        table.add_row(
+            r["run_id"],
+            r["name"] or "-",
+            r["status"],
+            when(r["start"]),
+            *(fmt(r["metrics"].get(k)) for k in KEY_METRICS),
+        )
     print_table(table)

@@ -7,7 +7,6 @@ distribution drifted from the model's validation baseline (for a scheduler to al
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -19,51 +18,76 @@ app = typer.Typer(help="Read published score partitions.", no_args_is_help=True)
 
 
 def score(
-    model: str = typer.Option("models:/aepipe-model@champion",
-                              help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model."),
+    model: str = typer.Option(
+        "models:/aepipe-model@champion", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model."
+    ),
     input: str = typer.Option(None, "--input", "-i", help="Corpus path (default: AEPIPE_HOME/data/mnist)."),
     output: str = typer.Option(None, "--output", "-o", help="Output directory (default: AEPIPE_HOME/outputs/scores)."),
-    partition: Optional[str] = typer.Option(None, help="Publish under OUTPUT/PARTITION, e.g. dt=2024-06-01."),
-    incremental: bool = typer.Option(False, help="Score only shards no partition under OUTPUT holds for this "
-                                                 "model version; nothing new is a no-op."),
+    partition: str | None = typer.Option(None, help="Publish under OUTPUT/PARTITION, e.g. dt=2024-06-01."),
+    incremental: bool = typer.Option(
+        False, help="Score only shards no partition under OUTPUT holds for this model version; nothing new is a no-op."
+    ),
     mode: str = typer.Option("both", help="score | embed | both"),
     batch_size: int = typer.Option(1024, min=1, help="Rows per forward pass."),
     concurrency: int = typer.Option(1, min=1, help="Scorer actors."),
     num_cpus: float = typer.Option(1.0, min=0.01, help="CPUs per scorer actor."),
-    num_gpus: Optional[float] = typer.Option(None, min=0, help="GPUs per scorer actor (default: 1 if the cluster has one)."),
-    shards_per_pass: int = typer.Option(64, min=1, help="Input shards per actor-pool pass (each pass starts the pool anew)."),
+    num_gpus: float | None = typer.Option(
+        None, min=0, help="GPUs per scorer actor (default: 1 if the cluster has one)."
+    ),
+    shards_per_pass: int = typer.Option(
+        64, min=1, help="Input shards per actor-pool pass (each pass starts the pool anew)."
+    ),
     psi_limit: float = typer.Option(0.2, help="Drift alarm above this population stability index."),
     ks_alpha: float = typer.Option(1e-3, help="Drift alarm below this Kolmogorov-Smirnov p-value ..."),
     ks_min: float = typer.Option(0.1, min=0, max=0.999, help="... when the KS statistic is also above this."),
-    address: Optional[str] = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
-    tracking: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    address: str | None = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
+    tracking: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
 ) -> None:
     """Score the corpus with a pinned model version; publish one Parquet file per input shard exactly once."""
     from pipelines.config import ScoreConfig
     from pipelines.score import ScoreRequest, run_scoring
 
     with user_errors():
-        settings = ScoreConfig(batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-                               shards_per_pass=shards_per_pass, psi_limit=psi_limit, ks_alpha=ks_alpha, ks_min=ks_min)
+        settings = ScoreConfig(
+            batch_size=batch_size,
+            concurrency=concurrency,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            shards_per_pass=shards_per_pass,
+            psi_limit=psi_limit,
+            ks_alpha=ks_alpha,
+            ks_min=ks_min,
+        )
         req = ScoreRequest(
-            model_uri=model, input_path=input or str((home() / "data" / "mnist").resolve()),
-            output_path=output or str((home() / "outputs" / "scores").resolve()), partition=partition,
-            incremental=incremental, tracking_uri=tracking_uri(tracking), registry_uri=registry_uri(),
-            artifact_root=str((home() / "mlartifacts").resolve()), mode=mode, settings=settings,
+            model_uri=model,
+            input_path=input or str((home() / "data" / "mnist").resolve()),
+            output_path=output or str((home() / "outputs" / "scores").resolve()),
+            partition=partition,
+            incremental=incremental,
+            tracking_uri=tracking_uri(tracking),
+            registry_uri=registry_uri(),
+            artifact_root=str((home() / "mlartifacts").resolve()),
+            mode=mode,
+            settings=settings,
         )
         with ray_session(address):
             result = run_scoring(req, log=echo)
     if result.noop:
         echo(f"no-op: nothing new to score with {result.model.uri}; {result.output_path} unchanged")
         return
-    echo(f"published {result.rows} rows ({result.rows_scored} scored now; plan {result.plan}) with "
-         f"{result.model.uri} in {result.seconds:.1f}s -> {result.output_path}")
+    echo(
+        f"published {result.rows} rows ({result.rows_scored} scored now; plan {result.plan}) with "
+        f"{result.model.uri} in {result.seconds:.1f}s -> {result.output_path}"
+    )
     if result.drift is not None:
         d = result.drift
         echo(f"drift: PSI {d.psi:.3f}, KS {d.ks:.3f} (p={d.ks_pvalue:.2g}), mean shift {d.mean_shift_std:+.2f} std")
         if d.drifted:
-            console.print(f"[bold red]DRIFT ALARM:[/] scores of {d.rows} rows moved away from the validation "
-                          f"baseline of {result.model.uri}: {d.reason} (MLflow run {result.run_id})", highlight=False)
+            console.print(
+                f"[bold red]DRIFT ALARM:[/] scores of {d.rows} rows moved away from the validation "
+                f"baseline of {result.model.uri}: {d.reason} (MLflow run {result.run_id})",
+                highlight=False,
+            )
             raise typer.Exit(DRIFT_EXIT)
 
 

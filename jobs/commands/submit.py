@@ -13,7 +13,7 @@ import os
 import shlex
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -46,13 +46,15 @@ def entrypoint(kind: Kind, args: list[str]) -> str:
 def runtime_env(working_dir: Path, env: dict[str, str], pip: list[str] | None = None) -> dict[str, Any]:
     """The job's runtime environment; refuses environment variables whose names look like secrets."""
     if not (working_dir / "jobs" / "entrypoints").is_dir():
-        raise FileNotFoundError(f"{working_dir} is not an aepipe project directory (no jobs/entrypoints); "
-                               "pass --working-dir")
+        raise FileNotFoundError(
+            f"{working_dir} is not an aepipe project directory (no jobs/entrypoints); pass --working-dir"
+        )
     secret = sorted(k for k in env if any(m in k.upper() for m in SECRET_MARKERS))
     if secret:
         raise CredentialsError(
             f"refusing to put {', '.join(secret)} in the job's runtime environment (the Ray dashboard shows it); "
-            "give the cluster's pods the secret from a Kubernetes Secret instead")
+            "give the cluster's pods the secret from a Kubernetes Secret instead"
+        )
     renv: dict[str, Any] = {"working_dir": str(working_dir), "excludes": list(EXCLUDES), "env_vars": dict(env)}
     if pip:
         renv["pip"] = pip[0] if len(pip) == 1 and pip[0].endswith(".txt") else list(pip)
@@ -77,19 +79,24 @@ def submit(
     kind: Kind = typer.Argument(..., help="Which entrypoint: train | score | nightly-score."),
     address: str = AddressOpt,
     follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's log and exit with its status."),
-    pip: Optional[List[str]] = typer.Option(
-        None, "--pip", help="Install this requirement (or requirements.txt) in the job's environment; repeatable. "
-                            "Default: none, the cluster's image already has aepipe's dependencies."),
-    env: Optional[List[str]] = typer.Option(None, "--env", help="Extra KEY=VALUE for the job; repeatable."),
+    pip: list[str] | None = typer.Option(
+        None,
+        "--pip",
+        help="Install this requirement (or requirements.txt) in the job's environment; repeatable. "
+        "Default: none, the cluster's image already has aepipe's dependencies.",
+    ),
+    env: list[str] | None = typer.Option(None, "--env", help="Extra KEY=VALUE for the job; repeatable."),
     working_dir: Path = typer.Option(PROJECT_ROOT, help="Directory uploaded as the job's working_dir."),
-    submission_id: Optional[str] = typer.Option(None, help="Submission id (default: Ray picks one)."),
+    submission_id: str | None = typer.Option(None, help="Submission id (default: Ray picks one)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the job (entrypoint, runtime env) and stop."),
 ) -> None:
     """Submit ``aepipe KIND ARGS`` (ARGS: everything after the options, e.g. --config ... train.epochs=3)."""
     with user_errors():
-        spec = {"entrypoint": entrypoint(kind, list(ctx.args)),
-                "runtime_env": runtime_env(working_dir.resolve(), job_env(env or []), pip),
-                "submission_id": submission_id}
+        spec = {
+            "entrypoint": entrypoint(kind, list(ctx.args)),
+            "runtime_env": runtime_env(working_dir.resolve(), job_env(env or []), pip),
+            "submission_id": submission_id,
+        }
     if dry_run:
         echo(json.dumps(spec, indent=1))
         return

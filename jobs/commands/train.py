@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from jobs.runtime import echo, job_config, ray_session, user_errors
 
 
 def train(
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML job config (see jobs/configs/)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. train.epochs=3"),
-    address: Optional[str] = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML job config (see jobs/configs/)."),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides, e.g. train.epochs=3"),
+    address: str | None = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
 ) -> None:
     """Train the configured model with Ray Train and register it in MLflow."""
     from pipelines.train import run_training

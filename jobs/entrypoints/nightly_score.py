@@ -9,7 +9,6 @@ means the scores drifted from the model's validation baseline (a scheduler alert
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 import typer
 
@@ -18,10 +17,10 @@ from jobs.entrypoints import run
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def partition(date: Optional[str], today: dt.date | None = None) -> str:
+def partition(date: str | None, today: dt.date | None = None) -> str:
     """``dt=YYYY-MM-DD`` of ``date``, default the night that just ended (yesterday, UTC)."""
     if date is None:
-        return f"dt={(today or dt.datetime.now(dt.timezone.utc).date()) - dt.timedelta(days=1)}"
+        return f"dt={(today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)}"
     try:
         return f"dt={dt.date.fromisoformat(date)}"
     except ValueError:
@@ -32,13 +31,12 @@ def partition(date: Optional[str], today: dt.date | None = None) -> str:
 def nightly(
     ctx: typer.Context,
     model_name: str = typer.Option(..., help="Registered model; scoring uses models:/NAME@champion."),
-    date: Optional[str] = typer.Option(None, help="Night to publish as dt=DATE (default: yesterday, UTC)."),
+    date: str | None = typer.Option(None, help="Night to publish as dt=DATE (default: yesterday, UTC)."),
 ) -> None:
     """Score the night's new shards incrementally with the champion; other options go to ``aepipe score``."""
     part = partition(date)
     print(f"nightly scoring: partition {part} with models:/{model_name}@champion", flush=True)
-    run("score", argv=["--incremental", "--partition", part, "--model", f"models:/{model_name}@champion",
-                       *ctx.args])
+    run("score", argv=["--incremental", "--partition", part, "--model", f"models:/{model_name}@champion", *ctx.args])
 
 
 if __name__ == "__main__":

@@ -21,8 +21,17 @@ from pipelines.data.split import is_validation
 from pipelines.data.timeseries import read_series_records
 from pipelines.data.validate import ValidationReport, validate_records
 
-__all__ = ["Corpus", "DataError", "Normalizer", "ValidationReport", "load_dataset", "validate_corpus",
-           "fit_normalizer", "split_dataset", "normalize_dataset"]
+__all__ = [
+    "Corpus",
+    "DataError",
+    "Normalizer",
+    "ValidationReport",
+    "fit_normalizer",
+    "load_dataset",
+    "normalize_dataset",
+    "split_dataset",
+    "validate_corpus",
+]
 
 _READERS = {"parquet": read_parquet_records, "images": read_image_records, "timeseries": read_series_records}
 
@@ -52,8 +61,7 @@ def _clean_rows(records: ray.data.Dataset, on_bad_records: str, exclude: frozens
 def load_dataset(cfg: DataConfig, path: str, quarantine_dir: str | None = None) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema)."""
     records, shape = _READERS[cfg.source](path, cfg)
-    return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records,
-                  quarantine_dir)
+    return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 
 def validate_corpus(corpus: Corpus) -> Corpus:
@@ -94,9 +102,7 @@ def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str) -> Normalizer
     parts = train.map_batches(_moments, fn_kwargs={"scope": scope}, batch_size=4096).iter_batches(
         batch_size=None, batch_format="numpy"
     )
-    rows = [
-        {k: v[i] for k, v in part.items()} for part in parts for i in range(len(part["count"]))
-    ]
+    rows = [{k: v[i] for k, v in part.items()} for part in parts for i in range(len(part["count"]))]
     return combine_moments(rows, kind)
 
 

@@ -35,9 +35,12 @@ def decide(mode: str, rows: int, sample_shape: tuple[int, ...], max_fraction: fl
         return CacheDecision(mode == "memory", estimated, store, f"data.cache={mode}")
     fits = estimated <= max_fraction * store
     share = f"{estimated / 2**20:.0f} MiB of {store / 2**20:.0f} MiB object store"
-    return CacheDecision(fits, estimated, store,
-                         f"data.cache=auto: {share} {'<=' if fits else '>'} {max_fraction:.0%} -> "
-                         f"{'memory' if fits else 'stream'}")
+    return CacheDecision(
+        fits,
+        estimated,
+        store,
+        f"data.cache=auto: {share} {'<=' if fits else '>'} {max_fraction:.0%} -> {'memory' if fits else 'stream'}",
+    )
 
 
 def prepare(datasets: dict[str, ray.data.Dataset], decision: CacheDecision) -> dict[str, ray.data.Dataset]:

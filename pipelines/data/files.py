@@ -38,7 +38,8 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
         return [path if "://" in path else root]
     selector = pafs.FileSelector(root, recursive=True)
     names = sorted(
-        f.path for f in fs.get_file_info(selector)
+        f.path
+        for f in fs.get_file_info(selector)
         if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes) and not f.base_name.startswith(("_", "."))
     )
     if not names:
@@ -54,5 +55,5 @@ def relative_names(files: list[str], path: str) -> list[str]:
     out = []
     for f in files:
         inner = filesystem(f)[1]
-        out.append(inner[len(root):] if inner.startswith(root) else inner.rsplit("/", 1)[-1])
+        out.append(inner[len(root) :] if inner.startswith(root) else inner.rsplit("/", 1)[-1])
     return out

@@ -6,7 +6,7 @@ A file Pillow cannot decode (truncated, or not an image) becomes an error record
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import ray.data
@@ -48,7 +48,7 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig) -> Iterator[dict[str
             x[i] = decode(path, cfg)
         except UnidentifiedImageError:
             errors[i] = "not a readable image (Pillow cannot identify it as PNG or JPEG)"
-        except Exception as exc:  # noqa: BLE001 - any decoding failure is the file's fault
+        except Exception as exc:
             errors[i] = f"not a readable image ({type(exc).__name__}: {exc})"
     names = items["name"]
     labels = None

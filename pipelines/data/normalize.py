@@ -29,7 +29,7 @@ class Normalizer:
         Path(path).write_text(json.dumps(asdict(self)))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Normalizer":
+    def load(cls, path: str | Path) -> Normalizer:
         return cls(**json.loads(Path(path).read_text()))
 
 

@@ -6,7 +6,7 @@ Parquet, is truncated or lacks a column becomes one error record naming it, a ba
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,8 +23,12 @@ ROWS_PER_BATCH = 4096
 #: Column type checks: a predicate on the arrow type and the words an error uses for what was expected.
 NUMBER = (lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t), "a number")
 ID = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer")
-VECTOR = (lambda t: (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
-          and NUMBER[0](t.value_type), "a list of numbers")
+VECTOR = (
+    lambda t: (
+        (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and NUMBER[0](t.value_type)
+    ),
+    "a list of numbers",
+)
 ANY = (lambda t: True, "anything")
 
 
@@ -38,13 +42,17 @@ def schema_problem(schema: pa.Schema, required: dict[str, tuple]) -> str | None:
     return None
 
 
-def iter_parquet(path: str, required: dict[str, tuple], convert: Callable[[pa.RecordBatch, int], dict],
-                 on_file_error: Callable[[str, int], dict]) -> Iterator[dict[str, np.ndarray]]:
+def iter_parquet(
+    path: str,
+    required: dict[str, tuple],
+    convert: Callable[[pa.RecordBatch, int], dict],
+    on_file_error: Callable[[str, int], dict],
+) -> Iterator[dict[str, np.ndarray]]:
     """Record batches of one file: ``convert(batch, first_row)`` per batch, ``on_file_error(reason, row)`` when
     the file cannot be opened, lacks a column, or breaks off part way (a truncated or corrupt page)."""
     try:
         pf = pq.ParquetFile(open_file(path))
-    except Exception as exc:  # noqa: BLE001 - any failure to open is the file's fault
+    except Exception as exc:
         yield on_file_error(f"not a readable Parquet file ({type(exc).__name__}: {exc})", -1)
         return
     if problem := schema_problem(pf.schema_arrow, required):
@@ -56,7 +64,7 @@ def iter_parquet(path: str, required: dict[str, tuple], convert: Callable[[pa.Re
             batch = next(batches)
         except StopIteration:
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             yield on_file_error(f"unreadable from row {offset} on ({type(exc).__name__}: {exc})", offset)
             return
         yield convert(batch, offset)
@@ -87,14 +95,21 @@ def _vector_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.n
     good = lengths == length
     if good.any():
         x[good] = to_float(pc.list_flatten(column.filter(pa.array(good)))).reshape(-1, length)
-    errors = np.array(["" if ok else ("vector is null" if n < 0 else f"vector has length {n}, expected {length}")
-                       for ok, n in zip(good, lengths)], dtype=object)
+    errors = np.array(
+        [
+            "" if ok else ("vector is null" if n < 0 else f"vector has length {n}, expected {length}")
+            for ok, n in zip(good, lengths)
+        ],
+        dtype=object,
+    )
     return x, errors
 
 
 def _tabular_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """``(x [B, F] float, errors [B])`` with one column per feature."""
-    return np.column_stack([to_float(batch.column(c)) for c in cfg.feature_columns]), np.full(batch.num_rows, "", object)
+    return np.column_stack([to_float(batch.column(c)) for c in cfg.feature_columns]), np.full(
+        batch.num_rows, "", object
+    )
 
 
 def finite_errors(x: np.ndarray, errors: np.ndarray) -> np.ndarray:
@@ -108,10 +123,13 @@ def finite_errors(x: np.ndarray, errors: np.ndarray) -> np.ndarray:
 
 def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_label: bool) -> Iterator[dict]:
     to_x = _tabular_x if cfg.feature_columns else _vector_x
-    required = {**({cfg.id_column: ID} if cfg.id_column else {}),
-                **({c: NUMBER for c in cfg.feature_columns} if cfg.feature_columns else {cfg.vector_column: VECTOR}),
-                **({cfg.label_column: ANY} if with_label else {})}
+    required = {
+        **({cfg.id_column: ID} if cfg.id_column else {}),
+        **(dict.fromkeys(cfg.feature_columns, NUMBER) if cfg.feature_columns else {cfg.vector_column: VECTOR}),
+        **({cfg.label_column: ANY} if with_label else {}),
+    }
     for path, name in zip(items["path"], items["name"]):
+
         def convert(batch: pa.RecordBatch, offset: int) -> dict:
             ids, errors = read_ids(batch, cfg, name, offset)
             x, x_errors = to_x(batch, cfg, length)
@@ -120,8 +138,9 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_la
             labels = batch.column(cfg.label_column).to_numpy(zero_copy_only=False) if with_label else None
             return make_records(ids, x, errors, path, np.arange(offset, offset + batch.num_rows), labels)
 
-        yield from iter_parquet(path, required, convert,
-                                lambda reason, row: file_error(path, reason, (length,), with_label, row))
+        yield from iter_parquet(
+            path, required, convert, lambda reason, row: file_error(path, reason, (length,), with_label, row)
+        )
 
 
 def first_readable(files: list[str]) -> tuple[str, pq.ParquetFile]:
@@ -129,7 +148,7 @@ def first_readable(files: list[str]) -> tuple[str, pq.ParquetFile]:
     for f in files:
         try:
             return f, pq.ParquetFile(open_file(f))
-        except Exception:  # noqa: BLE001 - reported per file by the tasks
+        except Exception:
             continue
     raise DataError(f"none of the {len(files)} Parquet files under the input path can be opened (first: {files[0]})")
 
@@ -139,7 +158,9 @@ def vector_length(pf: pq.ParquetFile, file: str, cfg: DataConfig) -> int:
     if cfg.feature_columns:
         return len(cfg.feature_columns)
     if cfg.vector_column not in pf.schema_arrow.names:
-        raise DataError(f"{file}: column {cfg.vector_column!r} is missing (columns: {', '.join(pf.schema_arrow.names)})")
+        raise DataError(
+            f"{file}: column {cfg.vector_column!r} is missing (columns: {', '.join(pf.schema_arrow.names)})"
+        )
     kind = pf.schema_arrow.field(cfg.vector_column).type
     if pa.types.is_fixed_size_list(kind):
         return kind.list_size

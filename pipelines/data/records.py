@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,9 @@ from pipelines.data.errors import DataError
 
 ERROR, FILE, ROW = "_error", "_file", "_row"
 BOOKKEEPING = (ERROR, FILE, ROW)
-QUARANTINE_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())])
+QUARANTINE_SCHEMA = pa.schema(
+    [("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())]
+)
 
 
 def make_records(ids, x: np.ndarray, errors, file: str | np.ndarray, rows, labels=None) -> dict[str, np.ndarray]:
@@ -47,7 +50,9 @@ def make_records(ids, x: np.ndarray, errors, file: str | np.ndarray, rows, label
     return out
 
 
-def file_error(file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1) -> dict[str, np.ndarray]:
+def file_error(
+    file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1
+) -> dict[str, np.ndarray]:
     """One record standing for a whole bad file (or the unreadable rest of it from ``row`` on)."""
     labels = np.array([None], dtype=object) if with_label else None
     return make_records([""], np.zeros((1, *shape), np.float32), [reason], file, [row], labels)
@@ -87,27 +92,39 @@ def clean(batch: dict[str, np.ndarray], on_bad_records: str, exclude: frozenset 
 
 def quarantine_rows(batch: dict[str, np.ndarray], bad: np.ndarray) -> pa.Table:
     """The quarantine table (file, row, id, reason) of the records selected by mask ``bad``."""
-    return pa.table({
-        "file": pa.array(batch[FILE][bad].tolist(), pa.string()),
-        "row": pa.array(batch[ROW][bad], pa.int64()),
-        "id": pa.array([str(i) if i not in (None, "") else None for i in batch["id"][bad]], pa.string()),
-        "reason": pa.array(batch[ERROR][bad].tolist(), pa.string()),
-    }, schema=QUARANTINE_SCHEMA)
+    return pa.table(
+        {
+            "file": pa.array(batch[FILE][bad].tolist(), pa.string()),
+            "row": pa.array(batch[ROW][bad], pa.int64()),
+            "id": pa.array([str(i) if i not in (None, "") else None for i in batch["id"][bad]], pa.string()),
+            "reason": pa.array(batch[ERROR][bad].tolist(), pa.string()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
     """Write ``table`` under ``directory`` with a name derived from its content, so a retried task overwrites."""
     if table.num_rows == 0:
         return
-    digest = hashlib.sha1("\n".join(f"{f}\t{r}\t{e}" for f, r, e in zip(
-        table.column("file").to_pylist(), table.column("row").to_pylist(), table.column("reason").to_pylist()
-    )).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(
+        "\n".join(
+            f"{f}\t{r}\t{e}"
+            for f, r, e in zip(
+                table.column("file").to_pylist(), table.column("row").to_pylist(), table.column("reason").to_pylist()
+            )
+        ).encode()
+    ).hexdigest()[:16]
     Path(directory).mkdir(parents=True, exist_ok=True)
     pq.write_table(table, Path(directory) / f"quarantine-{token}-{digest}.parquet")
 
 
-def read_in_tasks(items: list[dict[str, Any]], fn: Callable[..., Iterator[dict[str, np.ndarray]]],
-                  fn_kwargs: dict[str, Any], per_task: int = 1) -> ray.data.Dataset:
+def read_in_tasks(
+    items: list[dict[str, Any]],
+    fn: Callable[..., Iterator[dict[str, np.ndarray]]],
+    fn_kwargs: dict[str, Any],
+    per_task: int = 1,
+) -> ray.data.Dataset:
     """Run the generator ``fn(batch_of_items, **fn_kwargs)`` over ``items`` (e.g. file paths) in Ray tasks.
 
     Each task gets ``per_task`` items and streams out the record batches ``fn`` yields, so no file is ever
@@ -124,7 +141,7 @@ def read_in_tasks(items: list[dict[str, Any]], fn: Callable[..., Iterator[dict[s
 SHUFFLE_STRATEGY = "sort_shuffle_pull_based"
 
 
-def group_by(ds: ray.data.Dataset, key: str) -> "ray.data.grouped_data.GroupedData":
+def group_by(ds: ray.data.Dataset, key: str) -> ray.data.grouped_data.GroupedData:
     """``ds.groupby(key)`` with :data:`SHUFFLE_STRATEGY` (set on this dataset only, not process-wide)."""
     ds.context.shuffle_strategy = SHUFFLE_STRATEGY
     return ds.groupby(key)

@@ -8,7 +8,7 @@ series, rows are ordered by timestamp; a window never spans a bad row either. Wi
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -23,36 +23,57 @@ from pipelines.data.records import ERROR, FILE, ROW, file_error, group_by, make_
 
 SERIES, TIME, VALUES = "_series", "_time", "_values"
 TIMELIKE = (lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
-SERIES_ID = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer")
+SERIES_ID = (
+    lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t),
+    "a string or integer",
+)
 
 
 def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with_label: bool) -> Iterator[dict]:
     """Rows of each file as ``{_series, _time, _values [B, F], label?, _error, _file, _row}``."""
-    required = {cfg.series_column: SERIES_ID, cfg.timestamp_column: TIMELIKE if datetime else NUMBER,
-                **{c: NUMBER for c in cfg.value_columns}, **({cfg.label_column: ANY} if with_label else {})}
+    required = {
+        cfg.series_column: SERIES_ID,
+        cfg.timestamp_column: TIMELIKE if datetime else NUMBER,
+        **dict.fromkeys(cfg.value_columns, NUMBER),
+        **({cfg.label_column: ANY} if with_label else {}),
+    }
     for path in items["path"]:
+
         def convert(batch: pa.RecordBatch, offset: int) -> dict:
             series = np.array(pc.cast(batch.column(cfg.series_column), pa.string()).to_pylist(), dtype=object)
             time = batch.column(cfg.timestamp_column)
             missing_time = time.is_null().to_numpy(zero_copy_only=False)
-            time = (pc.cast(pc.cast(time, pa.timestamp("ns")), pa.int64()) if datetime else pc.cast(time, pa.float64()))
+            time = pc.cast(pc.cast(time, pa.timestamp("ns")), pa.int64()) if datetime else pc.cast(time, pa.float64())
             time = pc.fill_null(time, 0).to_numpy(zero_copy_only=False).astype(np.float64 if not datetime else np.int64)
             values = np.column_stack([to_float(batch.column(c)) for c in cfg.value_columns])
-            errors = np.where([s is None for s in series], "missing series id",
-                              np.where(missing_time, "missing timestamp", "")).astype(object)
+            errors = np.where(
+                [s is None for s in series], "missing series id", np.where(missing_time, "missing timestamp", "")
+            ).astype(object)
             errors = finite_errors(values, errors)
             values[errors != ""] = 0.0
             series[[s is None for s in series]] = ""
-            rows = {SERIES: series, TIME: time, VALUES: values, ERROR: errors,
-                    FILE: np.full(batch.num_rows, path, dtype=object), ROW: np.arange(offset, offset + batch.num_rows)}
+            rows = {
+                SERIES: series,
+                TIME: time,
+                VALUES: values,
+                ERROR: errors,
+                FILE: np.full(batch.num_rows, path, dtype=object),
+                ROW: np.arange(offset, offset + batch.num_rows),
+            }
             if with_label:
                 rows["label"] = np.nan_to_num(to_float(batch.column(cfg.label_column)))
             return rows
 
         def on_file_error(reason: str, row: int) -> dict:
             rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row)
-            out = {SERIES: np.array([""], dtype=object), TIME: np.zeros(1, np.int64 if datetime else np.float64),
-                   VALUES: rec["x"], ERROR: rec[ERROR], FILE: rec[FILE], ROW: rec[ROW]}
+            out = {
+                SERIES: np.array([""], dtype=object),
+                TIME: np.zeros(1, np.int64 if datetime else np.float64),
+                VALUES: rec["x"],
+                ERROR: rec[ERROR],
+                FILE: rec[FILE],
+                ROW: rec[ROW],
+            }
             if with_label:
                 out["label"] = np.zeros(1)
             return out
@@ -87,8 +108,13 @@ def _windows(group: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with
         emit(series, np.zeros(shape, np.float32), errors[i], i, 0)
     if series and n < t_len:
         sources = ", ".join(sorted(set(g[FILE]))[:3])
-        emit(series, np.zeros(shape, np.float32),
-             f"series {series!r} has {n} rows (in {sources}), fewer than one window of {t_len}", 0, 0)
+        emit(
+            series,
+            np.zeros(shape, np.float32),
+            f"series {series!r} has {n} rows (in {sources}), fewer than one window of {t_len}",
+            0,
+            0,
+        )
     elif series:
         starts = np.arange(0, n - t_len + 1, stride)
         spoiled = np.concatenate([[0], np.cumsum(bad)])
@@ -96,12 +122,18 @@ def _windows(group: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with
             window_id = f"{series}@{_start_label(g[TIME][s], datetime)}"
             n_bad = spoiled[s + t_len] - spoiled[s]
             err = f"window overlaps {n_bad} bad row(s) of series {series!r}" if n_bad else ""
-            label = g["label"][s:s + t_len].max() if with_label else 0
-            emit(window_id, g[VALUES][s:s + t_len] if not n_bad else np.zeros(shape, np.float32), err, s, label)
+            label = g["label"][s : s + t_len].max() if with_label else 0
+            emit(window_id, g[VALUES][s : s + t_len] if not n_bad else np.zeros(shape, np.float32), err, s, label)
     if not ids:
         return {}
-    return make_records(ids, np.stack(x), errs, np.array(files, dtype=object), rows,
-                        np.asarray(labels, dtype=np.int64) if with_label else None)
+    return make_records(
+        ids,
+        np.stack(x),
+        errs,
+        np.array(files, dtype=object),
+        rows,
+        np.asarray(labels, dtype=np.int64) if with_label else None,
+    )
 
 
 def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
@@ -114,4 +146,3 @@ def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, t
     rows = read_in_tasks([{"path": f} for f in files], _raw_rows, kwargs)
     windows = group_by(rows, SERIES).map_groups(_windows, fn_kwargs=kwargs, batch_format="numpy")
     return windows, (cfg.window, len(cfg.value_columns))
-

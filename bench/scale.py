@@ -22,9 +22,9 @@ DIM = 64
 def _measure(root: Path, scale: int, base_rows: int) -> dict[str, float]:
     from bench.memory import PeakMemory
     from pipelines.config import load_config
-    from pipelines.corpora import write_synthetic
-    from pipelines.score import ScoreRequest, run_scoring
-    from pipelines.train import run_training
+    from pipelines.data.corpora import write_synthetic
+    from pipelines.score.driver import ScoreRequest, run_scoring
+    from pipelines.train.driver import run_training
 
     rows = base_rows * scale
     data = root / f"data-{scale}x"

@@ -56,7 +56,7 @@ def _register(root: pathlib.Path) -> tuple[str, object]:
     bundle = ModelBundle(
         model, Normalizer("minmax", 0.0, 255.0), {}, DataConfig(val_fraction=0.2).model_dump(mode="json")
     )
-    from pipelines.corpora import mnist_arrays
+    from pipelines.data.corpora import mnist_arrays
 
     bundle.calibration = calibrate(bundle.infer(mnist_arrays()[0][:1000])["score"])
     bundle_dir = bundle.save(root / "bundle")
@@ -70,7 +70,7 @@ def _register(root: pathlib.Path) -> tuple[str, object]:
 
 def _score(uri: str, inp: pathlib.Path, out: pathlib.Path, concurrency: int):
     from pipelines.config import ScoreConfig
-    from pipelines.score import ScoreRequest, run_scoring
+    from pipelines.score.driver import ScoreRequest, run_scoring
 
     req = ScoreRequest(
         model_uri="models:/bench-score/1",
@@ -103,7 +103,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     """Measure and return bench rows (see the module docstring)."""
     import ray
 
-    from pipelines.publish import read_manifest
+    from pipelines.score.publish import read_manifest
 
     shard_rows = 1000 if quick else 5000
     rows_1x = 2 * shard_rows

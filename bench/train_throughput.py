@@ -80,7 +80,7 @@ def _pipeline(root: pathlib.Path, data: pathlib.Path, family: str, epochs: int, 
     inside epochs."""
     from pipelines import tracking
     from pipelines.config import build_config
-    from pipelines.train import run_training
+    from pipelines.train.driver import run_training
 
     home = pathlib.Path(tempfile.mkdtemp(prefix=family, dir=root))
     job = build_config(
@@ -164,7 +164,7 @@ def _worker_environ():
     """``os.environ`` plus the pipeline's training-worker variables (``pipelines.train.worker_env``: the malloc
     setting) while the block runs, so that reference processes started inside it run as the workers do."""
     from pipelines.config import TrainConfig
-    from pipelines.train import worker_env
+    from pipelines.train.driver import worker_env
 
     extra = worker_env(TrainConfig())
     before = {k: os.environ.get(k) for k in extra}
@@ -274,7 +274,8 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
             ray_, ref = _mean(pipes), _mean(refs)
             threads = refs[0]["threads"]
             each = ", ".join(
-                f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}" for p, a, b in zip(pipes, refs, refs[1:])
+                f"{p['steady'] / ((a['steady'] + b['steady']) / 2):.2f}"
+                for p, a, b in zip(pipes, refs, refs[1:], strict=False)
             )
             what = f"{family}, {rows} rows (80% train), {epochs} epochs, batch {BATCH}"
             plain = (
@@ -313,7 +314,9 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
             if runs["ddp_pipe"]:
                 ddp_pipe = _mean(runs["ddp_pipe"])["steady"]
                 plain_ddp = sum(runs["plain_ddp"]) / len(runs["plain_ddp"])
-                each = ", ".join(f"{p['steady'] / d:.2f}" for p, d in zip(runs["ddp_pipe"], runs["plain_ddp"]))
+                each = ", ".join(
+                    f"{p['steady'] / d:.2f}" for p, d in zip(runs["ddp_pipe"], runs["plain_ddp"], strict=True)
+                )
                 out.append(
                     {
                         "bench": BENCH,
@@ -321,8 +324,8 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
                         "value": ddp_pipe,
                         "reference": plain_ddp,
                         "ratio": ddp_pipe / plain_ddp,
-                        "note": f"{what}: the pipeline's default layout, 2 DDP workers x 1 thread, vs plain PyTorch DDP "
-                        "without Ray (2 processes x 1 thread, gloo, in-memory halves, batch 128 each) run right "
+                        "note": f"{what}: the pipeline's default layout, 2 DDP workers x 1 thread, vs plain PyTorch "
+                        "DDP without Ray (2 processes x 1 thread, gloo, in-memory halves, batch 128 each) run right "
                         f"after it; per round: {each}; against the single-process reference: pipeline "
                         f"{ddp_pipe / ref['steady']:.2f}, plain DDP {plain_ddp / ref['steady']:.2f}",
                     }

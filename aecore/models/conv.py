@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
@@ -55,7 +57,7 @@ class ConvAutoencoder(Autoencoder):
         act, norm = config.activation, config.norm
 
         enc: list[nn.Module] = []
-        for c_in, c_out in zip([c, *chans], chans):
+        for c_in, c_out in itertools.pairwise([c, *chans]):
             enc += [nn.Conv2d(c_in, c_out, k, stride=2, padding=k // 2), norm2d(norm, c_out), activation(act)]
             h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # ceil(h / 2) for odd k with padding k // 2
         self.feature_shape = (chans[-1], h, w)
@@ -68,7 +70,7 @@ class ConvAutoencoder(Autoencoder):
             nn.Unflatten(1, self.feature_shape),
         ]
         rev = chans[::-1]
-        for c_in, c_out in zip(rev, rev[1:] + rev[-1:]):
+        for c_in, c_out in zip(rev, rev[1:] + rev[-1:], strict=True):
             dec += [
                 nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=k // 2, output_padding=1),
                 norm2d(norm, c_out),

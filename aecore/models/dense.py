@@ -45,7 +45,7 @@ class DenseAutoencoder(Autoencoder):
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
         """Encoder ``[B, d] -> [B, code_width]`` and decoder ``[B, latent_dim] -> [B, d]``."""
         cfg = self.config
-        common = dict(act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
+        common = {"act": cfg.activation, "norm": cfg.norm, "dropout": cfg.dropout}
         encoder = mlp([d, *cfg.hidden, self.code_width()], **common)
         decoder = mlp([cfg.latent_dim, *reversed(cfg.hidden), d], final_activation=cfg.output_activation, **common)
         return encoder, decoder

@@ -32,7 +32,7 @@ class ResidualAutoencoder(DenseAutoencoder):
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
         """``[B, d] -> [B, code_width]`` and ``[B, latent_dim] -> [B, d]`` residual stacks."""
         cfg = self.config
-        common = dict(act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
+        common = {"act": cfg.activation, "norm": cfg.norm, "dropout": cfg.dropout}
         encoder = residual_mlp(d, cfg.width, cfg.blocks, self.code_width(), **common)
         decoder = residual_mlp(
             cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation, **common

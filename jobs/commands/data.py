@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from jobs.runtime import echo, fail, home, user_errors
-from pipelines import corpora
+from pipelines.data import corpora
 
 app = typer.Typer(
     help="Build corpora: real data shipped in installed packages, or synthetic data for scale.", no_args_is_help=True

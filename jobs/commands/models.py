@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from jobs.runtime import echo, fail, print_table, registry_uri, tracking_uri, user_errors
-from pipelines import registry, tracking
+from pipelines import tracking
+from pipelines.tracking import promotion
 
 app = typer.Typer(help="Query and promote models in the MLflow registry.", no_args_is_help=True)
 TrackingOpt = typer.Option(
@@ -48,7 +49,7 @@ def show(
         versions = tracking.model_versions(uri, name, registry_uri())
     table = Table("version", "aliases", "status", *KEY_METRICS, "source run", "created (UTC)", title=name)
     for v in versions:
-        metrics = registry.version_metrics(v)
+        metrics = promotion.version_metrics(v)
         table.add_row(
             v["version"],
             ", ".join(v["aliases"]) or "-",
@@ -70,7 +71,7 @@ def compare(
     """Metrics of two versions side by side, with the difference V2 - V1."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
-        rows = registry.compare(uri, name, a, b, registry_uri())
+        rows = promotion.compare(uri, name, a, b, registry_uri())
     table = Table("metric", f"v{a}", f"v{b}", f"v{b} - v{a}", title=name)
     for metric, va, vb in rows:
         table.add_row(metric, fmt(va), fmt(vb), fmt(None if va is None or vb is None else vb - va))
@@ -81,7 +82,7 @@ def compare(
 def promote(
     name: str = typer.Argument(...),
     version: str = typer.Argument(...),
-    alias: str = typer.Option(registry.CHAMPION, help="Alias to move."),
+    alias: str = typer.Option(promotion.CHAMPION, help="Alias to move."),
     force: bool = typer.Option(False, "--force", help="Move the champion alias even when the gate refuses."),
     margin: float = typer.Option(
         0.0, min=0.0, max=0.99, help="Gate: val_loss must be <= the champion's x (1 - margin)."
@@ -91,7 +92,7 @@ def promote(
     """Point ALIAS at VERSION; for ``champion`` the gate (val_loss vs the current champion) must pass."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
-        decision = registry.promote(uri, name, version, alias, force=force, margin=margin, registry_uri=registry_uri())
+        decision = promotion.promote(uri, name, version, alias, force=force, margin=margin, registry_uri=registry_uri())
     if not decision.passed:
         fail(f"gate refused to make {name} v{version} {alias}: {decision.reason}; pass --force to promote anyway", 1)
     echo(f"{name}@{alias} -> v{version} ({decision.reason})")

@@ -45,7 +45,7 @@ def score(
 ) -> None:
     """Score the corpus with a pinned model version; publish one Parquet file per input shard exactly once."""
     from pipelines.config import ScoreConfig
-    from pipelines.score import ScoreRequest, run_scoring
+    from pipelines.score.driver import ScoreRequest, run_scoring
 
     with user_errors():
         settings = ScoreConfig(
@@ -97,7 +97,7 @@ def show(
     rows: int = typer.Option(5, min=0, help="Rows to print."),
 ) -> None:
     """Print a partition's manifest summary and its first rows; refuses a partition without _SUCCESS."""
-    from pipelines.publish import read_manifest, read_scores
+    from pipelines.score.publish import read_manifest, read_scores
 
     with user_errors():
         manifest = read_manifest(path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ PASSTHROUGH_ENV = ("AEPIPE_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", 
 SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "PRIVATE_KEY", "AUTH")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     train = "train"
     score = "score"
     nightly_score = "nightly-score"

@@ -13,7 +13,7 @@ def train(
     address: str | None = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
 ) -> None:
     """Train the configured model with Ray Train and register it in MLflow."""
-    from pipelines.train import run_training
+    from pipelines.train.driver import run_training
 
     with user_errors():
         job = job_config(config, overrides or [])

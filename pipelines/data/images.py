@@ -60,5 +60,5 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig) -> Iterator[dict[str
 def read_image_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Records of every image under ``path`` and the sample shape ``(C, H, W)``."""
     files = list_files(path, SUFFIXES)
-    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path))]
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg}, per_task=IMAGES_PER_TASK), sample_shape(cfg)

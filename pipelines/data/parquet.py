@@ -98,7 +98,7 @@ def _vector_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.n
     errors = np.array(
         [
             "" if ok else ("vector is null" if n < 0 else f"vector has length {n}, expected {length}")
-            for ok, n in zip(good, lengths)
+            for ok, n in zip(good, lengths, strict=True)
         ],
         dtype=object,
     )
@@ -128,9 +128,9 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_la
         **(dict.fromkeys(cfg.feature_columns, NUMBER) if cfg.feature_columns else {cfg.vector_column: VECTOR}),
         **({cfg.label_column: ANY} if with_label else {}),
     }
-    for path, name in zip(items["path"], items["name"]):
+    for path, name in zip(items["path"], items["name"], strict=True):
 
-        def convert(batch: pa.RecordBatch, offset: int) -> dict:
+        def convert(batch: pa.RecordBatch, offset: int, path: str = path, name: str = name) -> dict:
             ids, errors = read_ids(batch, cfg, name, offset)
             x, x_errors = to_x(batch, cfg, length)
             errors = finite_errors(x, np.where(errors == "", x_errors, errors))
@@ -139,7 +139,7 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_la
             return make_records(ids, x, errors, path, np.arange(offset, offset + batch.num_rows), labels)
 
         yield from iter_parquet(
-            path, required, convert, lambda reason, row: file_error(path, reason, (length,), with_label, row)
+            path, required, convert, lambda reason, row, path=path: file_error(path, reason, (length,), with_label, row)
         )
 
 
@@ -177,5 +177,5 @@ def read_parquet_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, 
     first, pf = first_readable(files)
     length = vector_length(pf, first, cfg)
     with_label = bool(cfg.label_column) and cfg.label_column in pf.schema_arrow.names
-    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path))]
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

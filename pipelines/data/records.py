@@ -111,7 +111,10 @@ def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
         "\n".join(
             f"{f}\t{r}\t{e}"
             for f, r, e in zip(
-                table.column("file").to_pylist(), table.column("row").to_pylist(), table.column("reason").to_pylist()
+                table.column("file").to_pylist(),
+                table.column("row").to_pylist(),
+                table.column("reason").to_pylist(),
+                strict=True,
             )
         ).encode()
     ).hexdigest()[:16]

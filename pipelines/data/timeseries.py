@@ -39,7 +39,7 @@ def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, wit
     }
     for path in items["path"]:
 
-        def convert(batch: pa.RecordBatch, offset: int) -> dict:
+        def convert(batch: pa.RecordBatch, offset: int, path: str = path) -> dict:
             series = np.array(pc.cast(batch.column(cfg.series_column), pa.string()).to_pylist(), dtype=object)
             time = batch.column(cfg.timestamp_column)
             missing_time = time.is_null().to_numpy(zero_copy_only=False)
@@ -64,7 +64,7 @@ def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, wit
                 rows["label"] = np.nan_to_num(to_float(batch.column(cfg.label_column)))
             return rows
 
-        def on_file_error(reason: str, row: int) -> dict:
+        def on_file_error(reason: str, row: int, path: str = path) -> dict:
             rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row)
             out = {
                 SERIES: np.array([""], dtype=object),

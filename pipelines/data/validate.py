@@ -69,7 +69,10 @@ def _quarantine_duplicates(
         write_quarantine(table, quarantine_dir, token)
     return {
         "where": np.array(
-            [describe(f, r, i, "duplicate id") for f, r, i in zip(batch[FILE][hit], batch[ROW][hit], batch["id"][hit])],
+            [
+                describe(f, r, i, "duplicate id")
+                for f, r, i in zip(batch[FILE][hit], batch[ROW][hit], batch["id"][hit], strict=True)
+            ],
             dtype=object,
         )
     }

@@ -1,0 +1,52 @@
+"""The scoring actor, kept to numpy, torch and the bundle so that an actor starts without importing MLflow
+or the driver's modules: the driver downloads the pinned model version once and ships its files (a few MB of
+safetensors and JSON) to every actor through Ray's object store."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+import torch
+
+from pipelines.bundle import ModelBundle
+
+SHARD = "__shard"
+
+
+class Scorer:
+    """Ray Data actor: loads one model bundle once, then scores blocks of canonical rows.
+
+    Each block ``{"id" [B], "x" [B, *input_shape], SHARD [B]}`` is cut into forward passes of ``batch_size``
+    rows that never span two input shards, so a row's score depends only on its own shard (a resumed run
+    reproduces an uninterrupted one bit for bit). Returns ``id``, SHARD, ``score`` [B], ``is_anomaly`` [B]
+    and ``embedding`` [B, k].
+    """
+
+    def __init__(self, bundle_files: dict[str, bytes] | ray.ObjectRef, batch_size: int):
+        """``bundle_files``: :func:`pipelines.bundle.bundle_files` output, or a reference to it in the object
+        store (one copy for the whole pool instead of one inside every actor's constructor arguments)."""
+        files = ray.get(bundle_files) if isinstance(bundle_files, ray.ObjectRef) else bundle_files
+        self.bundle = ModelBundle.from_files(files)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.bundle.model.to(self.device).eval()
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shard = batch[SHARD]
+        cuts = np.flatnonzero(np.diff(shard)) + 1
+        parts = []
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(shard)], strict=True):
+            parts += [
+                self.bundle.infer(batch["x"][i : min(i + self.batch_size, hi)], self.device)
+                for i in range(lo, hi, self.batch_size)
+            ]
+        out = (
+            {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")}
+            if parts
+            else {
+                "score": np.zeros(0, np.float32),
+                "is_anomaly": np.zeros(0, bool),
+                "embedding": np.zeros((0, 0), np.float32),
+            }
+        )
+        return {"id": batch["id"], SHARD: shard, **out}

@@ -1,0 +1,362 @@
+"""The only module that talks to MLflow: runs, metrics, artifacts, the model registry.
+
+Nothing happens at import time; every function takes the tracking URI it should use.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc.py"))
+BUNDLE_ARTIFACT = "bundle"
+MODEL_ARTIFACT = "model"
+
+
+class RegistryError(LookupError):
+    """A model URI, name, version or alias that the registry cannot resolve."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A registered model version pinned at resolution time."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """A client bound to explicit URIs (never to process-global state)."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 1}} -> {"train.lr": "1"}`` for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory, or ``unknown``."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def ensure_experiment(c: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """Experiment id for ``name``, creating it (with ``artifact_root``) when missing."""
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root:
+        location = artifact_root if "://" in artifact_root else Path(artifact_root).resolve().as_uri()
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently
+        return c.get_experiment_by_name(name).experiment_id
+
+
+def start_run(
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str],
+    artifact_root: str | None = None,
+) -> str:
+    """Create a run with flattened params and tags; returns its id."""
+    c = client(tracking_uri)
+    exp_id = ensure_experiment(c, experiment, artifact_root)
+    run = c.create_run(exp_id, run_name=run_name, tags={"mlflow.source.git.commit": git_commit(), **tags})
+    items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):
+        c.log_batch(run.info.run_id, params=items[i : i + 100])
+    return run.info.run_id
+
+
+def find_run(tracking_uri: str, experiment: str, tag_key: str, tag_value: str) -> str | None:
+    """Id of the newest run in ``experiment`` whose tag ``tag_key`` equals ``tag_value``."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = c.search_runs(
+        [exp.experiment_id], f"tags.`{tag_key}` = '{tag_value}'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Log a dict of scalar metrics at ``step``."""
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``[(step, value), ...]`` of one metric, ordered by step."""
+    hist = client(tracking_uri).get_metric_history(run_id, key)
+    return sorted((m.step, m.value) for m in hist)
+
+
+def log_metrics_once(
+    tracking_uri: str, run_id: str, metrics: dict[str, float], step: int, key: str = "val_loss"
+) -> bool:
+    """Log ``metrics`` at ``step`` unless ``key`` already has a value there (a re-run epoch after a restart
+    keeps its first record, so each step appears once in the history). Returns whether it logged."""
+    if step in {m.step for m in client(tracking_uri).get_metric_history(run_id, key)}:
+        return False
+    log_metrics(tracking_uri, run_id, metrics, step)
+    return True
+
+
+def metric_histories(
+    tracking_uri: str, run_id: str, prefixes: tuple[str, ...] = ("train_", "val_")
+) -> dict[str, list[tuple[int, float]]]:
+    """Histories of every metric of the run whose name starts with one of ``prefixes``."""
+    keys = [k for k in client(tracking_uri).get_run(run_id).data.metrics if k.startswith(prefixes)]
+    return {k: metric_history(tracking_uri, run_id, k) for k in sorted(keys)}
+
+
+def run_status(tracking_uri: str, run_id: str) -> str:
+    """``RUNNING``, ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    return client(tracking_uri).get_run(run_id).info.status
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> None:
+    """Mark a continued run as running again (a restarted driver resumes it)."""
+    client(tracking_uri).update_run(run_id, status="RUNNING")
+
+
+def log_artifacts(tracking_uri: str, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+    client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_tag(run_id, k, v)
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(tracking_uri).set_terminated(run_id, status)
+
+
+def log_model(
+    tracking_uri: str,
+    run_id: str,
+    bundle_dir: str | Path,
+    input_example: Any,
+    registered_model: str | None,
+    registry_uri: str | None = None,
+) -> str | None:
+    """Log the bundle as an MLflow pyfunc model (models-from-code: no pickled object) and register it.
+
+    ``bundle_dir`` must be named ``bundle`` (MLflow stores a directory artifact under its base name).
+
+    Returns the new registered version, or None when ``registered_model`` is None.
+    """
+    from mlflow.models import infer_signature
+
+    from pipelines.bundle import ModelBundle, predict_frame
+
+    if Path(bundle_dir).name != BUNDLE_ARTIFACT:
+        raise ValueError(f"bundle directory must be named {BUNDLE_ARTIFACT!r}: {bundle_dir}")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or tracking_uri)
+    signature = infer_signature(input_example, predict_frame(ModelBundle.load(bundle_dir), input_example))
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=PYFUNC_CODE,
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=registered_model,
+            pip_requirements=["aepipe"],
+        )
+    return None if info.registered_model_version is None else str(info.registered_model_version)
+
+
+def aliases(tracking_uri: str, name: str, registry_uri: str | None = None) -> dict[str, str]:
+    """``{alias: version}`` of a registered model (empty when the model does not exist)."""
+    try:
+        return dict(client(tracking_uri, registry_uri).get_registered_model(name).aliases)
+    except MlflowException:
+        return {}
+
+
+def set_alias(tracking_uri: str, name: str, alias: str, version: str, registry_uri: str | None = None) -> None:
+    client(tracking_uri, registry_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def tag_version(
+    tracking_uri: str, name: str, version: str, tags: dict[str, Any], registry_uri: str | None = None
+) -> None:
+    c = client(tracking_uri, registry_uri)
+    for k, v in tags.items():
+        c.set_model_version_tag(name, str(version), k, str(v))
+
+
+def resolve_model(tracking_uri: str, uri: str, registry_uri: str | None = None) -> ResolvedModel:
+    """Pin ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``models:/NAME`` (latest) to one version."""
+    if not uri.startswith("models:/"):
+        raise RegistryError(f"model URI {uri!r} must look like models:/NAME@ALIAS or models:/NAME/VERSION")
+    rest = uri[len("models:/") :]
+    c = client(tracking_uri, registry_uri)
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = c.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, version = rest.split("/", 1)
+            mv = c.get_model_version(name, version)
+        else:
+            versions = c.search_model_versions(f"name = '{rest}'")
+            if not versions:
+                raise RegistryError(f"registered model {rest!r} has no versions")
+            mv = max(versions, key=lambda v: int(v.version))
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve {uri}: {exc.message}") from None
+    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
+
+
+def download_bundle(
+    tracking_uri: str, model: ResolvedModel, dst: str | Path | None = None, registry_uri: str | None = None
+) -> Path:
+    """Download a registered version's bundle directory; returns its local path."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri or tracking_uri)
+    target = Path(dst or tempfile.mkdtemp(prefix="aepipe-model-"))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=str(target))
+    bundle = Path(local) / "artifacts" / BUNDLE_ARTIFACT
+    if not bundle.is_dir():
+        raise RegistryError(f"{model.uri} has no aepipe bundle (is it an aepipe model?)")
+    return bundle
+
+
+def registered_models(tracking_uri: str, registry_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every registered model with its versions and aliases."""
+    c = client(tracking_uri, registry_uri)
+    out = []
+    for rm in c.search_registered_models():
+        versions = c.search_model_versions(f"name = '{rm.name}'")
+        out.append(
+            {
+                "name": rm.name,
+                "aliases": dict(rm.aliases),
+                "versions": sorted(int(v.version) for v in versions),
+                "latest_run": max(versions, key=lambda v: int(v.version)).run_id if versions else None,
+            }
+        )
+    return out
+
+
+# -- scoring (issue 6) ------------------------------------------------------------------------------
+def resolve_model_uri(tracking_uri: str, uri: str, registry_uri: str | None = None) -> ResolvedModel:
+    """Like :func:`resolve_model`, and also ``runs:/RUN_ID/model``: the registered version logged by that run."""
+    if not uri.startswith("runs:/"):
+        return resolve_model(tracking_uri, uri, registry_uri)
+    run_id = uri[len("runs:/") :].split("/", 1)[0]
+    try:
+        versions = client(tracking_uri, registry_uri).search_model_versions(f"run_id = '{run_id}'")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot resolve {uri}: {exc.message}") from None
+    if not versions:
+        raise RegistryError(f"cannot resolve {uri}: run {run_id} has no registered model version")
+    mv = max(versions, key=lambda v: int(v.version))
+    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
+
+
+# -- operations: registry queries, run listings, auth failures (issue 7) ------------------------------
+def model_versions(tracking_uri: str, name: str, registry_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of ``name``, newest first: version, aliases, status, source run, source, created (ms),
+    tags and the source run's latest metrics. :class:`RegistryError` when the model does not exist."""
+    c = client(tracking_uri, registry_uri)
+    try:
+        model = c.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.get_http_status_code() != 404:
+            raise
+        raise RegistryError(f"no registered model named {name!r}") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, version in model.aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    out = []
+    for mv in sorted(c.search_model_versions(f"name = '{name}'"), key=lambda v: -int(v.version)):
+        metrics = c.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        out.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "status": mv.status,
+                "run_id": mv.run_id,
+                "source": mv.source,
+                "created": mv.creation_timestamp,
+                "tags": dict(mv.tags),
+                "metrics": dict(metrics),
+            }
+        )
+    return out
+
+
+def recent_runs(tracking_uri: str, experiment: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs of ``experiment``: id, name, status, start (ms), latest metrics.
+    :class:`RegistryError` when the experiment does not exist."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        raise RegistryError(f"no MLflow experiment named {experiment!r} at {tracking_uri}")
+    runs = c.search_runs([exp.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "start": r.info.start_time,
+            "metrics": dict(r.data.metrics),
+            "params": dict(r.data.params),
+        }
+        for r in runs
+    ]
+
+
+def auth_failure_status(exc: BaseException) -> int | None:
+    """401 or 403 when ``exc`` (or an exception in its chain) is an MLflow server refusing the credentials."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        status = (
+            exc.get_http_status_code()
+            if isinstance(exc, MlflowException)
+            else getattr(getattr(exc, "response", None), "status_code", None)
+        )
+        if status in (401, 403):
+            return int(status)
+        exc = exc.__cause__ or exc.__context__
+    return None

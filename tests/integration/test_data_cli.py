@@ -1,0 +1,106 @@
+"""Each source kind through the CLI: build the corpus (``aepipe data ...``), train one epoch, score it; plus
+bad input stopping ``aepipe train`` before any training starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from pipelines import tracking
+from pipelines.data import corpora
+
+runner = CliRunner()
+FAST = ["train.epochs=1", "train.num_workers=1", "train.batch_size=64"]  # DDP is covered by test_e2e
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _train_and_score(
+    home: Path, config: str, data: Path, name: str, *overrides: str, before_scoring=lambda: None
+) -> tuple[str, pd.DataFrame]:
+    """Train ``config`` on ``data`` for one epoch, score ``data`` with the new champion; (run id, scores)."""
+    _ok(
+        "train",
+        "--config",
+        f"jobs/configs/{config}",
+        f"data.path={data}",
+        *FAST,
+        f"tracking.registered_model={name}",
+        *overrides,
+    )
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    run_id = tracking.resolve_model(uri, f"models:/{name}@champion").run_id
+    before_scoring()
+    _ok("score", "--model", f"models:/{name}@champion", "--input", str(data), "--output", str(home / "scores"))
+    scores = pd.read_parquet(home / "scores")
+    assert np.isfinite(scores["score"]).all() and scores["id"].is_unique
+    return run_id, scores
+
+
+def _metric(home: Path, run_id: str, key: str) -> float:
+    return tracking.metric_history(f"sqlite:///{home.resolve() / 'mlflow.db'}", run_id, key)[-1][1]
+
+
+def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
+    data = home / "digits"
+    _ok("data", "digits", "--out", str(data), "--shards", "3")
+    corrupt = data / "part-00009.parquet"
+    corrupt.write_bytes(b"PAR1 not really parquet PAR1")
+    # the model carries on_bad_records=skip to scoring: the corrupt shard is quarantined there too
+    run_id, scores = _train_and_score(
+        home, "digits_dense.yaml", data, "digits", "data.on_bad_records=skip", "model.hidden=[32]"
+    )
+    assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
+    assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
+    assert _metric(home, run_id, "data_cached_in_memory") == 1.0  # cache=auto: 1,797 x 64 floats fit
+    quarantined = pd.read_parquet(home / "outputs" / "quarantine" / "digits-dense")
+    assert list(quarantined["file"]) == [str(corrupt)]
+    assert quarantined["reason"][0].startswith("not a readable Parquet file")
+    at_scoring = pd.read_parquet(home / "scores" / "_quarantine")
+    assert list(at_scoring["file"]) == [str(corrupt)] and at_scoring["reason"][0].startswith("not a readable Parquet")
+
+
+def test_images_conv(ray_local, home):
+    data = home / "png"
+    _ok("data", "mnist-images", "--out", str(data), "--limit", "160")
+    # streaming epochs (every epoch re-reads the PNGs), the path for corpora larger than the object store
+    run_id, scores = _train_and_score(
+        home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]", "data.cache=stream"
+    )
+    assert _metric(home, run_id, "data_cached_in_memory") == 0.0
+    assert len(scores) == 160
+    _, labels = corpora.mnist_arrays()
+    assert set(scores["id"]) == {f"{labels[i]}/mnist-{i:05d}.png" for i in range(160)}
+
+
+def test_series_recurrent(ray_local, home):
+    data = home / "series"
+    _ok("data", "synthetic", "--kind", "series", "--rows", "2048", "--shards", "3", "--out", str(data))
+    _, scores = _train_and_score(home, "series_recurrent.yaml", data, "series", "model.hidden_size=8")
+    # 2048 steps = 8 series of 256 hourly steps; windows of 32 every 16 steps: 15 per series
+    assert len(scores) == 8 * 15
+    assert "series-3@2024-01-01T16:00:00" in set(scores["id"])
+
+
+def test_bad_input_stops_training_before_it_starts(ray_local, home):
+    data = home / "bad"
+    data.mkdir()
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "x": [[0.0] * 64, [1.0] * 64, [1.0] * 63 + [float("nan")]]}),
+        data / "part-00000.parquet",
+    )
+    result = runner.invoke(app, ["train", "--config", "jobs/configs/digits_dense.yaml", f"data.path={data}", *FAST])
+    assert result.exit_code == 2, result.output
+    assert f"{data / 'part-00000.parquet'}: row 2 (id 'c'): null, NaN or infinite value" in result.output
+    assert "Traceback" not in result.output
+    assert not (home / "checkpoints").exists()  # no Ray Train run was started

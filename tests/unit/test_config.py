@@ -1,0 +1,54 @@
+"""Job configs: YAML + overrides, clear errors, every shipped YAML builds."""
+
+import pytest
+
+from aecore import UnknownModelError, build_model
+from pipelines.config import ConfigError, apply_overrides, load_config
+from tests.support import REPO
+
+CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+
+
+def test_overrides_parse_yaml_values():
+    raw = apply_overrides({}, ["train.epochs=3", "model.hidden=[64, 32]", "data.label_column=null"])
+    assert raw == {"train": {"epochs": 3}, "model": {"hidden": [64, 32]}, "data": {"label_column": None}}
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("name: a\ntrain:\n  epochs: 4\n")
+    job = load_config(cfg, ["train.epochs=2"], home=str(tmp_path))
+    assert (job.name, job.train.epochs, job.home) == ("a", 2, str(tmp_path))
+    assert job.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochz=3", "train.epochz: no such config key"),
+        ("model.hiddenx=3", "hiddenx"),
+        ("train.epochs=0", "train.epochs"),
+        ("nonsense", "key=value"),
+    ],
+)
+def test_bad_keys_get_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+        load_config(None, [override])
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(UnknownModelError, match=r"unknown model 'nope'; known models: .*dense"):
+        load_config(None, ["model.name=nope"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_parses_and_builds(path):
+    job = load_config(path)
+    model = build_model(job.model)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert tuple(model.config.input_shape) == tuple(job.model["input_shape"])

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export AEPIPE_HOME ?= $(CURDIR)/.aepipe
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench bench-quick clean
+.PHONY: install demo test test-fast lint format bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (lint + format check) and mypy (strict on aecore/, checked on pipelines/ and jobs/), as CI runs them
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -31,6 +31,9 @@ class Autoencoder(nn.Module):
     """Base class: encoder + decoder trained on reconstruction error."""
 
     config_cls: ClassVar[type[ModelConfig]] = ModelConfig
+    """The config class :func:`aecore.build_model` validates a saved config with."""
+    config: ModelConfig
+    """This model's config; a family narrows the annotation to its own ``config_cls``."""
     registry_name: ClassVar[str] = ""
     generative: ClassVar[bool] = False
     penalty_needs_input_grad: ClassVar[bool] = False
@@ -68,8 +71,10 @@ class Autoencoder(nn.Module):
         if self.penalty_needs_input_grad:
             x_in = x_in.detach().requires_grad_(True)
         z = self.encode(x_in)
-        terms = {"reconstruction": self.reconstruction_loss(self.decode(z), x), **self.penalties(x_in, z)}
-        return {"loss": sum(terms.values()), **terms}
+        reconstruction = self.reconstruction_loss(self.decode(z), x)
+        penalties = self.penalties(x_in, z)
+        # start= makes the total a Tensor (a bare sum() starts from the int 0); the terms add up in order
+        return {"loss": sum(penalties.values(), reconstruction), "reconstruction": reconstruction, **penalties}
 
     def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Batch-mean reconstruction error (scalar) under ``config.reconstruction``."""

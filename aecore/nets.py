@@ -83,7 +83,8 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        residual: torch.Tensor = self.body(x)
+        return x + residual
 
 
 def residual_mlp(

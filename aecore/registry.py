@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type[Autoencoder]] = {}
 
-M = TypeVar("M", bound=type)
+M = TypeVar("M", bound="type[Autoencoder]")
 
 
 class UnknownModelError(KeyError):

@@ -34,6 +34,7 @@ class AdversarialAutoencoder(DenseAutoencoder):
     """
 
     config_cls = AdversarialConfig
+    config: AdversarialConfig
     generative = True
 
     def __init__(self, config: AdversarialConfig):
@@ -43,9 +44,11 @@ class AdversarialAutoencoder(DenseAutoencoder):
     def _logits(self, z: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """Discriminator logits ``[B]``; ``frozen`` runs it with detached weights (no gradient to D)."""
         if not frozen:
-            return self.discriminator(z).squeeze(-1)
-        params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
-        return functional_call(self.discriminator, params, (z,)).squeeze(-1)
+            logits: torch.Tensor = self.discriminator(z)
+        else:
+            params = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+            logits = functional_call(self.discriminator, params, (z,))
+        return logits.squeeze(-1)
 
     def discriminator_terms(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Discriminator BCE (prior draws = real, codes = fake, codes detached) and its accuracy."""

@@ -33,6 +33,7 @@ class ContractiveAutoencoder(DenseAutoencoder):
     """Dense autoencoder penalising the squared Frobenius norm of the encoder Jacobian (robust, flat codes)."""
 
     config_cls = ContractiveConfig
+    config: ContractiveConfig
     penalty_needs_input_grad = True
 
     def penalties(self, x_in: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:

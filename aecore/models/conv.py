@@ -47,6 +47,7 @@ class ConvAutoencoder(Autoencoder):
     """Convolutional autoencoder: stride-2 conv encoder to a code vector, transposed-conv decoder, any image size."""
 
     config_cls = ConvConfig
+    config: ConvConfig
 
     def __init__(self, config: ConvConfig):
         super().__init__(config)
@@ -82,13 +83,14 @@ class ConvAutoencoder(Autoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, *input_shape] -> [B, code_width]``."""
-        return self.encoder(x.reshape(x.shape[0], *self.image_shape))
+        code: torch.Tensor = self.encoder(x.reshape(x.shape[0], *self.image_shape))
+        return code
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim] -> [B, *input_shape]``; the upsampled map is cropped back to (H, W)."""
         _, h, w = self.image_shape
-        y = crop_or_pad(self.decoder(z), h, w)
-        return self.output_activation(y).reshape(z.shape[0], *self.config.input_shape)
+        image: torch.Tensor = self.output_activation(crop_or_pad(self.decoder(z), h, w))
+        return image.reshape(z.shape[0], *self.config.input_shape)
 
 
 class ConvVAEConfig(GaussianLatentConfig, ConvConfig):
@@ -100,3 +102,4 @@ class ConvVAE(GaussianLatent, ConvAutoencoder):
     """Convolutional VAE: the conv encoder/decoder with a Gaussian latent, ELBO training and prior sampling."""
 
     config_cls = ConvVAEConfig
+    config: ConvVAEConfig

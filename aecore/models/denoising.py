@@ -31,3 +31,4 @@ class DenoisingAutoencoder(DenseAutoencoder):
     """Dense autoencoder that reconstructs the clean input from a corrupted one (noise, masking, salt-and-pepper)."""
 
     config_cls = DenoisingConfig
+    config: DenoisingConfig

@@ -1,6 +1,12 @@
-"""Dense (MLP) autoencoder: the undercomplete baseline most families build on."""
+"""Dense (MLP) autoencoder: the undercomplete baseline most families build on.
+
+:class:`FlatAutoencoder` is what the dense, linear and residual families share: networks on the flattened
+sample, chosen by :meth:`~FlatAutoencoder.build_networks`.
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from pydantic import Field
@@ -32,26 +38,37 @@ class DenseConfig(MLPConfig):
     """Widths of the encoder's hidden layers, outermost first; the decoder mirrors them."""
 
 
-@register("dense")
-class DenseAutoencoder(Autoencoder):
-    """Undercomplete MLP autoencoder with configurable depth, widths, activation, norm and dropout."""
+class FlatAutoencoder(Autoencoder):
+    """Encoder and decoder acting on the flattened sample ``[B, d]``; a family supplies :meth:`build_networks`."""
 
-    config_cls = DenseConfig
-
-    def __init__(self, config: DenseConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder, self.decoder = self.build_networks(numel(config.input_shape))
 
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
         """Encoder ``[B, d] -> [B, code_width]`` and decoder ``[B, latent_dim] -> [B, d]``."""
-        cfg = self.config
-        common = {"act": cfg.activation, "norm": cfg.norm, "dropout": cfg.dropout}
-        encoder = mlp([d, *cfg.hidden, self.code_width()], **common)
-        decoder = mlp([cfg.latent_dim, *reversed(cfg.hidden), d], final_activation=cfg.output_activation, **common)
-        return encoder, decoder
+        raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.flatten(1))
+        code: torch.Tensor = self.encoder(x.flatten(1))
+        return code
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(z.shape[0], *self.config.input_shape)
+        flat: torch.Tensor = self.decoder(z)
+        return flat.view(z.shape[0], *self.config.input_shape)
+
+
+@register("dense")
+class DenseAutoencoder(FlatAutoencoder):
+    """Undercomplete MLP autoencoder with configurable depth, widths, activation, norm and dropout."""
+
+    config_cls = DenseConfig
+    config: DenseConfig
+
+    def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
+        """MLP encoder ``[B, d] -> [B, code_width]`` and mirrored decoder ``[B, latent_dim] -> [B, d]``."""
+        cfg = self.config
+        layers = partial(mlp, act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
+        encoder = layers([d, *cfg.hidden, self.code_width()])
+        decoder = layers([cfg.latent_dim, *reversed(cfg.hidden), d], final_activation=cfg.output_activation)
+        return encoder, decoder

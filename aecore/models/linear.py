@@ -7,7 +7,7 @@ from typing import Literal
 from torch import nn
 
 from aecore.config import ModelConfig
-from aecore.models.dense import DenseAutoencoder
+from aecore.models.dense import FlatAutoencoder
 from aecore.registry import register
 
 
@@ -19,10 +19,11 @@ class LinearConfig(ModelConfig):
 
 
 @register("linear")
-class LinearAutoencoder(DenseAutoencoder):
+class LinearAutoencoder(FlatAutoencoder):
     """Linear encoder and decoder, no activations: with MSE it spans the top principal subspace (PCA)."""
 
     config_cls = LinearConfig
+    config: LinearConfig
 
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
         """``Linear(d, latent_dim)`` and ``Linear(latent_dim, d)``."""

@@ -24,7 +24,7 @@ class MaskedConfig(DenseConfig):
 
 
 def random_hidden(
-    batch: int, n: int, ratio: float, generator: torch.Generator | None = None, device=None
+    batch: int, n: int, ratio: float, generator: torch.Generator | None = None, device: torch.device | None = None
 ) -> torch.Tensor:
     """Boolean ``[batch, n]``, exactly ``round(ratio * n)`` (at least 1, at most n - 1) True per row."""
     n_hide = min(max(1, round(ratio * n)), max(n - 1, 1))
@@ -43,6 +43,7 @@ class MaskedAutoencoder(DenseAutoencoder):
     """Masked autoencoder: random patches or features are hidden and the loss counts only the hidden part."""
 
     config_cls = MaskedConfig
+    config: MaskedConfig
 
     def __init__(self, config: MaskedConfig):
         super().__init__(config)

@@ -41,6 +41,7 @@ class RecurrentAutoencoder(Autoencoder):
     """LSTM/GRU sequence autoencoder: the last encoder state becomes the code, the decoder unrolls it over T steps."""
 
     config_cls = RecurrentConfig
+    config: RecurrentConfig
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
@@ -56,7 +57,8 @@ class RecurrentAutoencoder(Autoencoder):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F] -> [B, latent_dim]`` from the last step of the top encoder layer."""
         out, _ = self.encoder_rnn(x)
-        return self.to_code(out[:, -1])
+        code: torch.Tensor = self.to_code(out[:, -1])
+        return code
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim] -> [B, T, F]``: z is both the initial state (via a linear map) and every step's input."""
@@ -65,4 +67,5 @@ class RecurrentAutoencoder(Autoencoder):
         h0 = torch.tanh(self.init_state(z)).view(-1, layers, h).transpose(0, 1).contiguous()
         state = (h0, torch.zeros_like(h0)) if self.config.cell == "lstm" else h0
         out, _ = self.decoder_rnn(z.unsqueeze(1).expand(-1, t, -1), state)
-        return self.readout(out)
+        window: torch.Tensor = self.readout(out)
+        return window

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from pydantic import Field
 from torch import nn
 
-from aecore.models.dense import DenseAutoencoder, MLPConfig
+from aecore.models.dense import FlatAutoencoder, MLPConfig
 from aecore.nets import Norm, residual_mlp
 from aecore.registry import register
 
@@ -24,17 +26,16 @@ class ResidualConfig(MLPConfig):
 
 
 @register("residual")
-class ResidualAutoencoder(DenseAutoencoder):
+class ResidualAutoencoder(FlatAutoencoder):
     """Deep MLP autoencoder built from residual (skip-connection) blocks, trainable at depth."""
 
     config_cls = ResidualConfig
+    config: ResidualConfig
 
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
         """``[B, d] -> [B, code_width]`` and ``[B, latent_dim] -> [B, d]`` residual stacks."""
         cfg = self.config
-        common = {"act": cfg.activation, "norm": cfg.norm, "dropout": cfg.dropout}
-        encoder = residual_mlp(d, cfg.width, cfg.blocks, self.code_width(), **common)
-        decoder = residual_mlp(
-            cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation, **common
-        )
+        stack = partial(residual_mlp, act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
+        encoder = stack(d, cfg.width, cfg.blocks, self.code_width())
+        decoder = stack(cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation)
         return encoder, decoder

@@ -36,6 +36,7 @@ class SparseAutoencoder(DenseAutoencoder):
     """Dense autoencoder with a sparsity penalty on the code: L1, or KL divergence to a target activation rho."""
 
     config_cls = SparseConfig
+    config: SparseConfig
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         z = super().encode(x)

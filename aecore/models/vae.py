@@ -12,6 +12,7 @@ import math
 import torch
 from pydantic import Field
 
+from aecore.base import Autoencoder
 from aecore.config import ModelConfig
 from aecore.models.dense import DenseAutoencoder, DenseConfig
 from aecore.nets import gaussian_kl, gaussian_log_prob, reconstruction_nll
@@ -28,11 +29,13 @@ class GaussianLatentConfig(ModelConfig):
     """Posterior samples k per input for ``score``: 1 = negative ELBO, k > 1 = importance-weighted NLL."""
 
 
-class GaussianLatent:
+class GaussianLatent(Autoencoder):
     """Mixin: diagonal-Gaussian posterior q(z|x), N(0, I) prior, reparameterised ELBO training.
 
-    Put it before an autoencoder class whose ``encode`` returns ``[B, code_width()]`` raw features;
-    they are split into mean and log-variance. Losses sum over features (a true ELBO in nats).
+    Put it before an autoencoder class whose ``encode`` returns ``[B, code_width()]`` raw features
+    (``class VAE(GaussianLatent, DenseAutoencoder)``); they are split into mean and log-variance.
+    Losses sum over features (a true ELBO in nats). It subclasses :class:`Autoencoder` only so that
+    ``super().encode``, ``decode`` and ``corrupt`` are known to it; the family after it provides them.
     """
 
     generative = True
@@ -113,6 +116,7 @@ class VAE(GaussianLatent, DenseAutoencoder):
     """Variational autoencoder: Gaussian latent, reparameterised ELBO, samples from the N(0, I) prior."""
 
     config_cls = VAEConfig
+    config: VAEConfig
 
 
 class BetaVAEConfig(VAEConfig):
@@ -127,3 +131,4 @@ class BetaVAE(VAE):
     """Beta-VAE: the VAE with the KL term weighted by beta > 1 for a more disentangled latent code."""
 
     config_cls = BetaVAEConfig
+    config: BetaVAEConfig

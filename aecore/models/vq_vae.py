@@ -69,6 +69,9 @@ class VQVAE(DenseAutoencoder):
     """VQ-VAE: codes snap to a learned codebook (straight-through gradient, commitment loss, usage metrics)."""
 
     config_cls = VQConfig
+    config: VQConfig
+    usage: torch.Tensor
+    """Per-code counts ``[K]`` over the training batches since the last :meth:`epoch_metrics` (a buffer)."""
     generative = True
 
     def __init__(self, config: VQConfig):
@@ -82,10 +85,11 @@ class VQVAE(DenseAutoencoder):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Quantised code ``[B, latent_dim]``."""
-        return self.quantizer(self.encode_continuous(x)).z
+        quantized: Quantized = self.quantizer(self.encode_continuous(x))
+        return quantized.z
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        q = self.quantizer(self.encode_continuous(self.corrupt(x)))
+        q: Quantized = self.quantizer(self.encode_continuous(self.corrupt(x)))
         rec = self.reconstruction_loss(self.decode(q.z), x)
         commit = self.config.commitment_weight * q.commitment_loss
         counts = torch.bincount(q.indices.flatten(), minlength=self.config.codebook_size)

@@ -6,6 +6,7 @@ from the environment (``AEPIPE_HOME``, ``MLFLOW_TRACKING_URI``, ``RAY_ADDRESS``)
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -325,20 +326,36 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+def set_key(raw: dict[str, Any], key: str, value: Any, origin: str | None = None) -> None:
+    """Set the dotted ``key`` (``a.b.c``) of a nested dict to ``value``, in place, adding sections on the way;
+    ``origin`` (default ``key``) names it in the error when a part of the key is not a section."""
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {origin or key!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], *, sections: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict, in place.
+
+    Raises:
+        ConfigError: an override is not ``key=value``, crosses a value that is not a section, or (when
+            ``sections`` is given) sets a key outside those top-level sections.
+    """
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=3)")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[leaf] = _parse_value(value)
+        if sections is not None and key.split(".")[0] not in sections:
+            allowed = ", ".join(f"{section}.*" for section in sections)
+            raise ConfigError(f"override {item!r}: only {allowed} keys can be set here")
+        set_key(raw, key, _parse_value(value), item)
     return raw
 
 
@@ -361,8 +378,26 @@ def build_config(raw: dict[str, Any], source: str = "config") -> JobConfig:
         raise ConfigError(f"{source}: {_explain(exc)}") from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, **defaults: Any) -> JobConfig:
-    """Load a YAML job config (or defaults when ``path`` is None), apply defaults then overrides."""
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    *,
+    values: Mapping[str, Any] | None = None,
+    sections: Collection[str] | None = None,
+    **defaults: Any,
+) -> JobConfig:
+    """Load a YAML job config (or defaults when ``path`` is None); each layer below wins over the one before.
+
+    Args:
+        path: the YAML job config; None = every default.
+        overrides: ``key=value`` strings (values parsed as YAML), e.g. ``train.epochs=3``.
+        values: dotted keys set to already-typed values after the overrides (e.g. a command's explicit flags).
+        sections: the top-level sections the overrides may set; None = any.
+        defaults: top-level keys filled in when the file lacks them (None values are skipped).
+
+    Raises:
+        ConfigError: a missing file, a malformed override, or a key or value the config refuses (named).
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -375,5 +410,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, **d
     for key, value in defaults.items():
         if value is not None:
             raw.setdefault(key, value)
-    apply_overrides(raw, overrides or [])
+    apply_overrides(raw, overrides or [], sections=sections)
+    for key, value in (values or {}).items():
+        set_key(raw, key, value)
     return build_config(raw, str(path or "config"))

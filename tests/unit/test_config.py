@@ -52,3 +52,16 @@ def test_every_shipped_config_parses_and_builds(path):
     model = build_model(job.model)
     assert sum(p.numel() for p in model.parameters()) > 0
     assert tuple(model.config.input_shape) == tuple(job.model["input_shape"])
+
+
+def test_typed_values_win_over_file_and_overrides(tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("score:\n  batch_size: 64\n  concurrency: 3\n")
+    job = load_config(cfg, ["score.batch_size=128", "score.ks_min=0.2"], values={"score.batch_size": 256})
+    assert (job.score.batch_size, job.score.concurrency, job.score.ks_min) == (256, 3, 0.2)
+
+
+def test_overrides_can_be_limited_to_sections():
+    assert load_config(None, ["score.psi_limit=0.5"], sections=("score",)).score.psi_limit == 0.5
+    with pytest.raises(ConfigError, match=r"override 'train\.epochs=3': only score\.\* keys can be set here"):
+        load_config(None, ["train.epochs=3"], sections=("score",))

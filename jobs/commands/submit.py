@@ -8,9 +8,11 @@ object-store credentials from their own Kubernetes Secrets (see infra/README.md)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,15 @@ class Kind(StrEnum):
     @property
     def module(self) -> str:
         return f"jobs.entrypoints.{self.value.replace('-', '_')}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What ``JobSubmissionClient.submit_job`` is given (and ``--dry-run`` prints)."""
+
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    submission_id: str | None = None
 
 
 def entrypoint(kind: Kind, args: list[str]) -> str:
@@ -92,17 +103,19 @@ def submit(
 ) -> None:
     """Submit ``aepipe KIND ARGS`` (ARGS: everything after the options, e.g. --config ... train.epochs=3)."""
     with user_errors():
-        spec = {
-            "entrypoint": entrypoint(kind, list(ctx.args)),
-            "runtime_env": runtime_env(working_dir.resolve(), job_env(env or []), pip),
-            "submission_id": submission_id,
-        }
+        spec = JobSpec(
+            entrypoint=entrypoint(kind, list(ctx.args)),
+            runtime_env=runtime_env(working_dir.resolve(), job_env(env or []), pip),
+            submission_id=submission_id,
+        )
     if dry_run:
-        echo(json.dumps(spec, indent=1))
+        echo(json.dumps(dataclasses.asdict(spec), indent=1))
         return
     client = jobs_client(address)
     with ray_errors(address):
-        job_id = client.submit_job(**spec)
+        job_id = client.submit_job(
+            entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, submission_id=spec.submission_id
+        )
         echo(f"submitted {job_id} to {address}")
         if not follow:
             echo(f"follow it with: aepipe jobs logs --follow {job_id} --address {address}")

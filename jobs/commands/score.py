@@ -1,5 +1,9 @@
 """``aepipe score``: score and/or embed a whole corpus with a registered model; ``aepipe scores show``.
 
+The scoring settings are :class:`pipelines.config.ScoreConfig`, defined once there: its defaults, under the
+``score:`` section of ``--config FILE`` (the same job YAML ``aepipe train`` reads), under ``score.*``
+``key=value`` overrides, under the flags given explicitly (a flag left out takes the value from below).
+
 Exit status: 0 done (or nothing new in incremental mode), 2 a user error, 3 published but the score
 distribution drifted from the model's validation baseline (for a scheduler to alert on).
 """
@@ -7,57 +11,94 @@ distribution drifted from the model's validation baseline (for a scheduler to al
 from __future__ import annotations
 
 import json
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
 from jobs.runtime import console, echo, home, ray_session, registry_uri, tracking_uri, user_errors
+from pipelines.config import ScoreConfig, load_config
+
+if TYPE_CHECKING:
+    from pipelines.score.driver import ScoreResult
 
 DRIFT_EXIT = 3
 
 app = typer.Typer(help="Read published score partitions.", no_args_is_help=True)
 
 
+class ScoreMode(StrEnum):
+    """What each output row holds: the anomaly score (and is_anomaly), the embedding, or both."""
+
+    # ScoreRequest.mode's choices: with this, mypy checks that every member is one of them
+    _value_: Literal["score", "embed", "both"]
+    score = "score"
+    embed = "embed"
+    both = "both"
+
+
+def setting(name: str) -> Any:
+    """The flag of ``ScoreConfig.NAME``: default None (= take the config's value), help from its docstring."""
+    field = ScoreConfig.model_fields[name]
+    text = " ".join((field.description or "").split())
+    default = "null" if field.default is None else field.default
+    return typer.Option(None, help=f"{text} (score.{name}; default {default})", show_default=False)
+
+
+def score_settings(config: str | None, overrides: list[str], flags: dict[str, Any]) -> ScoreConfig:
+    """The ``score:`` section of the job config ``config`` (None: ScoreConfig's defaults) under ``score.*``
+    overrides, under the flags that were given (None = not given).
+
+    Raises:
+        ConfigError: a missing file, an override outside ``score.*``, or a key or value ScoreConfig refuses.
+    """
+    given = {f"score.{name}": value for name, value in flags.items() if value is not None}
+    return load_config(config, overrides, values=given, sections=("score",)).score
+
+
 def score(
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="YAML job config whose score: section holds the settings (see jobs/configs/)."
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="score.* key=value overrides, e.g. score.batch_size=512"),
     model: str = typer.Option(
         "models:/aepipe-model@champion", help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model."
     ),
-    input: str = typer.Option(None, "--input", "-i", help="Corpus path (default: AEPIPE_HOME/data/mnist)."),
-    output: str = typer.Option(None, "--output", "-o", help="Output directory (default: AEPIPE_HOME/outputs/scores)."),
+    input: str | None = typer.Option(None, "--input", "-i", help="Corpus path (default: AEPIPE_HOME/data/mnist)."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="Output directory (default: AEPIPE_HOME/outputs/scores)."
+    ),
     partition: str | None = typer.Option(None, help="Publish under OUTPUT/PARTITION, e.g. dt=2024-06-01."),
     incremental: bool = typer.Option(
         False, help="Score only shards no partition under OUTPUT holds for this model version; nothing new is a no-op."
     ),
-    mode: str = typer.Option("both", help="score | embed | both"),
-    batch_size: int = typer.Option(1024, min=1, help="Rows per forward pass."),
-    concurrency: int = typer.Option(1, min=1, help="Scorer actors."),
-    num_cpus: float = typer.Option(1.0, min=0.01, help="CPUs per scorer actor."),
-    num_gpus: float | None = typer.Option(
-        None, min=0, help="GPUs per scorer actor (default: 1 if the cluster has one)."
-    ),
-    shards_per_pass: int = typer.Option(
-        64, min=1, help="Input shards per actor-pool pass (each pass starts the pool anew)."
-    ),
-    psi_limit: float = typer.Option(0.2, help="Drift alarm above this population stability index."),
-    ks_alpha: float = typer.Option(1e-3, help="Drift alarm below this Kolmogorov-Smirnov p-value ..."),
-    ks_min: float = typer.Option(0.1, min=0, max=0.999, help="... when the KS statistic is also above this."),
+    mode: ScoreMode = typer.Option(ScoreMode.both, help="Columns written: score (score, is_anomaly), embed or both."),
+    batch_size: int | None = setting("batch_size"),
+    concurrency: int | None = setting("concurrency"),
+    num_cpus: float | None = setting("num_cpus"),
+    num_gpus: float | None = setting("num_gpus"),
+    shards_per_pass: int | None = setting("shards_per_pass"),
+    psi_limit: float | None = setting("psi_limit"),
+    ks_alpha: float | None = setting("ks_alpha"),
+    ks_min: float | None = setting("ks_min"),
     address: str | None = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
     tracking: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
 ) -> None:
     """Score the corpus with a pinned model version; publish one Parquet file per input shard exactly once."""
-    from pipelines.config import ScoreConfig
     from pipelines.score.driver import ScoreRequest, run_scoring
 
+    flags = {
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "shards_per_pass": shards_per_pass,
+        "psi_limit": psi_limit,
+        "ks_alpha": ks_alpha,
+        "ks_min": ks_min,
+    }
     with user_errors():
-        settings = ScoreConfig(
-            batch_size=batch_size,
-            concurrency=concurrency,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            shards_per_pass=shards_per_pass,
-            psi_limit=psi_limit,
-            ks_alpha=ks_alpha,
-            ks_min=ks_min,
-        )
+        settings = score_settings(config, overrides or [], flags)
         req = ScoreRequest(
             model_uri=model,
             input_path=input or str((home() / "data" / "mnist").resolve()),
@@ -67,11 +108,16 @@ def score(
             tracking_uri=tracking_uri(tracking),
             registry_uri=registry_uri(),
             artifact_root=str((home() / "mlartifacts").resolve()),
-            mode=mode,
+            mode=mode.value,
             settings=settings,
         )
         with ray_session(address):
             result = run_scoring(req, log=echo)
+    report(result)
+
+
+def report(result: ScoreResult) -> None:
+    """What the run published, and its drift check; exit status 3 when the scores drifted."""
     if result.noop:
         echo(f"no-op: nothing new to score with {result.model.uri}; {result.output_path} unchanged")
         return

@@ -1,18 +1,26 @@
-"""Fast checks of the operations CLI: job specs, secret refusal, token headers, credentials, nightly dates."""
+"""Fast checks of the operations CLI: job specs, secret refusal, token headers, credentials, nightly dates,
+where ``aepipe score`` takes its settings from."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import typing
+from types import SimpleNamespace
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from jobs.commands import score as score_command
+from jobs.commands.data import SyntheticKind
 from jobs.commands.ray_jobs import auth_headers
 from jobs.commands.submit import EXCLUDES, PROJECT_ROOT, Kind, entrypoint, runtime_env
 from jobs.entrypoints.nightly_score import partition
+from pipelines.config import ScoreConfig
+from pipelines.data.corpora import SYNTHETIC_KINDS
 
 runner = CliRunner()
 CLEAN = {
@@ -136,3 +144,52 @@ def test_nightly_partition_dates():
     assert partition("2024-06-01") == "dt=2024-06-01"
     with pytest.raises(typer.BadParameter, match="'06/01/2024' is not a date"):
         partition("06/01/2024")
+
+
+@pytest.fixture()
+def scoring(home, monkeypatch):
+    """``aepipe score ARGS`` without Ray: returns the ScoreRequest the command built (run_scoring faked)."""
+    import pipelines.score.driver as driver
+
+    requests = []
+
+    def fake_run_scoring(req, log=print):
+        requests.append(req)
+        return SimpleNamespace(noop=True, model=SimpleNamespace(uri="models:/m/1"), output_path=req.output_path)
+
+    monkeypatch.setattr(driver, "run_scoring", fake_run_scoring)
+    monkeypatch.setattr(score_command, "ray_session", lambda address=None: contextlib.nullcontext())
+
+    def run(*args):
+        result = runner.invoke(app, ["score", *args], env=CLEAN)
+        assert result.exit_code == 0, result.output
+        return requests.pop()
+
+    return run
+
+
+def test_score_without_config_takes_score_config_defaults(scoring):
+    req = scoring()
+    assert req.settings == ScoreConfig() and req.mode == "both"
+    flagged = scoring("--mode", "embed", "--ks-alpha", "1e-300", "--num-gpus", "0")
+    assert (flagged.mode, flagged.settings.ks_alpha, flagged.settings.num_gpus) == ("embed", 1e-300, 0)
+
+
+def test_score_settings_come_from_the_job_yaml_then_overrides_then_flags(scoring, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model:\n  name: dense\nscore:\n  batch_size: 256\n  concurrency: 2\n  psi_limit: 0.5\n")
+    from_file = scoring("--config", str(job)).settings
+    assert (from_file.batch_size, from_file.concurrency, from_file.psi_limit) == (256, 2, 0.5)
+    assert from_file.shards_per_pass == ScoreConfig().shards_per_pass
+    overridden = scoring("-c", str(job), "score.concurrency=3", "score.drift_bins=20", "--batch-size", "8").settings
+    assert (overridden.batch_size, overridden.concurrency, overridden.drift_bins) == (8, 3, 20)
+    assert overridden.psi_limit == 0.5
+
+
+def test_closed_choices_match_what_the_pipelines_take():
+    from pipelines.score.driver import ScoreRequest
+
+    assert [m.value for m in score_command.ScoreMode] == list(
+        typing.get_args(ScoreRequest.model_fields["mode"].annotation)
+    )
+    assert tuple(SyntheticKind) == SYNTHETIC_KINDS

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from aecore import Autoencoder, build_model
+from aecore import Autoencoder, build_model, make_optimizers, run_update_phases
 from aecore.nets import reconstruction_error
 
 CODE = 30
@@ -42,15 +42,12 @@ def train(
     model: Autoencoder, x: torch.Tensor, epochs: int, lr: float = 1e-3, batch: int = 64, seed: int = 0
 ) -> Autoencoder:
     """Minibatch Adam over every update phase of ``model`` (works for any family); returns it in eval mode."""
-    opts = {k: torch.optim.Adam(v, lr=lr) for k, v in model.optimizer_params().items()}
+    opts = make_optimizers(model, lr)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=gen).split(batch):
-            for phase in model.update_phases():
-                opts[phase.optimizer].zero_grad()
-                model.phase_loss(x[idx], phase.name)["loss"].backward()
-                opts[phase.optimizer].step()
+            run_update_phases(model, x[idx], opts)
     return model.eval()
 
 

@@ -8,7 +8,17 @@ import pytest
 import torch
 
 import aecore
-from aecore import UnknownModelError, build_model, load_model, model_class, register, save_model
+from aecore import (
+    PhaseObjective,
+    UnknownModelError,
+    build_model,
+    load_model,
+    make_optimizers,
+    model_class,
+    register,
+    run_update_phases,
+    save_model,
+)
 
 IMAGE_FAMILIES = {"conv", "conv_vae", "masked"}
 SEQUENCE_FAMILIES = {"recurrent"}
@@ -90,11 +100,14 @@ def test_every_parameter_gets_a_finite_gradient_from_the_phases(name):
     assert {p.optimizer for p in phases} == set(owned)
     assert {id(p) for ps in owned.values() for p in ps} == {id(p) for p in model.parameters()}
     reached: set[int] = set()
-    for phase in phases:
+    pending = iter(phases)  # the helper steps the phases in order
+
+    def backward_and_check(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """In place of an optimizer step: this phase's gradients alone, checked."""
+        phase = next(pending)
         model.zero_grad(set_to_none=True)
-        terms = model.phase_loss(x, phase.name)
-        assert torch.isfinite(terms["loss"]), (phase, terms)
-        terms["loss"].backward()
+        assert torch.isfinite(loss), (phase, loss)
+        loss.backward()
         got = {id(p) for p in model.parameters() if p.grad is not None}
         missing = [
             n
@@ -105,7 +118,10 @@ def test_every_parameter_gets_a_finite_gradient_from_the_phases(name):
         for n, p in model.named_parameters():
             if p.grad is not None:
                 assert torch.isfinite(p.grad).all(), n
-        reached |= got
+        reached.update(got)
+
+    run_update_phases(model, x, make_optimizers(model, lr=1e-3), step=backward_and_check)
+    assert next(pending, None) is None, "every phase was stepped"
     unreached = [n for n, p in model.named_parameters() if id(p) not in reached]
     assert not unreached
 
@@ -188,17 +204,6 @@ def test_invalid_family_configs_are_rejected():
         build_model({"name": "vq_vae", "latent_dim": 6, "code_dim": 4})
 
 
-class _PhaseModule(torch.nn.Module):
-    """The pipeline's thin wrapper: ``forward(x, phase)`` is the model's phase loss."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, phase):
-        return self.model.phase_loss(x, phase)
-
-
 def test_every_family_trains_under_ddp(tmp_path):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -207,15 +212,14 @@ def test_every_family_trains_under_ddp(tmp_path):
     try:
         for name in FAMILIES:
             model = small_model(name).train()
-            ddp = DistributedDataParallel(_PhaseModule(model), find_unused_parameters=True)
+            ddp = DistributedDataParallel(PhaseObjective(model), find_unused_parameters=True)
             opts = {k: torch.optim.SGD(v, lr=1e-3) for k, v in model.optimizer_params().items()}
             x = batch(name)
+            phases = model.update_phases()
             for _ in range(2):  # a second iteration catches "unused parameter" reducer errors
-                for phase in model.update_phases():
-                    opts[phase.optimizer].zero_grad()
-                    loss = ddp(x, phase.name)["loss"]
-                    loss.backward()
-                    opts[phase.optimizer].step()
+                terms = run_update_phases(model, x, opts, objective=ddp)
+                for phase in phases:
+                    loss = terms["loss" if len(phases) == 1 else f"{phase.name}_loss"]
                     assert torch.isfinite(loss), (name, phase)
     finally:
         dist.destroy_process_group()

@@ -11,7 +11,7 @@ from scipy.linalg import subspace_angles
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-from aecore import build_model
+from aecore import build_model, make_optimizers, run_update_phases
 from aecore.models.contractive import jacobian_frobenius_sq
 from aecore.models.masked import masked_mean
 from aecore.nets import corrupt, gaussian_kl, gaussian_log_prob, reconstruction_error
@@ -35,21 +35,15 @@ def digits() -> torch.Tensor:
 
 
 def fit(model, x: torch.Tensor, steps: int, lr: float = 1e-2, batch: int | None = None) -> list[dict[str, float]]:
-    """Train every optimizer of ``model`` for ``steps`` iterations (phases in order); returns per-step terms."""
-    opts = {k: torch.optim.Adam(v, lr=lr) for k, v in model.optimizer_params().items()}
+    """Train every optimizer of ``model`` with Adam for ``steps`` iterations (phases in order); returns each
+    step's loss terms (prefixed ``"{phase}_"`` for a family with several phases, as :func:`run_update_phases`)."""
+    opts = make_optimizers(model, lr)
     gen = torch.Generator().manual_seed(0)
     history = []
     model.train()
     for _ in range(steps):
         xb = x if batch is None else x[torch.randint(0, len(x), (batch,), generator=gen)]
-        row = {}
-        for phase in model.update_phases():
-            opts[phase.optimizer].zero_grad()
-            terms = model.phase_loss(xb, phase.name)
-            terms["loss"].backward()
-            opts[phase.optimizer].step()
-            row.update({f"{phase.name}/{k}": v.item() for k, v in terms.items()})
-        history.append(row)
+        history.append({k: v.item() for k, v in run_update_phases(model, xb, opts).items()})
     return history
 
 
@@ -279,7 +273,7 @@ def test_adversarial_codes_approach_the_prior(digits):
     history = fit(model, digits, steps=250, lr=1e-3, batch=128)
     with torch.no_grad():
         z = model.encode(digits)
-    acc = [h["discriminator/disc_accuracy"] for h in history]
+    acc = [h["discriminator_disc_accuracy"] for h in history]
     assert max(acc) > 0.6  # the discriminator does tell codes from prior draws at some point
 
     def distance(c):  # how far the code's moments are from N(0, I)
@@ -287,7 +281,7 @@ def test_adversarial_codes_approach_the_prior(digits):
 
     assert distance(z0) > 0.7
     assert distance(z) < 0.3
-    rec = [h["reconstruction/reconstruction"] for h in history]
+    rec = [h["reconstruction_reconstruction"] for h in history]
     assert np.mean(rec[-20:]) < 0.9 * np.mean(rec[:5])
 
 
@@ -323,7 +317,7 @@ def test_vq_vae_uses_many_codes_and_snaps_to_the_codebook(digits):
     usage = model.epoch_metrics()
     assert usage["codes_used"] * 32 > 8 and usage["perplexity"] > 4
     assert model.epoch_metrics()["codes_used"] == 0  # reset after reading
-    rec = [h["main/reconstruction"] for h in history]
+    rec = [h["reconstruction"] for h in history]
     assert np.mean(rec[-10:]) < 0.6 * np.mean(rec[:5])
     model.eval()
     tokens = model.encode(digits[:20]).view(-1, 1, 2)

@@ -6,6 +6,7 @@ Every source streams: files are opened in Ray tasks, and the driver only ever ho
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from pipelines.data.errors import DataError
 from pipelines.data.images import read_image_records
 from pipelines.data.normalize import Normalizer, combine_moments, partial_moments
 from pipelines.data.parquet import read_parquet_records
-from pipelines.data.records import clean
+from pipelines.data.records import Batch, clean
 from pipelines.data.split import is_validation
 from pipelines.data.timeseries import read_series_records
 from pipelines.data.validate import ValidationReport, validate_records
@@ -48,14 +49,16 @@ class Corpus:
 
     dataset: ray.data.Dataset
     sample_shape: tuple[int, ...]
-    records: ray.data.Dataset | None = None
+    records: ray.data.Dataset
     on_bad_records: str = "fail"
     quarantine_dir: str | None = None
     report: ValidationReport | None = None
 
 
-def _clean_rows(records: ray.data.Dataset, on_bad_records: str, exclude: frozenset = frozenset()) -> ray.data.Dataset:
-    return records.map_batches(clean, fn_kwargs={"on_bad_records": on_bad_records, "exclude": exclude})
+def _clean_rows(
+    records: ray.data.Dataset, on_bad_records: str, exclude: frozenset[str] = frozenset()
+) -> ray.data.Dataset:
+    return records.map_batches(functools.partial(clean, on_bad_records=on_bad_records, exclude=exclude))
 
 
 def load_dataset(cfg: DataConfig, path: str, quarantine_dir: str | None = None) -> Corpus:
@@ -77,19 +80,19 @@ def validate_corpus(corpus: Corpus) -> Corpus:
     return replace(corpus, dataset=dataset, report=report)
 
 
-def _select(batch: dict[str, np.ndarray], val_fraction: float, want_validation: bool) -> dict[str, np.ndarray]:
+def _select(batch: Batch, val_fraction: float, want_validation: bool) -> Batch:
     keep = is_validation(batch["id"], val_fraction) == want_validation
     return {k: v[keep] for k, v in batch.items()}
 
 
 def split_dataset(ds: ray.data.Dataset, val_fraction: float) -> tuple[ray.data.Dataset, ray.data.Dataset]:
     """``(train, validation)`` by a stable hash of the id."""
-    train = ds.map_batches(_select, fn_kwargs={"val_fraction": val_fraction, "want_validation": False})
-    val = ds.map_batches(_select, fn_kwargs={"val_fraction": val_fraction, "want_validation": True})
+    train = ds.map_batches(functools.partial(_select, val_fraction=val_fraction, want_validation=False))
+    val = ds.map_batches(functools.partial(_select, val_fraction=val_fraction, want_validation=True))
     return train, val
 
 
-def _moments(batch: dict[str, np.ndarray], scope: str) -> dict[str, np.ndarray]:
+def _moments(batch: Batch, scope: str) -> Batch:
     if len(batch["x"]) == 0:
         return {}
     return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], scope).items()}
@@ -99,17 +102,17 @@ def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str) -> Normalizer
     """One distributed pass over ``train``: per-batch moments are reduced on the driver."""
     if kind == "none":
         return Normalizer("none")
-    parts = train.map_batches(_moments, fn_kwargs={"scope": scope}, batch_size=4096).iter_batches(
+    parts = train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096).iter_batches(
         batch_size=None, batch_format="numpy"
     )
     rows = [{k: v[i] for k, v in part.items()} for part in parts for i in range(len(part["count"]))]
     return combine_moments(rows, kind)
 
 
-def _apply(batch: dict[str, np.ndarray], normalizer: Normalizer) -> dict[str, np.ndarray]:
+def _apply(batch: Batch, normalizer: Normalizer) -> Batch:
     return {**batch, "x": normalizer.apply(batch["x"])}
 
 
 def normalize_dataset(ds: ray.data.Dataset, normalizer: Normalizer) -> ray.data.Dataset:
     """Apply fitted statistics to every row's ``x``."""
-    return ds.map_batches(_apply, fn_kwargs={"normalizer": normalizer})
+    return ds.map_batches(functools.partial(_apply, normalizer=normalizer))

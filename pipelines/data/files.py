@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from pipelines.data.errors import DataError
@@ -12,11 +13,12 @@ from pipelines.data.errors import DataError
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, path on it)`` for a local path or a URI."""
     if "://" in path:
-        return pafs.FileSystem.from_uri(path)
+        fs, inner = pafs.FileSystem.from_uri(path)
+        return fs, inner
     return pafs.LocalFileSystem(), path
 
 
-def open_file(path: str):
+def open_file(path: str) -> pa.NativeFile:
     """A seekable binary file for a local path or URI (what Parquet and Pillow read)."""
     fs, inner = filesystem(path)
     return fs.open_input_file(inner)

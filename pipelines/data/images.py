@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from pipelines.config import DataConfig
 from pipelines.data.files import list_files, open_file, relative_names
-from pipelines.data.records import make_records, read_in_tasks
+from pipelines.data.records import Batch, make_records, read_in_tasks
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGES_PER_TASK = 128
@@ -29,9 +29,9 @@ def sample_shape(cfg: DataConfig) -> tuple[int, int, int]:
 
 def decode(path: str, cfg: DataConfig) -> np.ndarray:
     """One image file -> ``[C, H, W]`` float32 pixels in 0..255 (raises on an undecodable file)."""
-    with open_file(path) as f, Image.open(f) as image:
-        image.load()  # decode now: a truncated file fails here, not later
-        image = image.convert(MODES[cfg.color_mode])
+    with open_file(path) as f, Image.open(f) as opened:
+        opened.load()  # decode now: a truncated file fails here, not later
+        image = opened.convert(MODES[cfg.color_mode])
         h, w = cfg.image_size
         if image.size != (w, h):
             image = image.resize((w, h), Image.Resampling.BILINEAR)
@@ -39,7 +39,7 @@ def decode(path: str, cfg: DataConfig) -> np.ndarray:
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
-def _records(items: dict[str, np.ndarray], cfg: DataConfig) -> Iterator[dict[str, np.ndarray]]:
+def _records(items: Batch, cfg: DataConfig) -> Iterator[Batch]:
     shape = sample_shape(cfg)
     n = len(items["path"])
     x, errors = np.zeros((n, *shape), np.float32), np.full(n, "", dtype=object)

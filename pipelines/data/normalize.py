@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
     axes = reduce_axes(x.ndim, scope)
     keep = scope != "global"
 
-    def reduce(fn) -> np.ndarray:
+    def reduce(fn: Callable[..., np.ndarray]) -> np.ndarray:
         out = fn(x, axis=axes, keepdims=keep)
         return np.broadcast_to(out[0], x.shape[1:]).copy() if keep else out
 

@@ -7,32 +7,44 @@ Parquet, is truncated or lacks a column becomes one error record naming it, a ba
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.compute as pc  # its kernels (list_value_length, ...) are made at import time, unseen by mypy
 import pyarrow.parquet as pq
 import ray.data
 
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
 from pipelines.data.files import list_files, open_file, relative_names
-from pipelines.data.records import file_error, make_records, read_in_tasks
+from pipelines.data.records import Batch, file_error, make_records, read_in_tasks
 
 ROWS_PER_BATCH = 4096
-#: Column type checks: a predicate on the arrow type and the words an error uses for what was expected.
-NUMBER = (lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t), "a number")
-ID = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer")
-VECTOR = (
+
+
+class ColumnCheck(NamedTuple):
+    """A column type check: a predicate on the arrow type and the words an error uses for what was expected."""
+
+    accepts: Callable[[pa.DataType], bool]
+    expected: str
+
+
+NUMBER = ColumnCheck(lambda t: pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t), "a number")
+ID = ColumnCheck(
+    lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t), "a string or integer"
+)
+VECTOR = ColumnCheck(
     lambda t: (
-        (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and NUMBER[0](t.value_type)
+        (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+        and NUMBER.accepts(t.value_type)
     ),
     "a list of numbers",
 )
-ANY = (lambda t: True, "anything")
+ANY = ColumnCheck(lambda t: True, "anything")
 
 
-def schema_problem(schema: pa.Schema, required: dict[str, tuple]) -> str | None:
+def schema_problem(schema: pa.Schema, required: dict[str, ColumnCheck]) -> str | None:
     """Why a file's schema cannot be read (a missing column or one of the wrong type), or None."""
     for column, (ok, expected) in required.items():
         if column not in schema.names:
@@ -44,10 +56,10 @@ def schema_problem(schema: pa.Schema, required: dict[str, tuple]) -> str | None:
 
 def iter_parquet(
     path: str,
-    required: dict[str, tuple],
-    convert: Callable[[pa.RecordBatch, int], dict],
-    on_file_error: Callable[[str, int], dict],
-) -> Iterator[dict[str, np.ndarray]]:
+    required: dict[str, ColumnCheck],
+    convert: Callable[[pa.RecordBatch, int], Batch],
+    on_file_error: Callable[[str, int], Batch],
+) -> Iterator[Batch]:
     """Record batches of one file: ``convert(batch, first_row)`` per batch, ``on_file_error(reason, row)`` when
     the file cannot be opened, lacks a column, or breaks off part way (a truncated or corrupt page)."""
     try:
@@ -90,11 +102,13 @@ def read_ids(batch: pa.RecordBatch, cfg: DataConfig, name: str, offset: int) -> 
 def _vector_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     """``(x [B, length] float, errors [B])`` from the list column; wrong-length and null vectors are errors."""
     column = batch.column(cfg.vector_column)
-    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    value_lengths = pc.list_value_length(column)  # type: ignore[attr-defined]  # made at import
+    lengths = pc.fill_null(value_lengths, -1).to_numpy(zero_copy_only=False)
     x = np.zeros((batch.num_rows, length), np.float64)
     good = lengths == length
     if good.any():
-        x[good] = to_float(pc.list_flatten(column.filter(pa.array(good)))).reshape(-1, length)
+        values = pc.list_flatten(column.filter(pa.array(good)))  # type: ignore[attr-defined]  # made at import
+        x[good] = to_float(values).reshape(-1, length)
     errors = np.array(
         [
             "" if ok else ("vector is null" if n < 0 else f"vector has length {n}, expected {length}")
@@ -106,7 +120,8 @@ def _vector_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.n
 
 
 def _tabular_x(batch: pa.RecordBatch, cfg: DataConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(x [B, F] float, errors [B])`` with one column per feature."""
+    """``(x [B, F] float, errors [B])`` with one column per feature (``cfg.feature_columns``, set)."""
+    assert cfg.feature_columns, "the tabular layout is chosen only when feature_columns is set"
     return np.column_stack([to_float(batch.column(c)) for c in cfg.feature_columns]), np.full(
         batch.num_rows, "", object
     )
@@ -121,16 +136,26 @@ def finite_errors(x: np.ndarray, errors: np.ndarray) -> np.ndarray:
     return errors
 
 
-def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_label: bool) -> Iterator[dict]:
+def required_columns(cfg: DataConfig, with_label: bool) -> dict[str, ColumnCheck]:
+    """The columns a file must have, each with its type check: id, features (or the vector), label."""
+    required: dict[str, ColumnCheck] = {}
+    if cfg.id_column:
+        required[cfg.id_column] = ID
+    if cfg.feature_columns:
+        required.update(dict.fromkeys(cfg.feature_columns, NUMBER))
+    else:
+        required[cfg.vector_column] = VECTOR
+    if with_label and cfg.label_column:
+        required[cfg.label_column] = ANY
+    return required
+
+
+def _records(items: Batch, cfg: DataConfig, length: int, with_label: bool) -> Iterator[Batch]:
     to_x = _tabular_x if cfg.feature_columns else _vector_x
-    required = {
-        **({cfg.id_column: ID} if cfg.id_column else {}),
-        **(dict.fromkeys(cfg.feature_columns, NUMBER) if cfg.feature_columns else {cfg.vector_column: VECTOR}),
-        **({cfg.label_column: ANY} if with_label else {}),
-    }
+    required = required_columns(cfg, with_label)
     for path, name in zip(items["path"], items["name"], strict=True):
 
-        def convert(batch: pa.RecordBatch, offset: int, path: str = path, name: str = name) -> dict:
+        def convert(batch: pa.RecordBatch, offset: int, path: str = path, name: str = name) -> Batch:
             ids, errors = read_ids(batch, cfg, name, offset)
             x, x_errors = to_x(batch, cfg, length)
             errors = finite_errors(x, np.where(errors == "", x_errors, errors))
@@ -138,9 +163,10 @@ def _records(items: dict[str, np.ndarray], cfg: DataConfig, length: int, with_la
             labels = batch.column(cfg.label_column).to_numpy(zero_copy_only=False) if with_label else None
             return make_records(ids, x, errors, path, np.arange(offset, offset + batch.num_rows), labels)
 
-        yield from iter_parquet(
-            path, required, convert, lambda reason, row, path=path: file_error(path, reason, (length,), with_label, row)
-        )
+        def on_file_error(reason: str, row: int, path: str = path) -> Batch:
+            return file_error(path, reason, (length,), with_label, row)
+
+        yield from iter_parquet(path, required, convert, on_file_error)
 
 
 def first_readable(files: list[str]) -> tuple[str, pq.ParquetFile]:
@@ -165,7 +191,7 @@ def vector_length(pf: pq.ParquetFile, file: str, cfg: DataConfig) -> int:
     if pa.types.is_fixed_size_list(kind):
         return kind.list_size
     for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=[cfg.vector_column]):
-        lengths = pc.drop_null(pc.list_value_length(batch.column(0)))
+        lengths = pc.drop_null(pc.list_value_length(batch.column(0)))  # type: ignore[attr-defined]  # made at import
         if len(lengths):
             return int(lengths[0].as_py())
     raise DataError(f"{file}: column {cfg.vector_column!r} has no non-null vector to take the sample length from")

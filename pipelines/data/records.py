@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
 from pipelines.data.errors import DataError
+
+#: A batch of records, of canonical rows or of per-block summaries: column name -> array ``[B, ...]``.
+Batch = dict[str, np.ndarray]
 
 ERROR, FILE, ROW = "_error", "_file", "_row"
 BOOKKEEPING = (ERROR, FILE, ROW)
@@ -35,7 +39,14 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 
 
-def make_records(ids, x: np.ndarray, errors, file: str | np.ndarray, rows, labels=None) -> dict[str, np.ndarray]:
+def make_records(
+    ids: npt.ArrayLike,
+    x: np.ndarray,
+    errors: npt.ArrayLike,
+    file: str | np.ndarray,
+    rows: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+) -> Batch:
     """Assemble a record batch; ``file`` may be one name for all rows."""
     n = len(x)
     out = {
@@ -50,9 +61,7 @@ def make_records(ids, x: np.ndarray, errors, file: str | np.ndarray, rows, label
     return out
 
 
-def file_error(
-    file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1
-) -> dict[str, np.ndarray]:
+def file_error(file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1) -> Batch:
     """One record standing for a whole bad file (or the unreadable rest of it from ``row`` on)."""
     labels = np.array([None], dtype=object) if with_label else None
     return make_records([""], np.zeros((1, *shape), np.float32), [reason], file, [row], labels)
@@ -68,7 +77,7 @@ def describe(file: str, row: int, id_: Any, reason: str) -> str:
     return f"{where}: {reason}".replace("\n", " ")
 
 
-def first_error(batch: dict[str, np.ndarray]) -> str | None:
+def first_error(batch: Batch) -> str | None:
     """The message of the first bad record in ``batch``, or None."""
     bad = np.flatnonzero(batch[ERROR] != "")
     if not bad.size:
@@ -77,7 +86,7 @@ def first_error(batch: dict[str, np.ndarray]) -> str | None:
     return describe(batch[FILE][i], int(batch[ROW][i]), batch["id"][i], batch[ERROR][i])
 
 
-def clean(batch: dict[str, np.ndarray], on_bad_records: str, exclude: frozenset = frozenset()) -> dict[str, np.ndarray]:
+def clean(batch: Batch, on_bad_records: str, exclude: frozenset[str] = frozenset()) -> Batch:
     """Canonical rows of the good records whose id is not in ``exclude``; ``fail`` raises
     :class:`DataError` at the first bad record."""
     if on_bad_records == "fail" and (message := first_error(batch)):
@@ -90,7 +99,7 @@ def clean(batch: dict[str, np.ndarray], on_bad_records: str, exclude: frozenset 
     return {k: v[good] for k, v in batch.items() if k not in BOOKKEEPING}
 
 
-def quarantine_rows(batch: dict[str, np.ndarray], bad: np.ndarray) -> pa.Table:
+def quarantine_rows(batch: Batch, bad: np.ndarray) -> pa.Table:
     """The quarantine table (file, row, id, reason) of the records selected by mask ``bad``."""
     return pa.table(
         {
@@ -124,7 +133,7 @@ def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
 
 def read_in_tasks(
     items: list[dict[str, Any]],
-    fn: Callable[..., Iterator[dict[str, np.ndarray]]],
+    fn: Callable[..., Iterator[Batch]],
     fn_kwargs: dict[str, Any],
     per_task: int = 1,
 ) -> ray.data.Dataset:

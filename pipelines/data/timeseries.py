@@ -8,7 +8,9 @@ series, rows are ordered by timestamp; a window never spans a bad row either. Wi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,28 +20,32 @@ import ray.data
 
 from pipelines.config import DataConfig
 from pipelines.data.files import list_files
-from pipelines.data.parquet import ANY, NUMBER, finite_errors, first_readable, iter_parquet, to_float
-from pipelines.data.records import ERROR, FILE, ROW, file_error, group_by, make_records, read_in_tasks
+from pipelines.data.parquet import ANY, NUMBER, ColumnCheck, finite_errors, first_readable, iter_parquet, to_float
+from pipelines.data.records import ERROR, FILE, ROW, Batch, file_error, group_by, make_records, read_in_tasks
 
 SERIES, TIME, VALUES = "_series", "_time", "_values"
-TIMELIKE = (lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
-SERIES_ID = (
+TIMELIKE = ColumnCheck(lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
+SERIES_ID = ColumnCheck(
     lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t),
     "a string or integer",
 )
 
 
-def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with_label: bool) -> Iterator[dict]:
+def required_columns(cfg: DataConfig, datetime: bool, with_label: bool) -> dict[str, ColumnCheck]:
+    """The columns a file must have, each with its type check: series, timestamp, values, label."""
+    required = {cfg.series_column: SERIES_ID, cfg.timestamp_column: TIMELIKE if datetime else NUMBER}
+    required.update(dict.fromkeys(cfg.value_columns, NUMBER))
+    if with_label and cfg.label_column:
+        required[cfg.label_column] = ANY
+    return required
+
+
+def _raw_rows(items: Batch, cfg: DataConfig, datetime: bool, with_label: bool) -> Iterator[Batch]:
     """Rows of each file as ``{_series, _time, _values [B, F], label?, _error, _file, _row}``."""
-    required = {
-        cfg.series_column: SERIES_ID,
-        cfg.timestamp_column: TIMELIKE if datetime else NUMBER,
-        **dict.fromkeys(cfg.value_columns, NUMBER),
-        **({cfg.label_column: ANY} if with_label else {}),
-    }
+    required = required_columns(cfg, datetime, with_label)
     for path in items["path"]:
 
-        def convert(batch: pa.RecordBatch, offset: int, path: str = path) -> dict:
+        def convert(batch: pa.RecordBatch, offset: int, path: str = path) -> Batch:
             series = np.array(pc.cast(batch.column(cfg.series_column), pa.string()).to_pylist(), dtype=object)
             time = batch.column(cfg.timestamp_column)
             missing_time = time.is_null().to_numpy(zero_copy_only=False)
@@ -64,7 +70,7 @@ def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, wit
                 rows["label"] = np.nan_to_num(to_float(batch.column(cfg.label_column)))
             return rows
 
-        def on_file_error(reason: str, row: int, path: str = path) -> dict:
+        def on_file_error(reason: str, row: int, path: str = path) -> Batch:
             rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row)
             out = {
                 SERIES: np.array([""], dtype=object),
@@ -81,26 +87,42 @@ def _raw_rows(items: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, wit
         yield from iter_parquet(path, required, convert, on_file_error)
 
 
-def _start_label(t, datetime: bool) -> str:
+def _start_label(t: np.integer[Any] | np.floating[Any], datetime: bool) -> str:
     if datetime:
         return pd.Timestamp(int(t)).isoformat()
     return str(int(t)) if float(t).is_integer() else repr(float(t))
 
 
-def _windows(group: dict[str, np.ndarray], cfg: DataConfig, datetime: bool, with_label: bool) -> dict[str, np.ndarray]:
-    """All windows ``[W, T, F]`` of one series, plus error records for its bad rows and the windows they spoil."""
-    t_len, stride = cfg.window, cfg.stride
+def _by_time(group: Batch) -> tuple[Batch, np.ndarray]:
+    """The rows of one series ordered by timestamp, and each row's error (a repeated timestamp is one)."""
     order = np.argsort(group[TIME], kind="stable")
     g = {k: v[order] for k, v in group.items()}
-    series, n = g[SERIES][0], len(order)
     errors = g[ERROR].copy()
     repeated = np.flatnonzero(np.diff(g[TIME]) == 0) + 1
     errors[repeated[errors[repeated] == ""]] = "duplicate timestamp in this series"
-    bad = errors != ""
-    ids, x, errs, files, rows, labels = [], [], [], [], [], []
+    return g, errors
 
-    def emit(id_, xs, err, i, label):
-        ids.append(id_), x.append(xs), errs.append(err), files.append(g[FILE][i]), rows.append(g[ROW][i])
+
+def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) -> Batch:
+    """All windows ``[W, T, F]`` of one series, plus error records for its bad rows and the windows they spoil."""
+    t_len, stride = cfg.window, cfg.stride
+    g, errors = _by_time(group)
+    series, n = g[SERIES][0], len(errors)
+    bad = errors != ""
+    ids: list[str] = []
+    x: list[np.ndarray] = []
+    errs: list[str] = []
+    files: list[str] = []
+    rows: list[int] = []
+    labels: list[Any] = []
+
+    def emit(id_: str, xs: np.ndarray, err: str, i: int | np.integer[Any], label: Any) -> None:
+        """One record: window (or error) ``id_`` of values ``xs``, located at the series' ``i``-th row."""
+        ids.append(id_)
+        x.append(xs)
+        errs.append(err)
+        files.append(g[FILE][i])
+        rows.append(g[ROW][i])
         labels.append(label)
 
     shape = (t_len, len(cfg.value_columns))
@@ -140,9 +162,10 @@ def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, t
     """Window records of every series under ``path`` and the sample shape ``(T, F)``."""
     files = list_files(path, (".parquet",))
     schema = first_readable(files)[1].schema_arrow
-    datetime = cfg.timestamp_column in schema.names and TIMELIKE[0](schema.field(cfg.timestamp_column).type)
+    datetime = cfg.timestamp_column in schema.names and TIMELIKE.accepts(schema.field(cfg.timestamp_column).type)
     with_label = bool(cfg.label_column) and cfg.label_column in schema.names
     kwargs = {"cfg": cfg, "datetime": datetime, "with_label": with_label}
     rows = read_in_tasks([{"path": f} for f in files], _raw_rows, kwargs)
-    windows = group_by(rows, SERIES).map_groups(_windows, fn_kwargs=kwargs, batch_format="numpy")
+    to_windows = functools.partial(_windows, cfg=cfg, datetime=datetime, with_label=with_label)
+    windows = group_by(rows, SERIES).map_groups(to_windows, batch_format="numpy")
     return windows, (cfg.window, len(cfg.value_columns))

@@ -7,23 +7,40 @@
 
 Duplicate ids are found with a Ray Data shuffle (``groupby("id").count()``): the driver receives one
 summary row per block and at most ``MAX_DUPLICATES`` duplicated ids, never the full id list.
+
+A bad record found in a Ray task (``fail``) stops the pass there and then: the task raises
+:class:`~pipelines.data.errors.TaskDataError`, which reaches the driver as an exception object (not as the text
+of a traceback) and is raised again there as a plain :class:`DataError` with the record's message.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
-from pipelines.data.errors import DataError, find_in_chain
-from pipelines.data.records import ERROR, FILE, ROW, describe, first_error, group_by, quarantine_rows, write_quarantine
+from pipelines.data.errors import DataError, TaskDataError, task_data_error
+from pipelines.data.records import (
+    ERROR,
+    FILE,
+    ROW,
+    Batch,
+    describe,
+    first_error,
+    group_by,
+    quarantine_rows,
+    write_quarantine,
+)
 
 MAX_DUPLICATES = 100_000
 EXAMPLES = 5
@@ -39,17 +56,31 @@ class ValidationReport:
     duplicated_ids: frozenset[str] = frozenset()
 
 
-def _audit(batch: dict[str, np.ndarray], on_bad_records: str, quarantine_dir: str | None, token: str) -> dict:
+@dataclass(frozen=True)
+class _Audit:
+    """What the tasks of one validation pass are told: the policy, where skipped records go, the pass's token."""
+
+    on_bad_records: str
+    quarantine_dir: str | None
+    token: str
+
+    def quarantine(self, table: pa.Table) -> None:
+        """Write quarantined records (``skip`` only, which always has a quarantine directory)."""
+        assert self.quarantine_dir is not None, "on_bad_records=skip runs with a quarantine directory"
+        write_quarantine(table, self.quarantine_dir, self.token)
+
+
+def _audit(batch: Batch, audit: _Audit) -> Batch:
     """Raise at the first bad record (fail) or quarantine the bad ones (skip); pass on the good ids."""
-    if on_bad_records == "fail" and (message := first_error(batch)):
-        raise DataError(message)
+    if audit.on_bad_records == "fail" and (message := first_error(batch)):
+        raise TaskDataError(message)
     bad = batch[ERROR] != ""
     if bad.any():
-        write_quarantine(quarantine_rows(batch, bad), quarantine_dir, token)
+        audit.quarantine(quarantine_rows(batch, bad))
     return {"id": batch["id"][~bad]}
 
 
-def _summarize(batch: dict[str, np.ndarray], keep: int) -> dict[str, np.ndarray]:
+def _summarize(batch: Batch, keep: int) -> Batch:
     """Per block of ``(id, count)``: rows, and up to ``keep`` duplicated ids (JSON)."""
     counts = batch["count()"]
     duplicated = batch["id"][counts > 1]
@@ -60,13 +91,11 @@ def _summarize(batch: dict[str, np.ndarray], keep: int) -> dict[str, np.ndarray]
     }
 
 
-def _quarantine_duplicates(
-    batch: dict[str, np.ndarray], ids: frozenset, on_bad_records: str, quarantine_dir: str | None, token: str
-) -> dict[str, np.ndarray]:
+def _quarantine_duplicates(batch: Batch, ids: frozenset[str], audit: _Audit) -> Batch:
+    """Where each good copy of a duplicated id is (``FILE: row R (id 'X'): duplicate id``); skip quarantines them."""
     hit = np.array([i in ids for i in batch["id"]], dtype=bool) & (batch[ERROR] == "")
-    if on_bad_records == "skip" and hit.any():
-        table = quarantine_rows({**batch, ERROR: np.full(len(hit), "duplicate id", dtype=object)}, hit)
-        write_quarantine(table, quarantine_dir, token)
+    if audit.on_bad_records == "skip" and hit.any():
+        audit.quarantine(quarantine_rows({**batch, ERROR: np.full(len(hit), "duplicate id", dtype=object)}, hit))
     return {
         "where": np.array(
             [
@@ -78,21 +107,32 @@ def _quarantine_duplicates(
     }
 
 
-def _driver_side(run: Iterator) -> list:
-    """Materialize a small result, turning a :class:`DataError` raised in a Ray task into one raised here."""
+@contextlib.contextmanager
+def _task_errors_as_raised(ds: ray.data.Dataset) -> Iterator[None]:
+    """While ``ds`` runs, let Ray Data hand a task's exception to the driver as it was raised (by default it wraps
+    it in ``UserCodeException`` and only the traceback's text survives). The setting lives in the context that
+    every dataset derived from the corpus shares, so it is restored afterwards: training and scoring keep Ray
+    Data's default."""
+    context = ds.context
+    before = context.raise_original_map_exception
+    context.raise_original_map_exception = True
     try:
-        return list(run)
-    except DataError:
-        raise
-    except Exception as exc:
-        found_error = find_in_chain(exc, DataError)
-        if found_error is not None:
-            raise DataError(str(found_error)) from None
-        # Ray Data keeps only the text of a task's exception (its traceback ends "...DataError: MESSAGE").
-        found = re.search(r"\bDataError: (.+)", str(exc))
-        if found:
-            raise DataError(found.group(1).strip()) from None
-        raise
+        yield
+    finally:
+        context.raise_original_map_exception = before
+
+
+def _driver_side(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+    """Run ``ds`` and collect its (small) result on the driver; a :class:`TaskDataError` raised in a Ray task is
+    raised here as a :class:`DataError` with the task's message (no Ray traceback)."""
+    with _task_errors_as_raised(ds):
+        try:
+            return list(ds.iter_rows())
+        except Exception as exc:
+            found = task_data_error(exc)
+            if found is None:
+                raise
+            raise found from None
 
 
 def quarantined(quarantine_dir: str | None, token: str) -> int:
@@ -102,30 +142,36 @@ def quarantined(quarantine_dir: str | None, token: str) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in Path(quarantine_dir).glob(f"quarantine-{token}-*.parquet"))
 
 
-def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None) -> ValidationReport:
-    """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids."""
-    if on_bad_records == "skip" and quarantine_dir is None:
-        raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
-    token = uuid.uuid4().hex[:12]
-    keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
-    audit = {"on_bad_records": on_bad_records, "quarantine_dir": quarantine_dir, "token": token}
+def _count_ids(records: ray.data.Dataset, audit: _Audit, keep: int) -> tuple[int, int, frozenset[str]]:
+    """The pass over every record: ``(good records, ids that occur more than once, up to keep of those ids)``."""
+    audited = records.map_batches(functools.partial(_audit, audit=audit))
     summary = _driver_side(
-        group_by(records.map_batches(_audit, fn_kwargs=audit), "id")
-        .count()
-        .map_batches(_summarize, fn_kwargs={"keep": keep})
-        .iter_rows()
+        group_by(audited, "id").count().map_batches(functools.partial(_summarize, keep=keep)),
     )
     rows = int(sum(s["rows"] for s in summary))
     n_duplicated = int(sum(s["duplicated"] for s in summary))
     duplicated = frozenset(i for s in summary for i in json.loads(s["ids"]))
+    return rows, n_duplicated, duplicated
+
+
+def _locate_duplicates(records: ray.data.Dataset, ids: frozenset[str], audit: _Audit) -> list[str]:
+    """``FILE: row R (id 'X'): duplicate id`` for every good record whose id is in ``ids`` (skip: quarantined)."""
+    located = _driver_side(records.map_batches(functools.partial(_quarantine_duplicates, ids=ids, audit=audit)))
+    return [r["where"] for r in located]
+
+
+def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None) -> ValidationReport:
+    """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids."""
+    if on_bad_records == "skip" and quarantine_dir is None:
+        raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
+    audit = _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12])
+    keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
+    rows, n_duplicated, duplicated = _count_ids(records, audit, keep)
     if n_duplicated:
         if n_duplicated > MAX_DUPLICATES and on_bad_records == "skip":
             raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")
-        located = _driver_side(
-            records.map_batches(_quarantine_duplicates, fn_kwargs={"ids": duplicated, **audit}).iter_rows()
-        )
+        located = _locate_duplicates(records, duplicated, audit)
         if on_bad_records == "fail":
-            where = "; ".join(r["where"] for r in located[: 2 * EXAMPLES])
-            raise DataError(f"{n_duplicated} ids occur more than once, e.g. {where}")
+            raise DataError(f"{n_duplicated} ids occur more than once, e.g. {'; '.join(located[: 2 * EXAMPLES])}")
         rows -= len(located)
-    return ValidationReport(rows, quarantined(quarantine_dir, token), quarantine_dir, duplicated)
+    return ValidationReport(rows, quarantined(quarantine_dir, audit.token), quarantine_dir, duplicated)

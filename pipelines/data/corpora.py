@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def _shard_sizes(rows: int, shards: int) -> list[int]:
 
 
 def write_synthetic_vectors(
-    out: Path, rows: int, shards: int, fraction: float, seed: int, dim: int = 32, rank: int = 4
+    out: Path, rows: int, shards: int, fraction: float, seed: int, *, dim: int = 32, rank: int = 4
 ) -> int:
     """Normal rows lie near a ``rank``-dimensional subspace of R^dim; anomalies are isotropic noise far from it.
 
@@ -111,7 +112,7 @@ def write_synthetic_vectors(
 
 
 def write_synthetic_images(
-    out: Path, rows: int, shards: int, fraction: float, seed: int, size: int = 16, channels: int = 1
+    out: Path, rows: int, shards: int, fraction: float, seed: int, *, size: int = 16, channels: int = 1
 ) -> int:
     """PNGs ``SHARD/{normal,anomaly}/img-00000042.png``: a soft blob at a random place; anomalies add a bright
     bar across the image. The folder name is the label. Returns the anomaly count."""
@@ -138,7 +139,7 @@ def write_synthetic_images(
 
 
 def write_synthetic_series(
-    out: Path, rows: int, shards: int, fraction: float, seed: int, length: int = 256, features: int = 1
+    out: Path, rows: int, shards: int, fraction: float, seed: int, *, length: int = 256, features: int = 1
 ) -> int:
     """``rows // length`` series of ``length`` hourly steps (sines with random phase plus noise); anomalies are
     level shifts over runs of 8 steps covering ``fraction`` of the steps, flagged per row in ``is_anomaly``.
@@ -174,7 +175,11 @@ def write_synthetic(
     """Write a synthetic corpus of ``kind`` (vectors | images | series); same seed, same bytes of data.
 
     Returns the number of planted anomalies (rows, images, or time steps)."""
-    writers = {"vectors": write_synthetic_vectors, "images": write_synthetic_images, "series": write_synthetic_series}
+    writers: dict[str, Callable[..., int]] = {
+        "vectors": write_synthetic_vectors,
+        "images": write_synthetic_images,
+        "series": write_synthetic_series,
+    }
     if kind not in writers:
         raise ValueError(f"unknown synthetic kind {kind!r}; known: {', '.join(SYNTHETIC_KINDS)}")
     out = Path(out_dir)

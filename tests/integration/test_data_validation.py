@@ -87,6 +87,18 @@ def test_bad_parquet_fails_naming_file_and_row(ray_local, tmp_path, case):
         assert "part-bad.parquet: row 1 (id 'a3'): duplicate id" in str(err.value)
 
 
+def test_a_bad_record_found_in_a_task_is_raised_with_its_message_only(ray_local, tmp_path):
+    _good_shard(tmp_path)
+    PARQUET_CASES["NaN value"][0](tmp_path / "part-bad.parquet")
+    corpus = load_dataset(DataConfig(), str(tmp_path))
+    with pytest.raises(DataError) as err:
+        validate_corpus(corpus)
+    assert type(err.value) is DataError
+    assert str(err.value) == f"{tmp_path / 'part-bad.parquet'}: row 2 (id 'part-bad.b2'): null, NaN or infinite value"
+    # the pass lets task errors through whole only while it runs: training and scoring keep Ray Data's default
+    assert corpus.records.context.raise_original_map_exception is False
+
+
 def test_empty_directory_and_missing_path(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no data here")

@@ -40,7 +40,8 @@ def psi_bins(quantiles: np.ndarray, bins: int = 10) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"bins must divide 100, got {bins}")
     q = np.asarray(quantiles, np.float64)
     idx = np.arange(100 // bins, 100, 100 // bins)
-    edges, levels = [], []
+    edges: list[float] = []
+    levels: list[float] = []
     for e, lv in zip(q[idx], LEVELS[idx], strict=True):
         if edges and e == edges[-1]:
             levels[-1] = lv

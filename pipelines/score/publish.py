@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,15 +268,3 @@ def read_scores(path: str | Path, columns: list[str] | None = None) -> pd.DataFr
     if table.num_rows != manifest["rows"]:
         raise UnpublishedError(f"{path}: {table.num_rows} rows on disk but the manifest says {manifest['rows']}")
     return table.to_pandas()
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which shards a run scores, which it resumes from staging and which it carries from the partition."""
-
-    to_score: list[Shard]
-    resumed: list[dict[str, Any]]
-    carried: list[dict[str, Any]]
-
-    def summary(self) -> dict[str, int]:
-        return {k: len(v) for k, v in asdict(self).items()}

@@ -78,7 +78,10 @@ def ensure_experiment(c: MlflowClient, name: str, artifact_root: str | None) -> 
     try:
         return c.create_experiment(name, artifact_location=location)
     except MlflowException:  # created concurrently
-        return c.get_experiment_by_name(name).experiment_id
+        created = c.get_experiment_by_name(name)
+        if created is None:
+            raise
+        return str(created.experiment_id)
 
 
 def start_run(
@@ -243,7 +246,7 @@ def resolve_model(tracking_uri: str, uri: str, registry_uri: str | None = None) 
             mv = max(versions, key=lambda v: int(v.version))
     except MlflowException as exc:
         raise RegistryError(f"cannot resolve {uri}: {exc.message}") from None
-    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
+    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source or "")
 
 
 def download_bundle(
@@ -290,7 +293,7 @@ def resolve_model_uri(tracking_uri: str, uri: str, registry_uri: str | None = No
     if not versions:
         raise RegistryError(f"cannot resolve {uri}: run {run_id} has no registered model version")
     mv = max(versions, key=lambda v: int(v.version))
-    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source)
+    return ResolvedModel(mv.name, str(mv.version), mv.run_id, mv.source or "")
 
 
 # -- operations: registry queries, run listings, auth failures (issue 7) ------------------------------
@@ -349,7 +352,9 @@ def recent_runs(tracking_uri: str, experiment: str, limit: int = 20) -> list[dic
 def auth_failure_status(exc: BaseException) -> int | None:
     """401 or 403 when ``exc`` (or an exception in its chain) is an MLflow server refusing the credentials."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        exc = link
         seen.add(id(exc))
         status = (
             exc.get_http_status_code()
@@ -358,5 +363,5 @@ def auth_failure_status(exc: BaseException) -> int | None:
         )
         if status in (401, 403):
             return int(status)
-        exc = exc.__cause__ or exc.__context__
+        link = exc.__cause__ or exc.__context__
     return None

@@ -110,15 +110,16 @@ def code_map(codes: np.ndarray, labels: np.ndarray | None) -> Figure:
     xy = pca_2d(codes.astype(np.float64))
     fig = _figure(5.0, 4.5)
     ax = fig.subplots()
-    names, index = np.unique(np.asarray(labels).astype(str), return_inverse=True) if labels is not None else ([], None)
-    if index is None:
+    if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7)
-    elif len(names) <= 20:
-        for i, name in enumerate(names):
-            ax.scatter(xy[index == i, 0], xy[index == i, 1], s=6, alpha=0.8, label=name)
-        ax.legend(fontsize=7, title="label", loc="best", markerscale=2)
     else:
-        ax.scatter(xy[:, 0], xy[:, 1], c=index, cmap="viridis", s=6, alpha=0.8)
+        names, index = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+        if len(names) <= 20:
+            for i, name in enumerate(names):
+                ax.scatter(xy[index == i, 0], xy[index == i, 1], s=6, alpha=0.8, label=name)
+            ax.legend(fontsize=7, title="label", loc="best", markerscale=2)
+        else:
+            ax.scatter(xy[:, 0], xy[:, 1], c=index, cmap="viridis", s=6, alpha=0.8)
     ax.set_title(f"validation codes (PCA of {codes.shape[1]}-d embedding)", fontsize=9)
     ax.set_xlabel("PC 1"), ax.set_ylabel("PC 2")
     fig.tight_layout()

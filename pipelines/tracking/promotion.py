@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.config import TrackingConfig
 from pipelines.tracking import mlflow_client as tracking
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -100,3 +101,20 @@ def compare(
     ma = version_metrics(version_info(tracking_uri, name, a, registry_uri))
     mb = version_metrics(version_info(tracking_uri, name, b, registry_uri))
     return [(k, ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))]
+
+
+def register_version(
+    tracking_uri: str, settings: TrackingConfig, version: str, metrics: dict[str, Any]
+) -> GateDecision:
+    """The policy for a version a training run just registered: tag it with its metrics, move ``challenger``
+    to it, and ``champion`` when the gate passes and it is the model's first version or
+    ``tracking.auto_promote`` is set."""
+    name, reg = settings.registered_model, settings.registry_uri
+    tags = {k: v for k, v in metrics.items() if k == "epoch" or k.startswith(("train_", "val_"))}
+    tracking.tag_version(tracking_uri, name, version, tags, reg)
+    first = CHAMPION not in tracking.aliases(tracking_uri, name, reg)
+    promote(tracking_uri, name, version, CHALLENGER, registry_uri=reg)
+    decision = gate(tracking_uri, name, version, settings.promote_margin, reg)
+    if decision.passed and (first or settings.auto_promote):
+        promote(tracking_uri, name, version, CHAMPION, force=True, registry_uri=reg)
+    return decision

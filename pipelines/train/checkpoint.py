@@ -32,7 +32,7 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+        "numpy": (kind, np.asarray(keys).tolist(), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from ray.data import DataIterator
 
 
 class ShardInput:
@@ -23,7 +24,7 @@ class ShardInput:
 
     def __init__(
         self,
-        shard,
+        shard: DataIterator,
         input_shape: tuple[int, ...],
         device: torch.device,
         keep: bool,
@@ -62,6 +63,7 @@ class ShardInput:
 
     def _kept(self, batch_size: int, epoch: int, shuffle: bool) -> Iterator[torch.Tensor]:
         rows = self.rows
+        assert rows is not None  # only called once the first pass kept them
         if shuffle:
             order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(_epoch_seed(self.seed, epoch)))
             chunks = order.split(batch_size)

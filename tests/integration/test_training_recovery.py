@@ -17,7 +17,7 @@ from pipelines import tracking
 from pipelines.bundle import bundle_files
 from pipelines.config import load_config
 from pipelines.score.actor import SHARD, Scorer
-from pipelines.train.driver import KEEP_FREED_MEMORY, _ray_run_name, run_training
+from pipelines.train.driver import KEEP_FREED_MEMORY, ray_run_name, run_training
 
 EPOCHS = 4
 
@@ -63,7 +63,7 @@ def test_killed_worker_resumes_from_last_checkpoint(trained):
     job, faulty = trained["faulty"]
     _, steady = trained["steady"]
     uri = job.tracking_uri
-    marker = Path(job.checkpoint_path) / _ray_run_name(job, faulty.run_id) / "fault-injected-epoch2-rank1"
+    marker = Path(job.checkpoint_path) / ray_run_name(job, faulty.run_id) / "fault-injected-epoch2-rank1"
     assert marker.is_file(), "the fault was never injected"
     # resumed exactly once, from the epoch-1 checkpoint; every epoch in the history once
     assert tracking.metric_history(uri, faulty.run_id, "resumed_from_epoch") == [(1, 1.0)]
@@ -97,7 +97,7 @@ def test_run_is_fully_tracked(trained):
     plots = {Path(a.path).name for a in tracking.client(uri).list_artifacts(steady.run_id, "plots")}
     assert plots == {"loss_curves.png", "reconstructions.png", "code_map.png", "score_histogram.png"}
     # default retention: at most 2 checkpoints left in the Ray run directory
-    run_dir = Path(job.checkpoint_path) / _ray_run_name(job, steady.run_id)
+    run_dir = Path(job.checkpoint_path) / ray_run_name(job, steady.run_id)
     assert 1 <= len([d for d in run_dir.glob("checkpoint_*") if d.is_dir()]) <= 2
 
 

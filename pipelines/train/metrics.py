@@ -1,0 +1,68 @@
+"""Per-epoch figures summed over samples on each rank and combined across ranks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank."""
+    if not _distributed():
+        return [value]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, value)
+    return parts
+
+
+def gather_array(values: np.ndarray) -> np.ndarray:
+    """A 1-D array from every rank, concatenated in rank order (every rank gets the result)."""
+    return np.concatenate(gather_objects(values))
+
+
+@dataclass
+class LossSums:
+    """Loss terms summed as ``term x batch size`` over the batches seen, and the number of samples.
+
+    Sums stay on the device while an epoch runs (no step waits on a host copy) and are read once, after
+    :meth:`all_reduce`.
+    """
+
+    device: torch.device
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Add one batch's mean loss terms (detached scalars)."""
+        for key, value in terms.items():
+            total = self.terms.get(key)
+            term = value.detach().double() * batch_size
+            self.terms[key] = term if total is None else total + term
+        self.count += batch_size
+
+    def all_reduce(self) -> LossSums:
+        """The sums over every rank. Ranks agree on the keys first, so a rank that saw no batch (an empty
+        shard) contributes zeros instead of leaving the others waiting in a mismatched all-reduce."""
+        if not _distributed():
+            return self
+        keys = sorted(set().union(*gather_objects(sorted(self.terms))))
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        values = [self.terms.get(k, zero).reshape(()) for k in keys]
+        packed = torch.stack([*values, torch.tensor(float(self.count), dtype=torch.float64, device=self.device)])
+        dist.all_reduce(packed)
+        total = packed.tolist()
+        reduced = {k: torch.tensor(v, dtype=torch.float64) for k, v in zip(keys, total[:-1], strict=True)}
+        return LossSums(self.device, reduced, round(total[-1]))
+
+    def means(self, prefix: str) -> dict[str, float]:
+        """``{f"{prefix}_{term}": sum / count}`` (a count of 0 reads as 1)."""
+        n = max(self.count, 1)
+        return {f"{prefix}_{k}": float(v) / n for k, v in self.terms.items()}

@@ -1,0 +1,30 @@
+"""The contract between the training driver and its workers: what every worker is handed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.config import JobConfig
+from pipelines.data.normalize import Normalizer
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a training worker needs besides its dataset shards (Ray ships it to each worker as
+    ``train_loop_config["spec"]``)."""
+
+    job: JobConfig
+    """The resolved job config (model, data, train, tracking)."""
+    normalizer: Normalizer
+    """Fitted on the training split; saved into every checkpoint's bundle."""
+    run_id: str
+    """The MLflow run rank 0 logs to."""
+    tracking_uri: str
+    run_dir: str
+    """This Ray Train run's folder under the checkpoint storage (local path or URI)."""
+    keep_in_worker: bool
+    """The splits are cached: each worker keeps its shard after the first pass instead of streaming it again."""
+
+    def as_loop_config(self) -> dict[str, WorkerSpec]:
+        """``TorchTrainer(train_loop_config=...)`` takes a dict."""
+        return {"spec": self}

@@ -1,0 +1,247 @@
+"""The training loop every Ray Train worker runs: set up, resume, run epochs.
+
+Each worker reads its Ray Data shards through :class:`ShardInput` (streamed every epoch, or streamed once and
+kept when the splits are cached), reshuffled every epoch. The model is wrapped in DDP through
+:class:`aecore.PhaseObjective`, so every optimizer phase a family declares goes through DDP's gradient sync.
+Rank 0 alone writes checkpoints and logs to MLflow; every rank reports to Ray Train each epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+
+from aecore import Autoencoder, PhaseObjective, build_model, make_optimizers, run_update_phases
+from pipelines import tracking
+from pipelines.bundle import ModelBundle, calibrate
+from pipelines.train import checkpoint as ckpt
+from pipelines.train.faults import FaultInjector
+from pipelines.train.input import ShardInput
+from pipelines.train.metrics import LossSums, gather_array, gather_objects
+from pipelines.train.optim import LRSchedule, Patience, Precision
+from pipelines.train.spec import WorkerSpec
+
+
+@dataclass
+class _LoopState:
+    """The stateful parts of one worker's loop: everything a checkpoint must carry besides the weights."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    amp: Precision
+    schedule: LRSchedule
+    stopping: Patience
+
+    def state(self, epoch: int, metrics: dict[str, float], rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "metrics": metrics,
+            "rng": rngs,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scaler": self.amp.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "stopping": self.stopping.state_dict(),
+        }
+
+    def load(self, state: dict[str, Any], rank: int, world_size: int, seed: int) -> None:
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][key])
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopping.load_state_dict(state["stopping"])
+        if len(state["rng"]) == world_size:
+            ckpt.set_rng_state(state["rng"][rank])
+        else:  # a different number of workers: fresh, still deterministic, streams
+            ckpt.seed_everything(seed + rank + 1000 * state["epoch"])
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopping.patience is not None and self.stopping.bad_epochs >= self.stopping.patience
+
+
+def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k != "epoch"}
+
+
+@dataclass
+class _Worker:
+    """One rank's model, inputs and loop state, and the steps of its loop."""
+
+    spec: WorkerSpec
+    rank: int
+    world_size: int
+    device: torch.device
+    model: Autoencoder
+    objective: torch.nn.Module
+    """The DDP-wrapped :class:`PhaseObjective` the train steps call."""
+    loop: _LoopState
+    train_in: ShardInput
+    val_in: ShardInput
+    faults: FaultInjector
+
+    @classmethod
+    def set_up(cls, spec: WorkerSpec) -> _Worker:
+        """Threads, seeds, the model in DDP, optimizers and controls, this rank's shards."""
+        tc = spec.job.train
+        ctx = ray.train.get_context()
+        rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+        torch.set_num_threads(tc.threads_per_worker or max(1, round(tc.cpus_per_worker)))
+        ckpt.seed_everything(tc.seed + rank)
+        device = ray.train.torch.get_device()
+        model = build_model(spec.job.model)  # seeded by the model config: identical initial weights on every rank
+        optimizers = make_optimizers(model, tc.lr)
+        objective = ray.train.torch.prepare_model(
+            PhaseObjective(model),
+            parallel_strategy_kwargs={
+                # only some parameters get gradients in each phase of a several-phase family
+                "find_unused_parameters": len(model.update_phases()) > 1,
+                # small buckets on CPU let the gradient exchange overlap the backward pass
+                "bucket_cap_mb": tc.ddp_bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0),
+            },
+        )
+        wrapped = getattr(objective, "module", objective)  # DDP holds the module; one worker gets it bare
+        assert isinstance(wrapped, PhaseObjective)
+        model = wrapped.model  # now on the worker's device
+        loop = _LoopState(
+            optimizers,
+            Precision(tc.precision, device),
+            LRSchedule(tc, optimizers),
+            Patience(tc.early_stopping_patience, tc.early_stopping_min_delta),
+        )
+        shape = model.config.input_shape
+        train_in, val_in = (
+            ShardInput(
+                ray.train.get_dataset_shard(name),
+                shape,
+                device,
+                keep=spec.keep_in_worker,
+                shuffle_buffer=tc.shuffle_buffer,
+                seed=tc.seed * 7919 + rank,
+            )
+            for name in ("train", "val")
+        )
+        faults = FaultInjector(tc.fault_injection, spec.run_dir)
+        return cls(spec, rank, world_size, device, model, objective, loop, train_in, val_in, faults)
+
+    def resume(self) -> int | None:
+        """The first epoch to run: after the latest checkpoint's, or 1 for a fresh run (whose initial validation
+        loss is logged as step 0). None when the checkpointed run had already stopped early."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            self._log_initial_validation()
+            return 1
+        with checkpoint.as_directory() as d:
+            state = ckpt.restore(d, self.model)
+        self.loop.load(state, self.rank, self.world_size, self.spec.job.train.seed)
+        if self.rank == 0:  # the previous attempt may have died between its report and its MLflow log
+            uri, run_id, epoch = self.spec.tracking_uri, self.spec.run_id, state["epoch"]
+            tracking.log_metrics_once(uri, run_id, _loggable(state["metrics"]), step=epoch)
+            tracking.log_metrics(uri, run_id, {"resumed_from_epoch": epoch}, step=epoch)
+            print(f"[aepipe] resumed from the epoch {epoch} checkpoint", flush=True)
+        return None if self.loop.stopped_early else int(state["epoch"]) + 1
+
+    def run_epochs(self, start: int) -> None:
+        """Train, validate and report each epoch from ``start``; stop early when patience runs out."""
+        for epoch in range(start, self.spec.job.train.epochs + 1):
+            if self._run_epoch(epoch):
+                break
+
+    def _run_epoch(self, epoch: int) -> bool:
+        """One epoch; True when early stopping ends the run."""
+        lr = self.loop.schedule.start_epoch(epoch)
+        t0 = time.perf_counter()
+        sums = self._train_epoch(epoch).all_reduce()
+        train_s = time.perf_counter() - t0
+        val_metrics, val_scores = self._validate()
+        metrics: dict[str, float] = {
+            **sums.means("train"),
+            **val_metrics,
+            "epoch": epoch,
+            "samples_per_s": sums.count / max(train_s, 1e-9),
+            "lr": lr,
+            "time_train_s": train_s,
+            "time_epoch_s": time.perf_counter() - t0,
+            **{f"model_{k}": v for k, v in self.model.epoch_metrics().items()},
+        }
+        self.loop.schedule.end_epoch(metrics["val_loss"])
+        stop = self.loop.stopping.update(metrics["val_loss"])  # the same all-reduced val_loss on every rank
+        self._report(epoch, metrics, val_scores, stop)
+        return stop
+
+    def _train_epoch(self, epoch: int) -> LossSums:
+        """One pass over this rank's training shard: every update phase on every batch."""
+        tc = self.spec.job.train
+        self.model.train()
+        sums = LossSums(self.device)
+        for b, x in enumerate(self.train_in.batches(tc.batch_size, epoch, shuffle=tc.shuffle)):
+            self.faults.check(epoch, self.rank, b)
+            terms = run_update_phases(self.model, x, self.loop.optimizers, self._objective, self._step)
+            sums.add(terms, len(x))
+        return sums
+
+    def _objective(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+        """One phase's loss terms through DDP, under the configured autocast."""
+        with self.loop.amp.autocast():
+            terms: dict[str, torch.Tensor] = self.objective(x, phase)
+        return terms
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        self.loop.amp.step(loss, optimizer, self.spec.job.train.grad_clip)
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[dict[str, float], np.ndarray]:
+        """Validation loss terms (``val_*``, averaged over every rank's rows) and every rank's per-sample
+        scores (fp32, concatenated in rank order)."""
+        self.model.eval()
+        sums = LossSums(self.device)
+        scores: list[np.ndarray] = []
+        for x in self.val_in.batches(self.spec.job.train.batch_size, epoch=0, shuffle=False):
+            sums.add(self.model.loss(x), len(x))
+            scores.append(self.model.score(x).float().cpu().numpy())
+        local = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+        return sums.all_reduce().means("val"), gather_array(local)
+
+    def _log_initial_validation(self) -> None:
+        initial, _ = self._validate()
+        if self.rank == 0:
+            uri, run_id = self.spec.tracking_uri, self.spec.run_id
+            tracking.log_metrics_once(uri, run_id, {"val_loss": initial["val_loss"]}, step=0)
+            tunables = os.environ.get("GLIBC_TUNABLES") or "unset"
+            tracking.set_tags(uri, run_id, {"aepipe.worker.glibc_tunables": tunables})
+
+    def _report(self, epoch: int, metrics: dict[str, float], val_scores: np.ndarray, stop: bool) -> None:
+        """Report the epoch to Ray Train on every rank; rank 0 attaches the checkpoint and logs to MLflow."""
+        rngs = gather_objects(ckpt.rng_state())  # every rank's generators, so a restart replays the same draws
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        tc = self.spec.job.train
+        with tempfile.TemporaryDirectory() as tmp:
+            calibration = calibrate(val_scores, tc.threshold_quantile, tc.threshold_k_std)
+            bundle = ModelBundle(
+                self.model, self.spec.normalizer, calibration, self.spec.job.data.model_dump(mode="json")
+            )
+            ckpt.save(tmp, bundle, self.loop.state(epoch, metrics, rngs))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        tracking.log_metrics_once(self.spec.tracking_uri, self.spec.run_id, _loggable(metrics), step=epoch)
+        print(
+            f"[aepipe] epoch {epoch}/{tc.epochs} train_loss={metrics['train_loss']:.5f} "
+            f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={metrics['lr']:.3g}"
+            + (" (early stop)" if stop else ""),
+            flush=True,
+        )
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every worker: set up, resume (or start), run the epochs."""
+    worker = _Worker.set_up(config["spec"])
+    start = worker.resume()
+    if start is not None:
+        worker.run_epochs(start)

@@ -3,6 +3,7 @@ MLflow run from its latest checkpoint; early stopping state survives the restart
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from pipelines import tracking
 from pipelines.train.driver import JOB_TAG
@@ -61,7 +64,15 @@ def test_restarted_driver_continues_the_same_run(home, mnist_small, tmp_path):
         ):
             time.sleep(0.1)
         running = first.poll() is None
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started (its local Ray)
+        # the driver and everything it started (its local Ray). Ray's own processes may sit in other process
+        # groups and outlive the driver for a moment (a worker finishing an epoch and registering its
+        # checkpoint), so every descendant is killed by id and waited for before the checkpoint is read.
+        started = psutil.Process(first.pid).children(recursive=True)
+        os.killpg(first.pid, signal.SIGKILL)
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(started, timeout=60)
         first.wait()
     # read after the kill: another epoch can be registered between the poll above and the signal
     killed_at = _latest_checkpoint_epoch(home / "checkpoints")

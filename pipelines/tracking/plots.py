@@ -1,5 +1,6 @@
 """End-of-run pictures: loss curves, reconstructions, a 2-D map of codes, the score histogram, and prior
-samples / an interpolation strip for generative families.
+samples / an interpolation strip for generative families, drawn from rows that represent the validation split
+(:mod:`pipelines.tracking.plot_rows`): a uniform sample, every score, the extreme rows and rows of each label.
 
 Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global backend state).
 Inputs are drawn as images when ``input_shape`` is (C, H, W) or a square vector (784 -> 28 x 28), as one
@@ -8,8 +9,10 @@ line per feature when it is a series (T, F), and as a line otherwise.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipelines.bundle import ModelBundle
+from pipelines.tracking.plot_rows import Row, ScoreSummary
 
 N_SHOW, N_STEPS = 8, 8
 
@@ -66,16 +70,26 @@ def sample_grid(rows: list[tuple[str, np.ndarray]], input_shape: tuple[int, ...]
     return fig
 
 
-def reconstructions(x: np.ndarray, x_hat: np.ndarray, input_shape: tuple[int, ...]) -> Figure:
-    """Inputs vs reconstructions ``[N, *input_shape]``: two image rows, or overlaid lines per sample."""
-    if as_images(x[:1], input_shape) is not None:
-        return sample_grid([("input", x), ("reconstruction", x_hat)], input_shape)
-    fig = _figure(2.2 * len(x), 2.0)
-    axes = fig.subplots(1, len(x), squeeze=False)[0]
-    for ax, a, b in zip(axes, x, x_hat, strict=False):
-        _draw(ax, a, input_shape, None, color="tab:blue", linewidth=0.8)
-        _draw(ax, b, input_shape, None, color="tab:orange", linewidth=0.8, linestyle="--")
-    axes[0].set_ylabel("input (solid)\nrecon (dashed)", fontsize=8)
+def reconstructions(rows: list[tuple[str, Row]], x_hat: np.ndarray, input_shape: tuple[int, ...]) -> Figure:
+    """Inputs vs reconstructions ``x_hat`` ``[N, *input_shape]`` of ``(title, row)`` pairs, each column titled
+    with its row's title and score: two image rows, or overlaid lines per sample."""
+    x = np.stack([np.asarray(r["x"], np.float32).reshape(input_shape) for _, r in rows])
+    titles = [f"{title}\n{r['score']:.3g}" for title, r in rows]
+    images = as_images(x[:1], input_shape) is not None
+    fig = _figure(1.5 * len(rows) if images else 2.2 * len(rows), 3.4 if images else 2.4)
+    axes = fig.subplots(2 if images else 1, len(rows), squeeze=False)
+    for i, title in enumerate(titles):
+        if images:
+            _draw(axes[0, i], x[i], input_shape, as_images(x[i : i + 1], input_shape)[0])  # type: ignore[index]
+            _draw(axes[1, i], x_hat[i], input_shape, as_images(x_hat[i : i + 1], input_shape)[0])  # type: ignore[index]
+        else:
+            _draw(axes[0, i], x[i], input_shape, None, color="tab:blue", linewidth=0.8)
+            _draw(axes[0, i], x_hat[i], input_shape, None, color="tab:orange", linewidth=0.8, linestyle="--")
+        axes[0, i].set_title(title, fontsize=7)
+    axes[0, 0].set_ylabel("input" if images else "input (solid)\nrecon (dashed)", fontsize=8)
+    if images:
+        axes[1, 0].set_ylabel("reconstruction", fontsize=8)
+    fig.suptitle("reconstructions: best, median and worst score of the validation split; rows per label", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -126,57 +140,127 @@ def code_map(codes: np.ndarray, labels: np.ndarray | None) -> Figure:
     return fig
 
 
-def score_histogram(scores: np.ndarray, calibration: dict) -> Figure:
-    """Histogram of validation scores ``[N]`` with the calibrated threshold(s)."""
-    fig = _figure(5.0, 3.2)
+def score_histogram(summary: ScoreSummary, calibration: dict[str, Any]) -> Figure:
+    """Every validation score, per label (normal vs anomalous for binary labels), with the calibrated
+    threshold(s); the title carries the AUROC when the labels are binary."""
+    fig = _figure(5.5, 3.4)
     ax = fig.subplots()
-    ax.hist(scores, bins=50, color="tab:blue", alpha=0.8)
+    step = max(1, len(summary.edges) // 50)  # 50 bins on screen
+    edges = summary.edges[::step]
+    positive = summary.positive_label()
+    for label in sorted(summary.counts):
+        counts = np.add.reduceat(summary.counts[label], np.arange(0, len(summary.counts[label]), step))
+        name = "all rows" if label == "" else ("anomalous" if label == positive else "normal") if positive else label
+        ax.stairs(counts[: len(edges) - 1], edges, label=f"{name} ({int(counts.sum())})", fill=len(summary.counts) == 1)
     if "threshold" in calibration:
-        ax.axvline(
-            calibration["threshold"],
-            color="tab:red",
-            label=f"threshold (q={calibration.get('threshold_quantile', '?')})",
-        )
+        q = calibration.get("threshold_quantile", "?")
+        ax.axvline(calibration["threshold"], color="tab:red", label=f"threshold (q={q})")
     if "threshold_mean_std" in calibration:
-        ax.axvline(
-            calibration["threshold_mean_std"],
-            color="tab:red",
-            linestyle="--",
-            label=f"mean + {calibration.get('k_std', '?')} std",
-        )
+        k = calibration.get("k_std", "?")
+        ax.axvline(calibration["threshold_mean_std"], color="tab:red", linestyle="--", label=f"mean + {k} std")
+    auroc = summary.auroc()
+    title = f"every validation row's score ({summary.total} rows)"
+    ax.set_title(title + (f", AUROC {auroc:.3f}" if auroc is not None else ""), fontsize=9)
     ax.set_xlabel("anomaly score"), ax.set_ylabel("validation rows")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2 if len(summary.counts) > 6 else 1)
     fig.tight_layout()
     return fig
+
+
+def _shown_rows(summary: ScoreSummary, sample: dict[str, np.ndarray], scores: np.ndarray) -> list[tuple[str, Row]]:
+    """Best, median (of the sample) and worst rows by score, then one row per label (two when few labels)."""
+    shown: list[tuple[str, Row]] = []
+    if summary.best is not None:
+        shown.append(("best", summary.best))
+    if len(scores):
+        i = int(np.argsort(scores)[len(scores) // 2])
+        label = sample["label"][i] if "label" in sample else None
+        shown.append(
+            ("median", {"id": sample["id"][i], "x": sample["x"][i], "score": float(scores[i]), "label": label})
+        )
+    if summary.worst is not None:
+        shown.append(("worst", summary.worst))
+    per_label = 2 if len(summary.examples) <= 5 else 1
+    for label in sorted(summary.examples):
+        shown += [(f"label {label}", r) for r in summary.examples[label][:per_label]]
+    return shown
+
+
+def _interpolation_ends(summary: ScoreSummary, x: torch.Tensor, bundle: ModelBundle) -> tuple[torch.Tensor, list[Row]]:
+    """Two normalized rows ``[2, *input_shape]`` to interpolate between: of the first and last label when there
+    are labels (the rows used are returned), else the sample's first two."""
+    labels = sorted(summary.examples)
+    if len(labels) < 2:
+        return x[:2], []
+    ends = [summary.examples[labels[0]][0], summary.examples[labels[-1]][0]]
+    raw = np.stack([np.asarray(r["x"], np.float32) for r in ends])
+    return torch.from_numpy(bundle.normalize(raw)), ends
+
+
+def _record(rows: list[Row] | dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """The ids and the distinct labels of the rows a picture shows."""
+    ids: Any
+    labels: Any
+    if isinstance(rows, dict):
+        ids, labels = rows.get("id", []), rows.get("label", [])
+    else:
+        ids, labels = [r["id"] for r in rows], [r["label"] for r in rows if r["label"] is not None]
+    return {"ids": [str(i) for i in ids], "labels": sorted({str(v) for v in labels})}
 
 
 @torch.no_grad()
 def render(
     bundle: ModelBundle,
-    x_raw: np.ndarray,
-    labels: np.ndarray | None,
+    sample: dict[str, np.ndarray],
+    summary: ScoreSummary,
     histories: dict[str, list[tuple[int, float]]],
     out_dir: str | Path,
-) -> list[Path]:
-    """Draw every picture for a trained bundle and validation rows ``x_raw`` ``[N, ...]``; returns PNG paths."""
+) -> tuple[list[Path], dict[str, Any]]:
+    """Draw every picture of a trained bundle from a uniform ``sample`` of validation rows (``id``, ``x``
+    raw, ``label``?) and the ``summary`` of every validation score. Returns the PNG paths and what each
+    picture shows (row ids, labels, histogram counts), which is saved beside them as ``plot_rows.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, shape = bundle.model.eval(), bundle.input_shape
-    x = torch.from_numpy(bundle.normalize(x_raw))
+    x = torch.from_numpy(bundle.normalize(sample["x"]))
+    scores = model.score(x).float().numpy() if len(x) else np.zeros(0)
+    shown = _shown_rows(summary, sample, scores)
+    x_shown = torch.from_numpy(bundle.normalize(np.stack([np.asarray(r["x"], np.float32) for _, r in shown])))
+    examples = [r for rows in summary.examples.values() for r in rows]
+    mapped = torch.cat([x, torch.from_numpy(bundle.normalize(np.stack([r["x"] for r in examples])))]) if examples else x
+    mapped_labels = None
+    if "label" in sample:
+        mapped_labels = np.concatenate([np.asarray(sample["label"]).astype(str), [str(r["label"]) for r in examples]])
     figures = {
         "loss_curves": loss_curves(histories),
-        "reconstructions": reconstructions(x[:N_SHOW].numpy(), model(x[:N_SHOW]).float().numpy(), shape),
-        "code_map": code_map(model.embed(x).float().numpy(), labels),
-        "score_histogram": score_histogram(model.score(x).float().numpy(), bundle.calibration),
+        "reconstructions": reconstructions(shown, model(x_shown).float().numpy(), shape),
+        "code_map": code_map(model.embed(mapped).float().numpy(), mapped_labels),
+        "score_histogram": score_histogram(summary, bundle.calibration),
+    }
+    shows: dict[str, Any] = {
+        "reconstructions": _record([r for _, r in shown]),
+        "code_map": {
+            **_record(sample),
+            "labels": sorted(set(map(str, mapped_labels))) if mapped_labels is not None else [],
+        },
+        "score_histogram": {
+            "rows": summary.total,
+            "per_label": {k: int(v.sum()) for k, v in summary.counts.items()},
+            "auroc": summary.auroc(),
+        },
     }
     if model.generative:
-        z0, z1 = model.encode(x[:2]).float()
+        ends, rows = _interpolation_ends(summary, x, bundle)
+        z0, z1 = model.encode(ends).float()
         steps = torch.linspace(0, 1, N_STEPS).unsqueeze(1)
         path = model.decode((1 - steps) * z0 + steps * z1)
         figures["prior_samples"] = sample_grid([("prior sample", model.sample(2 * N_SHOW).float().numpy())], shape)
-        figures["interpolation"] = sample_grid([("interpolation", path.float().numpy())], shape)
+        title = f"label {rows[0]['label']} -> {rows[1]['label']}" if rows else "interpolation"
+        figures["interpolation"] = sample_grid([(title, path.float().numpy())], shape)
+        shows["interpolation"] = _record(rows)
     paths = []
     for name, fig in figures.items():
         paths.append(out / f"{name}.png")
         fig.savefig(paths[-1])
-    return paths
+    (out / "plot_rows.json").write_text(json.dumps(shows, indent=1, default=str))
+    return paths, shows

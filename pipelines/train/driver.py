@@ -22,7 +22,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
-from pipelines.bundle import ModelBundle
+from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, JobConfig, TrainConfig
 from pipelines.data import (
     Normalizer,
@@ -34,6 +34,7 @@ from pipelines.data import (
     validate_corpus,
 )
 from pipelines.tracking import plots, promotion
+from pipelines.tracking.plot_rows import summarize_scores, uniform_sample
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.spec import WorkerSpec
 from pipelines.train.worker import train_loop_per_worker
@@ -203,8 +204,8 @@ def _finish(
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    sample = data.val_rows.limit(tc.plot_rows).take_batch(tc.plot_rows, batch_format="numpy")
-    _log_plots(job, run_id, bundle, sample, log)
+    sample = uniform_sample(data.val_rows, bundle.calibration["val_count"], tc.plot_rows, tc.seed)
+    _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), sample=sample, val_rows=data.val_rows, log=log)
     version = tracking.log_model(uri, run_id, bundle_dir, _input_example(sample), tr.registered_model, tr.registry_uri)
     if version is not None:
         decision = promotion.register_version(uri, tr, version, best_metrics)
@@ -250,12 +251,23 @@ def run_training(job: JobConfig, log: Log = print) -> TrainResult:
     return _finish(job, spec, data, kept, log)
 
 
-def _log_plots(job: JobConfig, run_id: str, bundle: ModelBundle, sample: dict[str, np.ndarray], log: Log) -> None:
-    """Draw the end-of-run pictures from a bounded validation sample and log them under ``plots/``."""
+def _log_plots(
+    job: JobConfig,
+    run_id: str,
+    bundle: ModelBundle,
+    *,
+    files: dict[str, bytes],
+    sample: dict[str, np.ndarray],
+    val_rows: ray.data.Dataset,
+    log: Log,
+) -> None:
+    """Draw the end-of-run pictures from a uniform validation sample and the summary of every validation score,
+    and log them under ``plots/`` (with ``plot_rows.json``: which rows each picture shows)."""
     uri = job.tracking_uri
     try:
+        summary = summarize_scores(val_rows, files, bundle.calibration)
         with tempfile.TemporaryDirectory() as tmp:
-            plots.render(bundle, sample["x"], sample.get("label"), tracking.metric_histories(uri, run_id), tmp)
+            plots.render(bundle, sample, summary, tracking.metric_histories(uri, run_id), tmp)
             tracking.log_artifacts(uri, run_id, tmp, "plots")
     except Exception as exc:  # pictures must never cost a finished multi-hour training
         log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")

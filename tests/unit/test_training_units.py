@@ -14,6 +14,7 @@ from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import TrainConfig
 from pipelines.data import Normalizer
 from pipelines.tracking import plots
+from pipelines.tracking.plot_rows import score_edges, summarize_batch
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.optim import LRSchedule, Patience, Precision
 
@@ -135,8 +136,11 @@ def test_plots_render_for_every_input_kind(tmp_path, model_cfg, images):
         "val_loss": [(0, 0.7), (1, 0.5), (2, 0.45)],
         "val_reconstruction": [(1, 0.5), (2, 0.45)],
     }
-    paths = plots.render(bundle, x, labels, history, tmp_path)
+    batch = {"id": np.array([f"r{i}" for i in range(40)]), "x": x, "label": labels}
+    summary = summarize_batch(bundle, batch, score_edges(bundle.calibration))
+    paths, shows = plots.render(bundle, batch, summary, history, tmp_path)
     names = {p.stem for p in paths}
+    assert shows["score_histogram"]["rows"] == 40 and shows["code_map"]["labels"] == ["0", "1", "2"]
     expected = {"loss_curves", "reconstructions", "code_map", "score_histogram"}
     assert names == (expected | {"prior_samples", "interpolation"} if bundle.model.generative else expected)
     assert all(p.stat().st_size > 5000 for p in paths)

@@ -1,0 +1,181 @@
+"""The rows behind the end-of-run pictures, chosen so that they represent the validation split whatever its
+read order (corpora exported sorted by class, date or customer are common).
+
+- :func:`uniform_sample`: a seeded uniform sample of the whole split, by a salted hash of the id (the same rows
+  for any shard layout or worker count), bounded in size.
+- :func:`summarize_scores`: one pass over the split in a Ray Data actor that histograms every row's score per
+  label, and keeps the best and worst reconstructed rows and a couple of rows of every label. Only these small
+  per-block summaries reach the driver, never the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.data
+
+from pipelines.bundle import ModelBundle
+
+#: Above this many distinct labels, a label column is treated as an identifier: no per-label pictures.
+MAX_LABELS = 20
+#: Rows of each label kept for the reconstructions and the code map.
+PER_LABEL = 2
+#: Histogram resolution (the AUROC of binary labels is read from it; the picture shows coarser bins).
+BINS = 1000
+
+Row = dict[str, Any]
+"""One validation row: ``id``, ``x`` (raw, ``input_shape``), ``score`` and ``label`` (None without labels)."""
+
+
+def _sample_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for about ``fraction`` of the ids, chosen by a hash salted with ``seed`` (not the split's hash)."""
+    key = f"aepipe-plot{seed % 100_000:05d}"
+    hashed = pd.util.hash_pandas_object(pd.Series(ids).astype(str), index=False, hash_key=key).to_numpy()
+    return (hashed % (1 << 32)) < int(fraction * (1 << 32))
+
+
+def uniform_sample(val_rows: ray.data.Dataset, total: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    """About ``n`` rows (at most ``2n``) drawn uniformly from the ``total`` rows of ``val_rows``."""
+    fraction = min(1.0, n / max(total, 1))
+
+    def keep(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        mask = _sample_mask(batch["id"], fraction, seed)
+        return {k: v[mask] for k, v in batch.items()}
+
+    rows = val_rows.map_batches(keep, batch_format="numpy").limit(2 * n).take_all()
+    if not rows:
+        return {}
+    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
+
+
+@dataclass
+class ScoreSummary:
+    """Every validation score, histogrammed per label, with the extreme rows and a few rows per label."""
+
+    edges: np.ndarray
+    """Bin edges ``[BINS + 1]``."""
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    """Label (``""`` without labels) -> rows per bin ``[BINS]``."""
+    best: Row | None = None
+    worst: Row | None = None
+    examples: dict[str, list[Row]] = field(default_factory=dict)
+    """Up to :data:`PER_LABEL` rows of each label (empty without labels or with too many labels)."""
+
+    @property
+    def total(self) -> int:
+        return int(sum(c.sum() for c in self.counts.values()))
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted(k for k in self.counts if k != "")
+
+    def collapse_labels(self) -> None:
+        """Treat the label column as an identifier: one histogram, no per-label rows."""
+        self.counts = {"": np.sum(list(self.counts.values()), axis=0)} if self.counts else {}
+        self.examples = {}
+
+    def merge(self, other: ScoreSummary) -> None:
+        """Add another block's summary (in place)."""
+        for label, counts in other.counts.items():
+            previous = self.counts.get(label)
+            self.counts[label] = counts if previous is None else previous + counts
+        # too many labels overall, or a block that had too many: no per-label pictures
+        if len(self.counts) > MAX_LABELS or ("" in self.counts and len(self.counts) > 1):
+            self.collapse_labels()
+        if other.best is not None and (self.best is None or other.best["score"] < self.best["score"]):
+            self.best = other.best
+        if other.worst is not None and (self.worst is None or other.worst["score"] > self.worst["score"]):
+            self.worst = other.worst
+        for label, rows in other.examples.items():
+            if label in self.counts:  # not collapsed
+                kept = self.examples.setdefault(label, [])
+                kept += rows[: PER_LABEL - len(kept)]
+
+    def positive_label(self) -> str | None:
+        """With exactly two labels, the anomalous one: ``1``/``true``, a name like ``anomaly``, else the rarer."""
+        if len(self.labels) != 2:
+            return None
+        for label in self.labels:
+            if label.lower() in ("1", "1.0", "true", "anomaly", "anomalous", "abnormal", "outlier", "fraud"):
+                return label
+        return min(self.labels, key=lambda k: self.counts[k].sum())
+
+    def auroc(self) -> float | None:
+        """AUROC of the score for binary labels, from the histogram (ties within a bin count half)."""
+        pos = self.positive_label()
+        if pos is None:
+            return None
+        p = self.counts[pos].astype(np.float64)
+        q = np.sum([c for k, c in self.counts.items() if k != pos], axis=0).astype(np.float64)
+        if p.sum() == 0 or q.sum() == 0:
+            return None
+        below = np.cumsum(q) - q  # negatives in lower bins
+        return float((p * (below + 0.5 * q)).sum() / (p.sum() * q.sum()))
+
+
+def _row(batch: dict[str, np.ndarray], scores: np.ndarray, i: int) -> Row:
+    label = batch["label"][i] if "label" in batch else None
+    return {"id": batch["id"][i], "x": np.asarray(batch["x"][i]), "score": float(scores[i]), "label": label}
+
+
+def summarize_batch(bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np.ndarray) -> ScoreSummary:
+    """The summary of one batch of raw validation rows (``id`` [B], ``x`` [B, ...], ``label`` [B]?)."""
+    scores = bundle.infer(batch["x"])["score"].astype(np.float64)
+    clipped = np.clip(scores, edges[0], edges[-1])
+    labels = np.asarray(batch["label"]).astype(str) if "label" in batch else np.full(len(scores), "")
+    summary = ScoreSummary(edges)
+    distinct = np.unique(labels)
+    for label in distinct if len(distinct) <= MAX_LABELS else []:
+        members = labels == label
+        summary.counts[str(label)] = np.histogram(clipped[members], edges)[0]
+        if label != "":
+            summary.examples[str(label)] = [_row(batch, scores, i) for i in np.flatnonzero(members)[:PER_LABEL]]
+    if len(distinct) > MAX_LABELS:
+        summary.counts[""] = np.histogram(clipped, edges)[0]
+    if len(scores):
+        summary.best = _row(batch, scores, int(np.argmin(scores)))
+        summary.worst = _row(batch, scores, int(np.argmax(scores)))
+    return summary
+
+
+class _Summarizer:
+    """Ray Data actor: loads the bundle once, returns one :class:`ScoreSummary` per block."""
+
+    def __init__(self, bundle_files: ray.ObjectRef[dict[str, bytes]], edges: np.ndarray) -> None:
+        self.bundle = ModelBundle.from_files(ray.get(bundle_files))
+        self.bundle.model.eval()
+        self.edges = edges
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"summary": np.array([summarize_batch(self.bundle, batch, self.edges)], dtype=object)}
+
+
+def score_edges(calibration: dict[str, Any]) -> np.ndarray:
+    """Histogram edges ``[BINS + 1]`` over the validation scores' range (from the calibration's quantiles)."""
+    quantiles = calibration["baseline_quantiles"]
+    lo, hi = float(quantiles[0]), float(quantiles[-1])
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, BINS + 1)
+
+
+def summarize_scores(
+    val_rows: ray.data.Dataset, bundle_files: dict[str, bytes], calibration: dict[str, Any]
+) -> ScoreSummary:
+    """One pass over ``val_rows`` (raw rows with ``id``, ``x`` and maybe ``label``) with the trained bundle."""
+    edges = score_edges(calibration)
+    summaries = val_rows.map_batches(
+        _Summarizer,
+        fn_constructor_kwargs={"bundle_files": ray.put(bundle_files), "edges": edges},
+        batch_format="numpy",
+        batch_size=1024,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=1,
+    )
+    total = ScoreSummary(edges)
+    for batch in summaries.iter_batches(batch_size=None, batch_format="numpy"):
+        for summary in batch["summary"]:
+            total.merge(summary)
+    return total

@@ -208,7 +208,7 @@ class TrainConfig(_Section):
     """k of the alternative mean + k x std threshold stored with the calibration."""
 
     plot_rows: int = Field(default=512, ge=16)
-    """Validation rows the driver takes for the end-of-run plots."""
+    """About this many validation rows, sampled uniformly over the split, are drawn in the end-of-run plots."""
 
     fault_injection: FaultInjection | None = None
     """Testing only: SIGKILL one worker once, mid-epoch, to exercise failure recovery."""

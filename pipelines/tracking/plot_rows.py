@@ -1,11 +1,10 @@
 """The rows behind the end-of-run pictures, chosen so that they represent the validation split whatever its
 read order (corpora exported sorted by class, date or customer are common).
 
-- :func:`uniform_sample`: a seeded uniform sample of the whole split, by a salted hash of the id (the same rows
-  for any shard layout or worker count), bounded in size.
-- :func:`summarize_scores`: one pass over the split in a Ray Data actor that histograms every row's score per
-  label, and keeps the best and worst reconstructed rows and a couple of rows of every label. Only these small
-  per-block summaries reach the driver, never the rows.
+:func:`summarize_scores` makes one pass over the split in a Ray Data actor that histograms every row's score
+per label, keeps the best and worst reconstructed rows and a couple of rows of every label, and draws a seeded
+uniform sample of the whole split by a salted hash of the id (the same rows for any shard layout or worker
+count, about ``n`` of them). Only these small per-block summaries reach the driver, never the split's rows.
 """
 
 from __future__ import annotations
@@ -38,20 +37,6 @@ def _sample_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return (hashed % (1 << 32)) < int(fraction * (1 << 32))
 
 
-def uniform_sample(val_rows: ray.data.Dataset, total: int, n: int, seed: int) -> dict[str, np.ndarray]:
-    """About ``n`` rows (at most ``2n``) drawn uniformly from the ``total`` rows of ``val_rows``."""
-    fraction = min(1.0, n / max(total, 1))
-
-    def keep(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        mask = _sample_mask(batch["id"], fraction, seed)
-        return {k: v[mask] for k, v in batch.items()}
-
-    rows = val_rows.map_batches(keep, batch_format="numpy").limit(2 * n).take_all()
-    if not rows:
-        return {}
-    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in rows[0]}
-
-
 @dataclass
 class ScoreSummary:
     """Every validation score, histogrammed per label, with the extreme rows and a few rows per label."""
@@ -64,10 +49,22 @@ class ScoreSummary:
     worst: Row | None = None
     examples: dict[str, list[Row]] = field(default_factory=dict)
     """Up to :data:`PER_LABEL` rows of each label (empty without labels or with too many labels)."""
+    sample: list[Row] = field(default_factory=list)
+    """The uniform sample's rows."""
 
     @property
     def total(self) -> int:
         return int(sum(c.sum() for c in self.counts.values()))
+
+    def sample_batch(self) -> dict[str, np.ndarray]:
+        """The sample as a batch: ``id`` [N], ``x`` [N, ...] and ``label`` [N] when there are labels."""
+        rows = self.sample or [r for r in (self.best, self.worst) if r is not None]  # a tiny split may sample none
+        if not rows:
+            return {}
+        batch = {"id": np.array([r["id"] for r in rows]), "x": np.stack([r["x"] for r in rows])}
+        if rows[0]["label"] is not None:
+            batch["label"] = np.array([r["label"] for r in rows])
+        return batch
 
     @property
     def labels(self) -> list[str]:
@@ -90,6 +87,7 @@ class ScoreSummary:
             self.best = other.best
         if other.worst is not None and (self.worst is None or other.worst["score"] > self.worst["score"]):
             self.worst = other.worst
+        self.sample += other.sample
         for label, rows in other.examples.items():
             if label in self.counts:  # not collapsed
                 kept = self.examples.setdefault(label, [])
@@ -122,8 +120,11 @@ def _row(batch: dict[str, np.ndarray], scores: np.ndarray, i: int) -> Row:
     return {"id": batch["id"][i], "x": np.asarray(batch["x"][i]), "score": float(scores[i]), "label": label}
 
 
-def summarize_batch(bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np.ndarray) -> ScoreSummary:
-    """The summary of one batch of raw validation rows (``id`` [B], ``x`` [B, ...], ``label`` [B]?)."""
+def summarize_batch(
+    bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np.ndarray, sample_fraction: float = 1.0, seed: int = 0
+) -> ScoreSummary:
+    """The summary of one batch of raw validation rows (``id`` [B], ``x`` [B, ...], ``label`` [B]?), with the
+    rows the seeded hash picks for the sample (``sample_fraction`` of them)."""
     scores = bundle.infer(batch["x"])["score"].astype(np.float64)
     clipped = np.clip(scores, edges[0], edges[-1])
     labels = np.asarray(batch["label"]).astype(str) if "label" in batch else np.full(len(scores), "")
@@ -136,6 +137,9 @@ def summarize_batch(bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np
             summary.examples[str(label)] = [_row(batch, scores, i) for i in np.flatnonzero(members)[:PER_LABEL]]
     if len(distinct) > MAX_LABELS:
         summary.counts[""] = np.histogram(clipped, edges)[0]
+    summary.sample = [
+        _row(batch, scores, int(i)) for i in np.flatnonzero(_sample_mask(batch["id"], sample_fraction, seed))
+    ]
     if len(scores):
         summary.best = _row(batch, scores, int(np.argmin(scores)))
         summary.worst = _row(batch, scores, int(np.argmax(scores)))
@@ -145,13 +149,16 @@ def summarize_batch(bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np
 class _Summarizer:
     """Ray Data actor: loads the bundle once, returns one :class:`ScoreSummary` per block."""
 
-    def __init__(self, bundle_files: ray.ObjectRef[dict[str, bytes]], edges: np.ndarray) -> None:
+    def __init__(
+        self, bundle_files: ray.ObjectRef[dict[str, bytes]], edges: np.ndarray, sample_fraction: float, seed: int
+    ) -> None:
         self.bundle = ModelBundle.from_files(ray.get(bundle_files))
         self.bundle.model.eval()
-        self.edges = edges
+        self.edges, self.sample_fraction, self.seed = edges, sample_fraction, seed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"summary": np.array([summarize_batch(self.bundle, batch, self.edges)], dtype=object)}
+        summary = summarize_batch(self.bundle, batch, self.edges, self.sample_fraction, self.seed)
+        return {"summary": np.array([summary], dtype=object)}
 
 
 def score_edges(calibration: dict[str, Any]) -> np.ndarray:
@@ -162,13 +169,20 @@ def score_edges(calibration: dict[str, Any]) -> np.ndarray:
 
 
 def summarize_scores(
-    val_rows: ray.data.Dataset, bundle_files: dict[str, bytes], calibration: dict[str, Any]
+    val_rows: ray.data.Dataset, bundle_files: dict[str, bytes], calibration: dict[str, Any], *, n: int, seed: int
 ) -> ScoreSummary:
-    """One pass over ``val_rows`` (raw rows with ``id``, ``x`` and maybe ``label``) with the trained bundle."""
+    """One pass over ``val_rows`` (raw rows with ``id``, ``x`` and maybe ``label``) with the trained bundle,
+    sampling about ``n`` rows."""
     edges = score_edges(calibration)
+    fraction = min(1.0, n / max(int(calibration["val_count"]), 1))
     summaries = val_rows.map_batches(
         _Summarizer,
-        fn_constructor_kwargs={"bundle_files": ray.put(bundle_files), "edges": edges},
+        fn_constructor_kwargs={
+            "bundle_files": ray.put(bundle_files),
+            "edges": edges,
+            "sample_fraction": fraction,
+            "seed": seed,
+        },
         batch_format="numpy",
         batch_size=1024,
         compute=ray.data.ActorPoolStrategy(size=1),

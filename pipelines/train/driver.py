@@ -34,7 +34,7 @@ from pipelines.data import (
     validate_corpus,
 )
 from pipelines.tracking import plots, promotion
-from pipelines.tracking.plot_rows import summarize_scores, uniform_sample
+from pipelines.tracking.plot_rows import summarize_scores
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.spec import WorkerSpec
 from pipelines.train.worker import train_loop_per_worker
@@ -198,15 +198,15 @@ def _finish(
     job: JobConfig, spec: WorkerSpec, data: PreparedData, kept: list[tuple[Checkpoint, dict[str, Any]]], log: Log
 ) -> TrainResult:
     """Export the best checkpoint, plot, log the model, register it and close the MLflow run."""
-    uri, run_id, tc, tr = job.tracking_uri, spec.run_id, job.train, job.tracking
+    uri, run_id, tr = job.tracking_uri, spec.run_id, job.tracking
     best_ckpt, best_metrics = min(kept, key=lambda cm: cm[1]["val_loss"])
     for path in ckpt.prune_unregistered(spec.run_dir, [c.path for c, _ in kept]):
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    sample = uniform_sample(data.val_rows, bundle.calibration["val_count"], tc.plot_rows, tc.seed)
-    _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), sample=sample, val_rows=data.val_rows, log=log)
-    version = tracking.log_model(uri, run_id, bundle_dir, _input_example(sample), tr.registered_model, tr.registry_uri)
+    _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), val_rows=data.val_rows, log=log)
+    example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
+    version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     if version is not None:
         decision = promotion.register_version(uri, tr, version, best_metrics)
         log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
@@ -257,17 +257,17 @@ def _log_plots(
     bundle: ModelBundle,
     *,
     files: dict[str, bytes],
-    sample: dict[str, np.ndarray],
     val_rows: ray.data.Dataset,
     log: Log,
 ) -> None:
-    """Draw the end-of-run pictures from a uniform validation sample and the summary of every validation score,
-    and log them under ``plots/`` (with ``plot_rows.json``: which rows each picture shows)."""
+    """Draw the end-of-run pictures from the summary of every validation score and a uniform sample of the
+    split, and log them under ``plots/`` (with ``plot_rows.json``: which rows each picture shows)."""
     uri = job.tracking_uri
     try:
-        summary = summarize_scores(val_rows, files, bundle.calibration)
+        tc = job.train
+        summary = summarize_scores(val_rows, files, bundle.calibration, n=tc.plot_rows, seed=tc.seed)
         with tempfile.TemporaryDirectory() as tmp:
-            plots.render(bundle, sample, summary, tracking.metric_histories(uri, run_id), tmp)
+            plots.render(bundle, summary.sample_batch(), summary, tracking.metric_histories(uri, run_id), tmp)
             tracking.log_artifacts(uri, run_id, tmp, "plots")
     except Exception as exc:  # pictures must never cost a finished multi-hour training
         log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")

@@ -23,12 +23,15 @@ def _bundle(n: int = 300, dim: int = 12) -> tuple[ModelBundle, np.ndarray]:
     return ModelBundle(model, Normalizer("none"), calibrate(scores), {}), x
 
 
-def _summary(bundle: ModelBundle, x: np.ndarray, labels: np.ndarray, blocks: int) -> ScoreSummary:
+def _summary(
+    bundle: ModelBundle, x: np.ndarray, labels: np.ndarray, blocks: int, fraction: float = 1.0
+) -> ScoreSummary:
     ids = np.array([f"row-{i}" for i in range(len(x))])
     edges = score_edges(bundle.calibration)
     total = ScoreSummary(edges)
     for part in np.array_split(np.arange(len(x)), blocks):
-        total.merge(summarize_batch(bundle, {"id": ids[part], "x": x[part], "label": labels[part]}, edges))
+        batch = {"id": ids[part], "x": x[part], "label": labels[part]}
+        total.merge(summarize_batch(bundle, batch, edges, sample_fraction=fraction, seed=3))
     return total
 
 
@@ -47,8 +50,10 @@ def test_the_sample_ignores_read_order_and_is_about_the_asked_fraction():
 def test_every_row_is_counted_per_label_and_every_label_keeps_rows():
     bundle, x = _bundle()
     labels = np.repeat(np.arange(10), 30)  # sorted by label, like MNIST as shipped
-    summary = _summary(bundle, x, labels, blocks=7)
+    summary = _summary(bundle, x, labels, blocks=7, fraction=0.2)
     assert summary.total == 300
+    sample = summary.sample_batch()
+    assert 40 <= len(sample["id"]) <= 80 and set(sample["label"].tolist()) >= set(range(1, 9))
     assert {k: int(v.sum()) for k, v in summary.counts.items()} == {str(i): 30 for i in range(10)}
     assert sorted(summary.examples) == [str(i) for i in range(10)]
     assert all(len(rows) == 2 for rows in summary.examples.values())

@@ -40,9 +40,10 @@ class Autoencoder(nn.Module):
     """Whether :meth:`penalties` differentiates the code with respect to the input (contractive)."""
 
     def __init__(self, config: ModelConfig):
+        """Builds the layers from the process-wide torch generator, like any ``nn.Module``; to seed the initial
+        weights without touching that generator, build through :func:`aecore.build_model`."""
         super().__init__()
         self.config = config
-        torch.manual_seed(config.seed)
 
     def code_width(self) -> int:
         """Width of the encoder's last layer (a Gaussian-latent family doubles it for mean and log-variance)."""

@@ -44,4 +44,5 @@ class ModelConfig(BaseModel):
     """Standard deviation of the noise added by ``gaussian`` corruption."""
 
     seed: int = 0
-    """Seed for parameter initialisation (and for the fixed draws of stochastic scores)."""
+    """Seed for the fixed draws of stochastic scores, and for parameter initialisation when the builder is given
+    no seed of its own (the trainer gives train.seed)."""

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_model as _load_weights
 from safetensors.torch import save_model as _save_weights
 
@@ -18,11 +19,19 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 
 
-def build_model(config: ModelConfig | dict[str, Any]) -> Autoencoder:
-    """Build a fresh model from a config (or a plain dict with a ``name`` key)."""
+def build_model(config: ModelConfig | dict[str, Any], *, seed: int | None = None) -> Autoencoder:
+    """Build a fresh model from a config (or a plain dict with a ``name`` key).
+
+    The initial weights are a function of ``seed`` (default: the config's ``seed``) alone: they are drawn from
+    the CPU generator inside :func:`torch.random.fork_rng`, so the process-wide generator is left as it was
+    (a trainer's per-rank seeding keeps its streams, and building or loading a model never resets them).
+    """
     raw = config.model_dump() if isinstance(config, ModelConfig) else dict(config)
     cls = model_class(raw.get("name", "dense"))
-    return cls(cls.config_cls.model_validate(raw))
+    validated = cls.config_cls.model_validate(raw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(validated.seed if seed is None else seed)
+        return cls(validated)
 
 
 def save_model(model: Autoencoder, directory: str | Path) -> Path:

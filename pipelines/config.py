@@ -160,7 +160,8 @@ class TrainConfig(_Section):
     1 MB on CPU (gloo: overlapping the exchange with backward is what makes it cheap), PyTorch's 25 MB on GPU."""
 
     seed: int = 0
-    """Seed for model initialisation, data order and corruption noise (python, numpy and torch RNGs)."""
+    """Seed of the initial weights (identical on every rank) and, plus the rank, of each rank's data order and
+    its dropout, corruption, masking and sampling noise (python, numpy and torch RNGs)."""
 
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Training arithmetic: fp32, bf16 autocast (GPU or CPU), or fp16 autocast with loss scaling (GPU only)."""

@@ -22,6 +22,7 @@ import torch
 from aecore import Autoencoder, PhaseObjective, build_model, make_optimizers, run_update_phases
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, calibrate
+from pipelines.config import JobConfig
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.faults import FaultInjector
 from pipelines.train.input import ShardInput
@@ -66,6 +67,14 @@ class _LoopState:
         return self.stopping.patience is not None and self.stopping.bad_epochs >= self.stopping.patience
 
 
+def seeded_model(job: JobConfig, rank: int) -> Autoencoder:
+    """Seed this rank's python, numpy and torch generators with ``train.seed + rank`` (so dropout, corruption,
+    masks and VAE noise differ between ranks) and build the model with initial weights from ``train.seed``
+    alone: identical on every rank, and building leaves the rank's generators as seeded."""
+    ckpt.seed_everything(job.train.seed + rank)
+    return build_model(job.model, seed=job.train.seed)
+
+
 def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k != "epoch"}
 
@@ -93,9 +102,8 @@ class _Worker:
         ctx = ray.train.get_context()
         rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
         torch.set_num_threads(tc.threads_per_worker or max(1, round(tc.cpus_per_worker)))
-        ckpt.seed_everything(tc.seed + rank)
+        model = seeded_model(spec.job, rank)
         device = ray.train.torch.get_device()
-        model = build_model(spec.job.model)  # seeded by the model config: identical initial weights on every rank
         optimizers = make_optimizers(model, tc.lr)
         objective = ray.train.torch.prepare_model(
             PhaseObjective(model),

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from aecore.config import ModelConfig
-from aecore.nets import corrupt, reconstruction_error
+from aecore.nets import activation, corrupt, elementwise_error, reconstruction_error
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Autoencoder(nn.Module):
         weights without touching that generator, build through :func:`aecore.build_model`."""
         super().__init__()
         self.config = config
+        self.output_activation = activation(config.output_activation)
 
     def code_width(self) -> int:
         """Width of the encoder's last layer (a Gaussian-latent family doubles it for mean and log-variance)."""
@@ -54,9 +55,15 @@ class Autoencoder(nn.Module):
         """``[B, *input_shape] -> [B, latent_dim]``."""
         raise NotImplementedError
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``[B, latent_dim] -> [B, *input_shape]``."""
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim] -> [B, *input_shape]``: the decoder's output before ``config.output_activation``
+        (logits when that is a sigmoid). Losses and scores take this, so BCE is computed from logits."""
         raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``[B, latent_dim] -> [B, *input_shape]``: the reconstruction, ``output_activation(decode_logits(z))``."""
+        out: torch.Tensor = self.output_activation(self.decode_logits(z))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``[B, *input_shape]``; never the loss."""
@@ -72,14 +79,23 @@ class Autoencoder(nn.Module):
         if self.penalty_needs_input_grad:
             x_in = x_in.detach().requires_grad_(True)
         z = self.encode(x_in)
-        reconstruction = self.reconstruction_loss(self.decode(z), x)
+        reconstruction = self.reconstruction_loss(self.decode_logits(z), x)
         penalties = self.penalties(x_in, z)
         # start= makes the total a Tensor (a bare sum() starts from the int 0); the terms add up in order
         return {"loss": sum(penalties.values(), reconstruction), "reconstruction": reconstruction, **penalties}
 
-    def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Batch-mean reconstruction error (scalar) under ``config.reconstruction``."""
-        return reconstruction_error(x_hat, x, self.config.reconstruction).mean()
+    def entry_error(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction error per entry (shape of ``x``) of the decoder output ``logits`` (see :meth:`decode_logits`)
+        under ``config.reconstruction``."""
+        return elementwise_error(logits, x, self.config.reconstruction, self.config.output_activation)
+
+    def sample_error(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample reconstruction error ``[B]`` (mean over features) of the decoder output ``logits``."""
+        return reconstruction_error(logits, x, self.config.reconstruction, self.config.output_activation)
+
+    def reconstruction_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Batch-mean reconstruction error (scalar) of the decoder output ``logits`` (see :meth:`decode_logits`)."""
+        return self.sample_error(logits, x).mean()
 
     def penalties(self, x_in: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted regularisation terms (scalars) added to the loss, given the encoded input and its code."""
@@ -98,7 +114,7 @@ class Autoencoder(nn.Module):
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample anomaly score ``[B]``, higher = more anomalous (reconstruction error here)."""
-        return reconstruction_error(self(x), x, self.config.reconstruction)
+        return self.sample_error(self.decode_logits(self.encode(x)), x)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

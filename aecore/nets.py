@@ -113,35 +113,57 @@ def numel(shape: tuple[int, ...]) -> int:
     return int(math.prod(shape))
 
 
-def elementwise_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+def output(out: torch.Tensor, output_activation: str) -> torch.Tensor:
+    """The reconstruction from the decoder's output before its activation: ``output_activation(out)``."""
+    return out if output_activation == "identity" else activation(output_activation)(out)
+
+
+def elementwise_error(
+    out: torch.Tensor, x: torch.Tensor, kind: str, output_activation: str = "identity"
+) -> torch.Tensor:
     """Reconstruction error per entry, same shape as ``x``: squared error or BCE.
 
-    ``x_hat`` for ``bce`` is a probability in [0, 1] (the decoder ends in a sigmoid) and ``x`` in [0, 1].
+    ``out`` is the decoder's output before ``output_activation``: logits when that is a sigmoid (BCE is then
+    computed from the logits, stable, and allowed under CUDA autocast), the reconstruction itself when it is
+    identity. ``x`` for ``bce`` is a probability target, clamped into [0, 1].
     """
     if kind == "mse":
-        return (x_hat - x).pow(2)
+        return (output(out, output_activation) - x).pow(2)
     if kind == "bce":
-        return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x.clamp(0, 1), reduction="none")
+        target = x.clamp(0, 1)
+        if output_activation == "sigmoid":
+            return F.binary_cross_entropy_with_logits(out, target.to(out.dtype), reduction="none")
+        # a decoder without a sigmoid gives probabilities directly: clamp them into (0, 1), in fp32 and outside
+        # autocast, which refuses binary_cross_entropy on CUDA
+        with torch.autocast(out.device.type, enabled=False):
+            p = output(out.float(), output_activation).clamp(1e-6, 1 - 1e-6)
+            return F.binary_cross_entropy(p, target.float(), reduction="none")
     raise ValueError(f"unknown reconstruction {kind!r}; known: mse, bce")
 
 
-def reconstruction_error(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample reconstruction error, shape [B]: mean squared error or summed-then-averaged BCE.
+def reconstruction_error(
+    out: torch.Tensor, x: torch.Tensor, kind: str, output_activation: str = "identity"
+) -> torch.Tensor:
+    """Per-sample reconstruction error, shape [B]: mean squared error or mean BCE over features.
 
-    Averaged over features so the number does not depend on the input size.
+    ``out`` as in :func:`elementwise_error`. Averaged over features so the number does not depend on the input size.
     """
-    return elementwise_error(x_hat, x, kind).flatten(1).mean(dim=1)
+    return elementwise_error(out, x, kind, output_activation).flatten(1).mean(dim=1)
 
 
-def reconstruction_nll(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample negative log-likelihood summed over features, shape [B] (for ELBOs).
+def reconstruction_nll(
+    out: torch.Tensor, x: torch.Tensor, kind: str, output_activation: str = "identity"
+) -> torch.Tensor:
+    """Per-sample negative log-likelihood summed over features, shape [B] (for ELBOs); ``out`` as in
+    :func:`elementwise_error`.
 
     ``mse`` is a unit-variance Gaussian: 0.5 * ||x - x_hat||^2 + 0.5 * D * log(2 pi).
     """
     d = x[0].numel()
     if kind == "mse":
+        x_hat = output(out, output_activation)
         return 0.5 * (x_hat - x).pow(2).flatten(1).sum(1) + 0.5 * d * math.log(2 * math.pi)
-    return reconstruction_error(x_hat, x, kind) * d
+    return reconstruction_error(out, x, kind, output_activation) * d
 
 
 def corrupt(

@@ -303,6 +303,16 @@ class JobConfig(_Section):
         family = model_class(value.get("name", "dense"))
         return family.config_cls.model_validate(value).model_dump(mode="json")
 
+    @model_validator(mode="after")
+    def _loss_suits_normalization(self) -> JobConfig:
+        if self.model.get("reconstruction") == "bce" and self.data.normalize == "standard":
+            raise ValueError(
+                "model.reconstruction=bce needs inputs in [0, 1], but data.normalize=standard centres them on 0 "
+                "with unit variance; use data.normalize=minmax (or none for inputs already in [0, 1]) or "
+                "model.reconstruction=mse"
+            )
+        return self
+
     # -- derived locations ----------------------------------------------------------------------
     def resolve(self, path: str) -> str:
         """A path relative to ``home`` unless it is absolute or a URI."""
@@ -364,7 +374,9 @@ def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if not err["loc"] and err["type"] == "value_error":  # a check across sections names its keys itself
+            lines.append(str(err["ctx"]["error"]))
+        elif err["type"] == "extra_forbidden":
             lines.append(f"{where}: no such config key")
         else:
             lines.append(f"{where}: {err['msg']}")

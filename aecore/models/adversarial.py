@@ -94,6 +94,6 @@ class AdversarialAutoencoder(DenseAutoencoder):
         update of both players (each term only reaches its own player's parameters)."""
         x_in = self.corrupt(x)
         z = self.encode(x_in)
-        rec = self.reconstruction_loss(self.decode(z), x)
+        rec = self.reconstruction_loss(self.decode_logits(z), x)
         terms = {"reconstruction": rec, **self.generator_terms(z), **self.discriminator_terms(z)}
         return {"loss": rec + terms["generator"] + terms["discriminator"], **terms}

@@ -79,17 +79,16 @@ class ConvAutoencoder(Autoencoder):
             ]
         dec += [nn.Conv2d(chans[0], c, k, padding=k // 2)]
         self.decoder = nn.Sequential(*dec)
-        self.output_activation = activation(config.output_activation)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, *input_shape] -> [B, code_width]``."""
         code: torch.Tensor = self.encoder(x.reshape(x.shape[0], *self.image_shape))
         return code
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim] -> [B, *input_shape]``; the upsampled map is cropped back to (H, W)."""
         _, h, w = self.image_shape
-        image: torch.Tensor = self.output_activation(crop_or_pad(self.decoder(z), h, w))
+        image = crop_or_pad(self.decoder(z), h, w)
         return image.reshape(z.shape[0], *self.config.input_shape)
 
 

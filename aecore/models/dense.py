@@ -46,14 +46,15 @@ class FlatAutoencoder(Autoencoder):
         self.encoder, self.decoder = self.build_networks(numel(config.input_shape))
 
     def build_networks(self, d: int) -> tuple[nn.Module, nn.Module]:
-        """Encoder ``[B, d] -> [B, code_width]`` and decoder ``[B, latent_dim] -> [B, d]``."""
+        """Encoder ``[B, d] -> [B, code_width]`` and decoder ``[B, latent_dim] -> [B, d]`` (without the output
+        activation, which :meth:`decode` applies)."""
         raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         code: torch.Tensor = self.encoder(x.flatten(1))
         return code
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         flat: torch.Tensor = self.decoder(z)
         return flat.view(z.shape[0], *self.config.input_shape)
 
@@ -70,5 +71,5 @@ class DenseAutoencoder(FlatAutoencoder):
         cfg = self.config
         layers = partial(mlp, act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
         encoder = layers([d, *cfg.hidden, self.code_width()])
-        decoder = layers([cfg.latent_dim, *reversed(cfg.hidden), d], final_activation=cfg.output_activation)
+        decoder = layers([cfg.latent_dim, *reversed(cfg.hidden), d])
         return encoder, decoder

@@ -9,7 +9,6 @@ from pydantic import Field
 from torch import nn
 
 from aecore.models.dense import DenseAutoencoder, DenseConfig
-from aecore.nets import elementwise_error
 from aecore.registry import register
 
 
@@ -60,14 +59,15 @@ class MaskedAutoencoder(DenseAutoencoder):
             return full.expand(b, *shape)
         return random_hidden(b, x[0].numel(), self.config.mask_ratio, generator, x.device).view_as(x)
 
-    def masked_loss(self, x_hat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Reconstruction error averaged over the hidden entries only (scalar)."""
-        return masked_mean(elementwise_error(x_hat, x, self.config.reconstruction), mask)
+    def masked_loss(self, logits: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Reconstruction error of the decoder output ``logits`` (:meth:`decode_logits`) averaged over the hidden
+        entries only (scalar)."""
+        return masked_mean(self.entry_error(logits, x), mask)
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.make_mask(x)
         x_in = torch.where(mask, self.mask_token.to(x.dtype), self.corrupt(x))
-        x_hat = self(x_in)
-        hidden = self.masked_loss(x_hat, x, mask)
-        visible = self.masked_loss(x_hat.detach(), x, ~mask)
+        logits = self.decode_logits(self.encode(x_in))
+        hidden = self.masked_loss(logits, x, mask)
+        visible = self.masked_loss(logits.detach(), x, ~mask)
         return {"loss": hidden, "reconstruction": hidden, "visible_error": visible}

@@ -10,7 +10,6 @@ from torch import nn
 
 from aecore.base import Autoencoder
 from aecore.config import ModelConfig
-from aecore.nets import activation
 from aecore.registry import register
 
 
@@ -52,7 +51,7 @@ class RecurrentAutoencoder(Autoencoder):
         self.to_code = nn.Linear(h, self.code_width())
         self.init_state = nn.Linear(config.latent_dim, layers * h)
         self.decoder_rnn = rnn(config.latent_dim, h, layers, batch_first=True)
-        self.readout = nn.Sequential(nn.Linear(h, f), activation(config.output_activation))
+        self.readout = nn.Sequential(nn.Linear(h, f))  # a Sequential so that saved weights keep their names
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, F] -> [B, latent_dim]`` from the last step of the top encoder layer."""
@@ -60,7 +59,7 @@ class RecurrentAutoencoder(Autoencoder):
         code: torch.Tensor = self.to_code(out[:, -1])
         return code
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, latent_dim] -> [B, T, F]``: z is both the initial state (via a linear map) and every step's input."""
         t = self.config.input_shape[0]
         layers, h = self.config.num_layers, self.config.hidden_size

@@ -37,5 +37,5 @@ class ResidualAutoencoder(FlatAutoencoder):
         cfg = self.config
         stack = partial(residual_mlp, act=cfg.activation, norm=cfg.norm, dropout=cfg.dropout)
         encoder = stack(d, cfg.width, cfg.blocks, self.code_width())
-        decoder = stack(cfg.latent_dim, cfg.width, cfg.blocks, d, final_activation=cfg.output_activation)
+        decoder = stack(cfg.latent_dim, cfg.width, cfg.blocks, d)
         return encoder, decoder

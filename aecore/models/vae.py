@@ -61,20 +61,21 @@ class GaussianLatent(Autoencoder):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
-    def nll(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``-log p(x|z)`` per sample ``[B]``, summed over features."""
-        return reconstruction_nll(x_hat, x, self.config.reconstruction)
+    def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``-log p(x|z)`` per sample ``[B]``, summed over features, from the decoder output ``logits``
+        (:meth:`decode_logits`)."""
+        return reconstruction_nll(logits, x, self.config.reconstruction, self.config.output_activation)
 
     def elbo_terms(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample reconstruction NLL and closed-form KL, each ``[B]``; x is encoded as given."""
         mu, logvar = self.posterior(x)
-        return self.nll(self.decode(self.reparameterize(mu, logvar, generator)), x), gaussian_kl(mu, logvar)
+        return self.nll(self.decode_logits(self.reparameterize(mu, logvar, generator)), x), gaussian_kl(mu, logvar)
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         mu, logvar = self.posterior(self.corrupt(x))
-        rec = self.nll(self.decode(self.reparameterize(mu, logvar)), x).mean()
+        rec = self.nll(self.decode_logits(self.reparameterize(mu, logvar)), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         return {"loss": rec + self.config.beta * kl, "reconstruction": rec, "kl": kl}
 
@@ -92,7 +93,7 @@ class GaussianLatent(Autoencoder):
         mu, logvar = self.posterior(x)
         z = self.reparameterize(mu.expand(k, *mu.shape), logvar, generator)  # [k, B, L]
         x_rep = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])
-        log_px_z = -self.nll(self.decode(z.reshape(-1, z.shape[-1])), x_rep).view(k, -1)
+        log_px_z = -self.nll(self.decode_logits(z.reshape(-1, z.shape[-1])), x_rep).view(k, -1)
         log_w = log_px_z + gaussian_log_prob(z) - gaussian_log_prob(z, mu, logvar)
         return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 

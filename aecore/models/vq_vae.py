@@ -90,7 +90,7 @@ class VQVAE(DenseAutoencoder):
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         q: Quantized = self.quantizer(self.encode_continuous(self.corrupt(x)))
-        rec = self.reconstruction_loss(self.decode(q.z), x)
+        rec = self.reconstruction_loss(self.decode_logits(q.z), x)
         commit = self.config.commitment_weight * q.commitment_loss
         counts = torch.bincount(q.indices.flatten(), minlength=self.config.codebook_size)
         if self.training:

@@ -1,4 +1,5 @@
-"""Masked autoencoder: hide random image patches or features, reconstruct them, score on the full input."""
+"""Masked autoencoder: hide random image patches or features, reconstruct them; score the same way, on a fixed
+set of masks."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ class MaskedConfig(DenseConfig):
     patch_size: int = Field(default=4, ge=0)
     """Side of the square patches hidden together when input_shape is (C, H, W); 0 hides single features."""
 
+    score_masks: int = Field(default=4, ge=1)
+    """Masks a row is scored with: the score is the error on the hidden part, averaged over this fixed set of
+    masks (drawn from ``seed``, the same for every row)."""
+
 
 def random_hidden(
     batch: int, n: int, ratio: float, generator: torch.Generator | None = None, device: torch.device | None = None
@@ -31,10 +36,15 @@ def random_hidden(
     return ranks < n_hide
 
 
+def masked_row_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``err`` over the entries where ``mask`` is True, per sample ``[B]``."""
+    m = mask.flatten(1).to(err.dtype)
+    return (err.flatten(1) * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
 def masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``err`` over the entries where ``mask`` is True, per sample then over the batch (scalar)."""
-    m = mask.flatten(1).to(err.dtype)
-    return ((err.flatten(1) * m).sum(1) / m.sum(1).clamp_min(1.0)).mean()
+    return masked_row_mean(err, mask).mean()
 
 
 @register("masked")
@@ -50,14 +60,22 @@ class MaskedAutoencoder(DenseAutoencoder):
 
     def make_mask(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Boolean ``[B, *input_shape]``, True = hidden: whole patches for (C, H, W) inputs, else features."""
-        shape, p, b = self.config.input_shape, self.config.patch_size, x.shape[0]
+        return self._masks(x.shape[0], generator, x.device)
+
+    def _masks(self, b: int, generator: torch.Generator | None, device: torch.device | None) -> torch.Tensor:
+        shape, p = self.config.input_shape, self.config.patch_size
         if len(shape) == 3 and p > 0:
             _, h, w = shape
             gh, gw = math.ceil(h / p), math.ceil(w / p)
-            grid = random_hidden(b, gh * gw, self.config.mask_ratio, generator, x.device).view(b, 1, gh, gw)
+            grid = random_hidden(b, gh * gw, self.config.mask_ratio, generator, device).view(b, 1, gh, gw)
             full = grid.repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)[:, :, :h, :w]
             return full.expand(b, *shape)
-        return random_hidden(b, x[0].numel(), self.config.mask_ratio, generator, x.device).view_as(x)
+        return random_hidden(b, math.prod(shape), self.config.mask_ratio, generator, device).view(b, *shape)
+
+    def score_mask_set(self) -> torch.Tensor:
+        """The ``[score_masks, *input_shape]`` masks every row is scored with: a function of ``config.seed`` alone
+        (drawn on the CPU, so the same on every device)."""
+        return self._masks(self.config.score_masks, torch.Generator().manual_seed(self.config.seed), None)
 
     def masked_loss(self, logits: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Reconstruction error of the decoder output ``logits`` (:meth:`decode_logits`) averaged over the hidden
@@ -71,3 +89,16 @@ class MaskedAutoencoder(DenseAutoencoder):
         hidden = self.masked_loss(logits, x, mask)
         visible = self.masked_loss(logits.detach(), x, ~mask)
         return {"loss": hidden, "reconstruction": hidden, "visible_error": visible}
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample score ``[B]`` the way the model is trained: the error on the hidden entries, averaged over
+        the fixed :meth:`score_mask_set`; a function of the row and the model only."""
+        masks = self.score_mask_set().to(x.device)  # [M, *shape]
+        m, b = masks.shape[0], x.shape[0]
+        # row i under mask j sits at j * B + i
+        hidden = masks.unsqueeze(1).expand(m, *x.shape).reshape(m * b, *x.shape[1:])
+        rows = x.repeat(m, *([1] * (x.dim() - 1)))
+        x_in = torch.where(hidden, self.mask_token.to(x.dtype), rows)
+        err = self.entry_error(self.decode_logits(self.encode(x_in)), rows)
+        return masked_row_mean(err, hidden).view(m, b).mean(0)

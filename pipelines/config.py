@@ -6,6 +6,7 @@ from the environment (``AEPIPE_HOME``, ``MLFLOW_TRACKING_URI``, ``RAY_ADDRESS``)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -77,8 +78,9 @@ class DataConfig(_Section):
     """fail: the first bad file or row stops the job with an error naming it; skip: bad files and rows are
     left out and each is written, with its reason, to a quarantine Parquet under the job's outputs."""
 
-    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    """Fraction of ids (by a stable hash of the id) held out for validation."""
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Fraction of ids (by a stable hash of the id) held out for validation: above 0 (the validation split sets
+    the anomaly threshold and the drift baseline) and below 1."""
 
     normalize: Literal["none", "minmax", "standard"] = "minmax"
     """Normalization fitted once on the training split and applied identically at scoring."""
@@ -276,6 +278,15 @@ class ScoreConfig(_Section):
     drift_bins: int = Field(default=10, ge=2, le=100)
     """Equal-mass baseline bins for the PSI (must divide 100)."""
 
+    @field_validator("drift_bins")
+    @classmethod
+    def _bins_divide_100(cls, value: int) -> int:
+        if 100 % value:
+            raise ValueError(
+                f"must divide 100 (the baseline holds percentiles): 2, 4, 5, 10, 20, 25 or 50, not {value}"
+            )
+        return value
+
 
 class JobConfig(_Section):
     """A whole training job: data, model, trainer, tracking and scoring settings."""
@@ -333,8 +344,50 @@ class JobConfig(_Section):
         return self.tracking.tracking_uri or f"sqlite:///{Path(self.home).resolve() / 'mlflow.db'}"
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying what is wrong with a YAML text (PyYAML's own message spans several lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return ", ".join(part for part in (exc.context, exc.problem) if part) or "malformed"
+    return " ".join(str(exc).split())
+
+
+def _key_at(lines: list[str], row: int) -> str | None:
+    """The dotted key of block-style YAML whose entry holds line ``row`` (0-based), found from the indentation
+    of that line and the lines above it; None when no key is found."""
+    parts: list[str] = []
+    indent: int | None = None
+    for text in reversed(lines[: row + 1]):
+        match = re.match(r"(\s*)(?:- )?([^\s#:'\"][^:#]*?|'[^']*'|\"[^\"]*\")\s*:(?:\s|$)", text)
+        if match is None:
+            continue
+        level = len(match.group(1))
+        if indent is None or level < indent:
+            parts.append(match.group(2).strip("'\""))
+            indent = level
+            if level == 0:
+                break
+    return ".".join(reversed(parts)) or None
+
+
+def _yaml_file_error(path: Path, text: str, exc: yaml.YAMLError) -> ConfigError:
+    """A ConfigError naming the file, the line and (when it can be told) the key of a YAML syntax error."""
+    mark = None
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.context_mark or exc.problem_mark  # where the broken value starts, else where parsing failed
+    if mark is None:
+        return ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}")
+    key = _key_at(text.splitlines(), mark.line)
+    where = f"line {mark.line + 1}" + (f", key {key}" if key else "")
+    return ConfigError(f"{path}: not valid YAML ({where}): {_yaml_problem(exc)}")
+
+
+def _parse_value(item: str, key: str, text: str) -> Any:
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: the value of {key} is not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, origin: str | None = None) -> None:
@@ -366,7 +419,7 @@ def apply_overrides(
         if sections is not None and key.split(".")[0] not in sections:
             allowed = ", ".join(f"{section}.*" for section in sections)
             raise ConfigError(f"override {item!r}: only {allowed} keys can be set here")
-        set_key(raw, key, _parse_value(value), item)
+        set_key(raw, key, _parse_value(item, key, value), item)
     return raw
 
 
@@ -409,14 +462,22 @@ def load_config(
         defaults: top-level keys filled in when the file lacks them (None values are skipped).
 
     Raises:
-        ConfigError: a missing file, a malformed override, or a key or value the config refuses (named).
+        ConfigError: a missing file, a file or an override value that is not valid YAML (named by line and key), a
+            malformed override, or a key or value the config refuses (named).
     """
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a YAML text file (not UTF-8)") from None
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise _yaml_file_error(p, text, exc) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping of config sections")
         raw = loaded

@@ -38,3 +38,57 @@ def test_score_settings_mistakes(home, args, message):
 )
 def test_closed_choices_are_usage_errors(home, args, fragments):
     assert_clean_error(invoke(*args), "Usage: ", *fragments)
+
+
+@pytest.fixture()
+def no_ray(monkeypatch):
+    """Fails the test if the command reaches a Ray start: these mistakes must be refused while parsing."""
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the command started Ray before refusing its arguments")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
+BROKEN_YAML = "name: broken\ntrain:\n  epochs: [1\n"
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        pytest.param(["score", "--psi-limit", "0"], ["score.psi_limit", "greater than 0"], id="psi-limit"),
+        pytest.param(["score", "--ks-alpha", "0"], ["score.ks_alpha", "greater than 0"], id="ks-alpha"),
+        pytest.param(["score", "score.ks_alpha=1"], ["score.ks_alpha", "less than 1"], id="ks-alpha-override"),
+        pytest.param(["score", "score.drift_bins=7"], ["score.drift_bins", "must divide 100"], id="drift-bins"),
+        pytest.param(
+            ["score", "score.batch_size=[64"],
+            ["override 'score.batch_size=[64'", "score.batch_size", "not valid YAML"],
+            id="score-override-yaml",
+        ),
+        pytest.param(
+            ["train", "model.hidden=[64"],
+            ["override 'model.hidden=[64'", "model.hidden", "not valid YAML"],
+            id="train-override-yaml",
+        ),
+        pytest.param(["train", "data.val_fraction=0"], ["data.val_fraction", "greater than 0"], id="val-fraction-0"),
+        pytest.param(["train", "data.val_fraction=1"], ["data.val_fraction", "less than 1"], id="val-fraction-1"),
+        pytest.param(
+            ["score", "--config", "{broken}"],
+            ["broken.yaml: not valid YAML (line 3, key train.epochs)"],
+            id="score-config-yaml",
+        ),
+        pytest.param(
+            ["train", "--config", "{broken}"],
+            ["broken.yaml: not valid YAML (line 3, key train.epochs)"],
+            id="train-config-yaml",
+        ),
+    ],
+)
+def test_mistakes_are_refused_while_parsing(home, no_ray, args, fragments):
+    broken = home / "broken.yaml"
+    broken.write_text(BROKEN_YAML)
+    result = invoke(*(a.format(broken=broken) for a in args))
+    assert_clean_error(result, "error: ", *fragments)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output

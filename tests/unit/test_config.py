@@ -65,3 +65,47 @@ def test_overrides_can_be_limited_to_sections():
     assert load_config(None, ["score.psi_limit=0.5"], sections=("score",)).score.psi_limit == 0.5
     with pytest.raises(ConfigError, match=r"override 'train\.epochs=3': only score\.\* keys can be set here"):
         load_config(None, ["train.epochs=3"], sections=("score",))
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: x\ntrain:\n  epochs: [1\n", "(line 3, key train.epochs): while parsing a flow sequence"),
+        ("train:\n  epochs: 3: 4\n", "(line 2, key train.epochs): mapping values are not allowed here"),
+        ('score:\n  psi_limit: "abc\n', "(line 2, key score.psi_limit): while scanning a quoted scalar"),
+        ("data:\n\tpath: x\n", "(line 2, key data.path)"),
+        ("model:\n  hidden: [64, 32]\n  latent_dim: {a\nscore: {}\n", "(line 3, key model.latent_dim)"),
+    ],
+)
+def test_malformed_yaml_file_names_line_and_key(tmp_path, text, fragment):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not valid YAML ") and fragment in message, message
+    assert "\n" not in message
+
+
+def test_malformed_override_value_names_the_key():
+    with pytest.raises(
+        ConfigError, match=r"override 'model\.hidden=\[64': the value of model\.hidden is not valid YAML"
+    ):
+        load_config(None, ["model.hidden=[64"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("score.drift_bins=7", "score.drift_bins: .*must divide 100"),
+        ("score.drift_bins=20", None),
+        ("data.val_fraction=0", "data.val_fraction: Input should be greater than 0"),
+        ("data.val_fraction=0.05", None),
+    ],
+)
+def test_settings_that_used_to_fail_late_are_refused_while_parsing(override, message):
+    if message is None:
+        load_config(None, [override])
+    else:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, [override])

@@ -70,10 +70,12 @@ def sample_grid(rows: list[tuple[str, np.ndarray]], input_shape: tuple[int, ...]
     return fig
 
 
-def reconstructions(rows: list[tuple[str, Row]], x_hat: np.ndarray, input_shape: tuple[int, ...]) -> Figure:
-    """Inputs vs reconstructions ``x_hat`` ``[N, *input_shape]`` of ``(title, row)`` pairs, each column titled
+def reconstructions(
+    rows: list[tuple[str, Row]], x: np.ndarray, x_hat: np.ndarray, input_shape: tuple[int, ...]
+) -> Figure:
+    """Normalized inputs ``x`` vs reconstructions ``x_hat`` ``[N, *input_shape]`` of ``(title, row)`` pairs, titled
     with its row's title and score: two image rows, or overlaid lines per sample."""
-    x = np.stack([np.asarray(r["x"], np.float32).reshape(input_shape) for _, r in rows])
+    x = x.reshape(len(rows), *input_shape)  # normalized, like the reconstructions: one scale for both
     titles = [f"{title}\n{r['score']:.3g}" for title, r in rows]
     images = as_images(x[:1], input_shape) is not None
     fig = _figure(1.5 * len(rows) if images else 2.2 * len(rows), 3.4 if images else 2.4)
@@ -233,7 +235,7 @@ def render(
         mapped_labels = np.concatenate([np.asarray(sample["label"]).astype(str), [str(r["label"]) for r in examples]])
     figures = {
         "loss_curves": loss_curves(histories),
-        "reconstructions": reconstructions(shown, model(x_shown).float().numpy(), shape),
+        "reconstructions": reconstructions(shown, x_shown.numpy(), model(x_shown).float().numpy(), shape),
         "code_map": code_map(model.embed(mapped).float().numpy(), mapped_labels),
         "score_histogram": score_histogram(summary, bundle.calibration),
     }

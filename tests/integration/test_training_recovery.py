@@ -95,7 +95,7 @@ def test_run_is_fully_tracked(trained):
     val = [v for _, v in tracking.metric_history(uri, steady.run_id, "val_loss")]
     assert val[-1] < 0.8 * val[0], val
     plots = {Path(a.path).name for a in tracking.client(uri).list_artifacts(steady.run_id, "plots")}
-    assert plots == {"loss_curves.png", "reconstructions.png", "code_map.png", "score_histogram.png"}
+    assert plots == {"loss_curves.png", "reconstructions.png", "code_map.png", "score_histogram.png", "plot_rows.json"}
     # default retention: at most 2 checkpoints left in the Ray run directory
     run_dir = Path(job.checkpoint_path) / ray_run_name(job, steady.run_id)
     assert 1 <= len([d for d in run_dir.glob("checkpoint_*") if d.is_dir()]) <= 2

@@ -57,6 +57,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def accepts_shape(sample_shape: tuple[int, ...], input_shape: tuple[int, ...]) -> bool:
+    """Whether samples of ``sample_shape`` fit a model of ``input_shape``: the same shape, or flat with as many
+    values (784 -> (1, 28, 28)). Training and scoring both ask this, so whatever trains also scores."""
+    expected = tuple(input_shape)
+    return tuple(sample_shape) in (expected, (int(np.prod(expected)),))
+
+
 @dataclass
 class ModelBundle:
     """A trained model with its normalizer and calibration; ``infer`` maps raw inputs to scores."""
@@ -107,10 +114,11 @@ class ModelBundle:
             return cls.load(tmp)
 
     def check_shape(self, sample_shape: tuple[int, ...], where: str) -> None:
-        """Raise a clear error when the data's sample shape does not match the model's input shape."""
-        if tuple(sample_shape) != self.input_shape:
+        """Raise a clear error when the data's samples are not ones the model takes (see :func:`accepts_shape`)."""
+        if not accepts_shape(sample_shape, self.input_shape):
             raise ValueError(
                 f"{where}: samples have shape {tuple(sample_shape)} but the model expects {self.input_shape}"
+                f" (or flat vectors of {int(np.prod(self.input_shape))} values)"
             )
 
     def normalize(self, x_raw: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from pipelines import tracking
-from pipelines.bundle import ModelBundle, bundle_files
+from pipelines.bundle import ModelBundle, accepts_shape, bundle_files
 from pipelines.config import ConfigError, JobConfig, TrainConfig
 from pipelines.data import (
     Normalizer,
@@ -84,7 +84,7 @@ class PreparedData:
 def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
     """Samples must match model.input_shape, or be flat with as many values (784 -> (1, 28, 28))."""
     expected = tuple(job.model["input_shape"])
-    if sample_shape != expected and sample_shape != (int(np.prod(expected)),):
+    if not accepts_shape(sample_shape, expected):
         raise ConfigError(
             f"{job.data_path}: samples have shape {sample_shape} but model.input_shape is "
             f"{expected}; set model.input_shape={list(sample_shape)}"

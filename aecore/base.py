@@ -9,6 +9,7 @@ optimizers (the adversarial AE) describe their own update step through :meth:`up
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,7 +38,8 @@ class Autoencoder(nn.Module):
     registry_name: ClassVar[str] = ""
     generative: ClassVar[bool] = False
     penalty_needs_input_grad: ClassVar[bool] = False
-    """Whether :meth:`penalties` differentiates the code with respect to the input (contractive)."""
+    """Whether :meth:`penalties` differentiates the code with respect to the input (contractive): then the loss
+    needs autograd even when nothing is trained, which :meth:`eval_loss` provides."""
 
     def __init__(self, config: ModelConfig):
         """Builds the layers from the process-wide torch generator, like any ``nn.Module``; to seed the initial
@@ -83,6 +85,14 @@ class Autoencoder(nn.Module):
         penalties = self.penalties(x_in, z)
         # start= makes the total a Tensor (a bare sum() starts from the int 0); the terms add up in order
         return {"loss": sum(penalties.values(), reconstruction), "reconstruction": reconstruction, **penalties}
+
+    def eval_loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms of :meth:`loss` for evaluation (validation): detached, and computed with autograd on only
+        where the family's loss needs it (``penalty_needs_input_grad``), so callers may run under
+        ``torch.no_grad()``."""
+        with torch.enable_grad() if self.penalty_needs_input_grad else contextlib.nullcontext():
+            terms = self.loss(x)
+        return {k: v.detach() for k, v in terms.items()}
 
     def entry_error(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction error per entry (shape of ``x``) of the decoder output ``logits`` (see :meth:`decode_logits`)

@@ -211,7 +211,7 @@ class _Worker:
         sums = LossSums(self.device)
         scores: list[np.ndarray] = []
         for x in self.val_in.batches(self.spec.job.train.batch_size, epoch=0, shuffle=False):
-            sums.add(self.model.loss(x), len(x))
+            sums.add(self.model.eval_loss(x), len(x))
             scores.append(self.model.score(x).float().cpu().numpy())
         local = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         return sums.all_reduce().means("val"), gather_array(local)

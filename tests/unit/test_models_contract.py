@@ -92,6 +92,24 @@ def test_loss_is_finite_named_terms(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_validation_loss_runs_under_no_grad(name):
+    """Validation evaluates the loss under ``torch.no_grad()``; a family whose loss needs autograd (the
+    contractive Jacobian penalty) gets it from ``eval_loss`` for the loss alone, and the terms come back
+    detached and equal to the eval-mode loss."""
+    model = small_model(name).eval()
+    x = batch(name)
+    torch.manual_seed(0)  # the same draws (VAE noise, masks) for both evaluations
+    with torch.no_grad():
+        terms = model.eval_loss(x)
+    torch.manual_seed(0)
+    expected = model.loss(x)
+    assert set(terms) == set(expected)
+    for key, value in terms.items():
+        assert value.dim() == 0 and torch.isfinite(value) and not value.requires_grad, (key, value)
+        torch.testing.assert_close(value, expected[key].detach())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_every_parameter_gets_a_finite_gradient_from_the_phases(name):
     model = small_model(name).train()
     x = batch(name)

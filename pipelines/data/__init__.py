@@ -61,9 +61,13 @@ def _clean_rows(
     return records.map_batches(functools.partial(clean, on_bad_records=on_bad_records, exclude=exclude))
 
 
-def load_dataset(cfg: DataConfig, path: str, quarantine_dir: str | None = None) -> Corpus:
-    """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema)."""
-    records, shape = _READERS[cfg.source](path, cfg)
+def load_dataset(cfg: DataConfig, path: str, quarantine_dir: str | None = None, root: str | None = None) -> Corpus:
+    """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
+
+    ``root`` is the corpus root that file names in derived ids (``FILE:ROW``, image ids) are relative to:
+    ``path`` itself by default; scoring opens one shard at a time and passes the root the user gave, so a
+    shard's ids are the ones training derived from the whole corpus."""
+    records, shape = _READERS[cfg.source](path, cfg, root or path)
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 

@@ -57,8 +57,9 @@ def _records(items: Batch, cfg: DataConfig) -> Iterator[Batch]:
     yield make_records(names, x, errors, items["path"], np.full(n, -1), labels)
 
 
-def read_image_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Records of every image under ``path`` and the sample shape ``(C, H, W)``."""
+def read_image_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Records of every image under ``path`` and the sample shape ``(C, H, W)``; ids are paths relative to
+    ``root``."""
     files = list_files(path, SUFFIXES)
-    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg}, per_task=IMAGES_PER_TASK), sample_shape(cfg)

@@ -197,11 +197,12 @@ def vector_length(pf: pq.ParquetFile, file: str, cfg: DataConfig) -> int:
     raise DataError(f"{file}: column {cfg.vector_column!r} has no non-null vector to take the sample length from")
 
 
-def read_parquet_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Records of every shard under ``path`` and the sample shape ``(D,)``."""
+def read_parquet_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Records of every shard under ``path`` and the sample shape ``(D,)``; derived ids name files relative to
+    ``root``."""
     files = list_files(path, (".parquet",))
     first, pf = first_readable(files)
     length = vector_length(pf, first, cfg)
     with_label = bool(cfg.label_column) and cfg.label_column in pf.schema_arrow.names
-    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

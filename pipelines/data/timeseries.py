@@ -158,8 +158,9 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
     )
 
 
-def read_series_records(path: str, cfg: DataConfig) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Window records of every series under ``path`` and the sample shape ``(T, F)``."""
+def read_series_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Window records of every series under ``path`` and the sample shape ``(T, F)``. Window ids come from the
+    series and the window's position, never from file names, so ``root`` is not needed."""
     files = list_files(path, (".parquet",))
     schema = first_readable(files)[1].schema_arrow
     datetime = cfg.timestamp_column in schema.names and TIMELIKE.accepts(schema.field(cfg.timestamp_column).type)

@@ -141,7 +141,7 @@ def _score_job(
     baseline = bundle.calibration.get("baseline_quantiles")
     edges = sketch_edges(np.asarray(baseline)) if baseline and req.mode != "embed" else None
     identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
-    return ScoreJob(model, data_cfg, req.settings, schema, edges, staging, identity, ray.put(files))
+    return ScoreJob(model, data_cfg, req.settings, schema, edges, staging, identity, ray.put(files), req.input_path)
 
 
 def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, final: Path) -> str:

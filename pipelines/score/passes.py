@@ -64,6 +64,8 @@ class ScoreJob:
     identity: dict[str, str]
     files: ray.ObjectRef[dict[str, bytes]]
     """The pinned model's bundle files in the object store, which every actor loads from."""
+    root: str
+    """The corpus root the user gave: ids derived from file names are relative to it, as in training."""
 
     def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
         """The rows of a scored batch that ``sel`` picks, as an output table."""
@@ -132,10 +134,10 @@ def _open_shard(job: ScoreJob, shard: publish.Shard) -> Corpus:
     records under ``_quarantine/`` of the partition (and counts them); with ``fail`` the first bad record
     stops the job with an error naming the file and row."""
     if job.data_cfg.on_bad_records != "skip":
-        return load_dataset(job.data_cfg, shard.path)
+        return load_dataset(job.data_cfg, shard.path, root=job.root)
     quarantine = job.quarantine_dir(shard)
     shutil.rmtree(quarantine, ignore_errors=True)
-    return validate_corpus(load_dataset(job.data_cfg, shard.path, quarantine_dir=str(quarantine)))
+    return validate_corpus(load_dataset(job.data_cfg, shard.path, quarantine_dir=str(quarantine), root=job.root))
 
 
 def _quarantine_unreadable(job: ScoreJob, shard: publish.Shard) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from pipelines.data.files import list_files, relative_names
 from pipelines.score import publish
 
 SCHEMA = pa.schema([("id", pa.string()), ("score", pa.float32())])
@@ -99,3 +100,17 @@ def test_partition_without_success_is_refused(tmp_path):
     publish.write_manifest(part, {"shards": [{"output": "part-00001.parquet"}], "rows": 1, "schema": ["id"]})
     with pytest.raises(publish.UnpublishedError, match="missing"):
         publish.read_scores(part)
+
+
+def test_date_partitioned_shards_keep_the_names_training_derives_ids_from(tmp_path):
+    """Scoring opens each shard alone but derives ``FILE:ROW`` ids from its name relative to the corpus root,
+    the name training gives the same file: two partitions' ``part-00000.parquet`` stay apart."""
+    root = tmp_path / "in"
+    for dt in ("dt=2024-06-01", "dt=2024-06-02"):
+        (root / dt).mkdir(parents=True)
+        pq.write_table(pa.table({"x": [[0.0]] * 3}), root / dt / "part-00000.parquet")
+    shards = publish.list_shards(str(root))
+    training = relative_names(list_files(str(root), (".parquet",)), str(root))
+    scoring = [n for s in shards for n in relative_names(list_files(s.path, (".parquet",)), str(root))]
+    assert scoring == training == [s.name for s in shards]
+    assert training == ["dt=2024-06-01/part-00000.parquet", "dt=2024-06-02/part-00000.parquet"]

@@ -115,7 +115,8 @@ class ScoreSummary:
         return float((p * (below + 0.5 * q)).sum() / (p.sum() * q.sum()))
 
 
-def _row(batch: dict[str, np.ndarray], scores: np.ndarray, i: int) -> Row:
+def row_at(batch: dict[str, np.ndarray], scores: np.ndarray, i: int) -> Row:
+    """Row ``i`` of a batch of raw rows, with its score."""
     label = batch["label"][i] if "label" in batch else None
     return {"id": batch["id"][i], "x": np.asarray(batch["x"][i]), "score": float(scores[i]), "label": label}
 
@@ -134,15 +135,15 @@ def summarize_batch(
         members = labels == label
         summary.counts[str(label)] = np.histogram(clipped[members], edges)[0]
         if label != "":
-            summary.examples[str(label)] = [_row(batch, scores, i) for i in np.flatnonzero(members)[:PER_LABEL]]
+            summary.examples[str(label)] = [row_at(batch, scores, i) for i in np.flatnonzero(members)[:PER_LABEL]]
     if len(distinct) > MAX_LABELS:
         summary.counts[""] = np.histogram(clipped, edges)[0]
     summary.sample = [
-        _row(batch, scores, int(i)) for i in np.flatnonzero(_sample_mask(batch["id"], sample_fraction, seed))
+        row_at(batch, scores, int(i)) for i in np.flatnonzero(_sample_mask(batch["id"], sample_fraction, seed))
     ]
     if len(scores):
-        summary.best = _row(batch, scores, int(np.argmin(scores)))
-        summary.worst = _row(batch, scores, int(np.argmax(scores)))
+        summary.best = row_at(batch, scores, int(np.argmin(scores)))
+        summary.worst = row_at(batch, scores, int(np.argmax(scores)))
     return summary
 
 

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipelines.bundle import ModelBundle
-from pipelines.tracking.plot_rows import Row, ScoreSummary
+from pipelines.tracking.plot_rows import Row, ScoreSummary, row_at
 
 N_SHOW, N_STEPS = 8, 8
 
@@ -175,11 +175,7 @@ def _shown_rows(summary: ScoreSummary, sample: dict[str, np.ndarray], scores: np
     if summary.best is not None:
         shown.append(("best", summary.best))
     if len(scores):
-        i = int(np.argsort(scores)[len(scores) // 2])
-        label = sample["label"][i] if "label" in sample else None
-        shown.append(
-            ("median", {"id": sample["id"][i], "x": sample["x"][i], "score": float(scores[i]), "label": label})
-        )
+        shown.append(("median", row_at(sample, scores, int(np.argsort(scores)[len(scores) // 2]))))
     if summary.worst is not None:
         shown.append(("worst", summary.worst))
     per_label = 2 if len(summary.examples) <= 5 else 1

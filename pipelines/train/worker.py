@@ -67,6 +67,16 @@ class _LoopState:
         return self.stopping.patience is not None and self.stopping.bad_epochs >= self.stopping.patience
 
 
+def ddp_options(model: Autoencoder, bucket_cap_mb: float | None, device: torch.device) -> dict[str, Any]:
+    """``DistributedDataParallel`` keyword arguments for ``model`` on ``device``."""
+    return {
+        # only some parameters get gradients in each phase of a several-phase family
+        "find_unused_parameters": len(model.update_phases()) > 1,
+        # small buckets on CPU let the gradient exchange overlap the backward pass
+        "bucket_cap_mb": bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0),
+    }
+
+
 def seeded_model(job: JobConfig, rank: int) -> Autoencoder:
     """Seed this rank's python, numpy and torch generators with ``train.seed + rank`` (so dropout, corruption,
     masks and VAE noise differ between ranks) and build the model with initial weights from ``train.seed``
@@ -106,13 +116,7 @@ class _Worker:
         device = ray.train.torch.get_device()
         optimizers = make_optimizers(model, tc.lr)
         objective = ray.train.torch.prepare_model(
-            PhaseObjective(model),
-            parallel_strategy_kwargs={
-                # only some parameters get gradients in each phase of a several-phase family
-                "find_unused_parameters": len(model.update_phases()) > 1,
-                # small buckets on CPU let the gradient exchange overlap the backward pass
-                "bucket_cap_mb": tc.ddp_bucket_cap_mb or (25.0 if device.type == "cuda" else 1.0),
-            },
+            PhaseObjective(model), parallel_strategy_kwargs=ddp_options(model, tc.ddp_bucket_cap_mb, device)
         )
         wrapped = getattr(objective, "module", objective)  # DDP holds the module; one worker gets it bare
         assert isinstance(wrapped, PhaseObjective)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import shlex
@@ -75,9 +74,21 @@ def test_bundle_shipped_as_files_loads_the_same_and_refuses_the_trap(trapped_bun
             ModelBundle.from_files({**bundle_files(good), name: b"{}"})
 
 
-def test_torch_load_defaults_to_weights_only(trapped_bundle):
-    """torch >= 2.6 (pinned) loads weights_only by default: the payload is refused there too."""
-    bundle, marker = trapped_bundle
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        torch.load(io.BytesIO((bundle / MODEL_DIR / "model.safetensors").read_bytes()))
+def test_resuming_from_a_checkpoint_refuses_a_pickled_training_state(tmp_path):
+    """The one ``torch.load`` in aepipe, a checkpoint's ``train_state.pt``: a trapped state file is refused,
+    unrun, and a genuine one (tensors, RNG states, counters) restores."""
+    from pipelines.train import checkpoint as ckpt
+
+    model = build_model({"name": "dense", "input_shape": [8], "hidden": [4], "latent_dim": 2, "seed": 1})
+    good, bad, marker = tmp_path / "good", tmp_path / "bad", tmp_path / "PWNED"
+    state = {"epoch": 3, "rng": ckpt.rng_state(), "opt": {"step": torch.tensor(7.0)}}
+    for directory in (good, bad):
+        ckpt.save(directory, ModelBundle(model, Normalizer("none"), {"threshold": 1.0}, {}), state)
+    (bad / ckpt.STATE_FILE).write_bytes(pickle.dumps(_Trap(marker)))
+    other = build_model({"name": "dense", "input_shape": [8], "hidden": [4], "latent_dim": 2, "seed": 2})
+    with pytest.raises(pickle.UnpicklingError):
+        ckpt.restore(bad, other)
     assert not marker.exists()
+    restored = ckpt.restore(good, other)
+    assert restored["epoch"] == 3 and torch.equal(restored["opt"]["step"], torch.tensor(7.0))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True))

@@ -25,6 +25,7 @@ from aecore import UnknownModelError
 from pipelines.config import ConfigError, JobConfig, load_config
 from pipelines.data import DataError
 from pipelines.data.errors import find_in_chain
+from pipelines.storage import StorageError
 from pipelines.tracking import RegistryError, auth_failure_status
 
 console = Console(stderr=True, soft_wrap=True)
@@ -42,6 +43,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     RegistryError,
     FileNotFoundError,
     CredentialsError,
+    StorageError,
 )
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from pipelines import storage
 from pipelines.data.errors import DataError
-
-
-def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path on it)`` for a local path or a URI."""
-    if "://" in path:
-        fs, inner = pafs.FileSystem.from_uri(path)
-        return fs, inner
-    return pafs.LocalFileSystem(), path
 
 
 def open_file(path: str) -> pa.NativeFile:
     """A seekable binary file for a local path or URI (what Parquet and Pillow read)."""
-    fs, inner = filesystem(path)
-    return fs.open_input_file(inner)
+    return storage.open_input(path)
 
 
 def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
@@ -30,10 +20,8 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
     Returned paths keep the URI scheme, so tasks read them from the same filesystem.
     Raises :class:`DataError` for a missing path or a directory with no matching files.
     """
-    fs, root = filesystem(path)
-    if "://" not in path:
-        root = os.path.abspath(root)  # tasks may run in another working directory
-    info = fs.get_file_info(root)
+    fs, root = storage.resolve(path)  # a local root made absolute: tasks may run in another directory
+    info = storage.info(path)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input path {path} does not exist")
     if info.type == pafs.FileType.File:
@@ -52,10 +40,9 @@ def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
 
 def relative_names(files: list[str], path: str) -> list[str]:
     """Each file's path relative to the corpus root ``path`` ("/"-separated); a single file keeps its base name."""
-    root = filesystem(path)[1] if "://" in path else os.path.abspath(path)
-    root = root.rstrip("/") + "/"
+    root = storage.resolve(path)[1].rstrip("/") + "/"
     out = []
     for f in files:
-        inner = filesystem(f)[1]
+        inner = storage.resolve(f)[1]
         out.append(inner[len(root) :] if inner.startswith(root) else inner.rsplit("/", 1)[-1])
     return out

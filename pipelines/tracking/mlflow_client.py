@@ -67,13 +67,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+def embedded_store(tracking_uri: str) -> bool:
+    """False for an MLflow server (``http(s)://``, Databricks), which decides where artifacts live (its default
+    artifact root or its artifact proxy); True for a store this process writes itself (``sqlite:``, a path)."""
+    scheme = tracking_uri.split(":", 1)[0].lower() if ":" in tracking_uri else tracking_uri.lower()
+    return scheme not in ("http", "https") and not scheme.startswith("databricks")
+
+
 def ensure_experiment(c: MlflowClient, name: str, artifact_root: str | None) -> str:
-    """Experiment id for ``name``, creating it (with ``artifact_root``) when missing."""
+    """Experiment id for ``name``, creating it when missing: with ``artifact_root`` as its artifact location
+    for an embedded store, with the server's default location otherwise."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
-    if artifact_root:
+    if artifact_root and embedded_store(c.tracking_uri):
         location = artifact_root if "://" in artifact_root else Path(artifact_root).resolve().as_uri()
     try:
         return c.create_experiment(name, artifact_location=location)

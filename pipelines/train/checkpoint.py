@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_model as load_weights
 from torch import nn
 
+from pipelines import storage
 from pipelines.bundle import MODEL_DIR, ModelBundle
 
 STATE_FILE = "train_state.pt"
@@ -66,16 +67,14 @@ def prune_unregistered(run_dir: str, kept: list[str]) -> list[str]:
     """Delete ``checkpoint_*`` directories under ``run_dir`` (local path or URI) that are not in ``kept``
     (filesystem paths): a worker that died after persisting a checkpoint but before the controller
     registered it leaves one behind. Returns the deleted paths."""
-    fs, base = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else str(Path(run_dir).resolve()))
     keep = {k.rstrip("/") for k in kept}
-    found = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     orphans = [
-        f.path
-        for f in found
+        storage.uri_of(run_dir, f)
+        for f in storage.list_dir(run_dir)
         if f.type == pafs.FileType.Directory
         and f.base_name.startswith("checkpoint_")
         and f.path.rstrip("/") not in keep
     ]
     for path in orphans:
-        fs.delete_dir(path)
+        storage.delete_dir(path)
     return orphans

@@ -6,13 +6,13 @@ writes it before it dies, and the restarted worker sees it and carries on.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 
 import pyarrow.fs as pafs
 
+from pipelines import storage
 from pipelines.config import FaultInjection
 
 
@@ -21,30 +21,26 @@ class FaultInjector:
 
     def __init__(self, fault: FaultInjection | None, run_dir: str):
         self.fault = fault
-        self.fs, base = pafs.FileSystem.from_uri(run_dir if "://" in run_dir else os.path.abspath(run_dir))
-        self.marker = f"{base}/fault-injected-epoch{fault.epoch}-rank{fault.rank}" if fault else ""
+        self.marker = storage.join(run_dir, f"fault-injected-epoch{fault.epoch}-rank{fault.rank}") if fault else ""
 
     def check(self, epoch: int, rank: int, batches_done: int) -> None:
         f = self.fault
         if f is None or (epoch, rank, batches_done) != (f.epoch, f.rank, f.after_batches):
             return
-        if self.fs.get_file_info(self.marker).type != pafs.FileType.NotFound:
+        if storage.info(self.marker).type != pafs.FileType.NotFound:
             return
         self._await_checkpoint(epoch - 1)
-        self.fs.create_dir(self.marker.rsplit("/", 1)[0], recursive=True)
-        with self.fs.open_output_stream(self.marker) as out:
-            out.write(f"killed rank {rank} in epoch {epoch} after {batches_done} batches\n".encode())
+        storage.write_bytes(self.marker, f"killed rank {rank} in epoch {epoch} after {batches_done} batches\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
 
     def _await_checkpoint(self, epoch: int, timeout_s: float = 120.0) -> None:
         """Wait until the controller has registered the checkpoint of ``epoch`` (in a real job the failure
         comes long after; on a busy test machine the kill could otherwise outrun the controller's poll)."""
-        snapshot = f"{self.marker.rsplit('/', 1)[0]}/checkpoint_manager_snapshot.json"
+        snapshot = storage.join(storage.parent(self.marker), "checkpoint_manager_snapshot.json")
         deadline = time.monotonic() + timeout_s
         while epoch >= 1 and time.monotonic() < deadline:
-            if self.fs.get_file_info(snapshot).type == pafs.FileType.File:
-                with self.fs.open_input_stream(snapshot) as f:
-                    latest = json.loads(f.read()).get("latest_checkpoint_result") or {}
+            if storage.is_file(snapshot):
+                latest = storage.read_json(snapshot).get("latest_checkpoint_result") or {}
                 if latest.get("metrics", {}).get("epoch", 0) >= epoch:
                     return
             time.sleep(0.2)

@@ -39,9 +39,8 @@ def _register(root: pathlib.Path) -> tuple[str, object]:
     """A dense model bundle logged and registered as ``bench-score``; returns (tracking URI, bundle)."""
     from aecore import build_model
     from pipelines import tracking
-    from pipelines.bundle import ModelBundle, calibrate
+    from pipelines.bundle import ModelBundle, Normalizer, calibrate
     from pipelines.config import DataConfig
-    from pipelines.data.normalize import Normalizer
 
     model = build_model(
         {

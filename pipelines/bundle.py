@@ -6,13 +6,17 @@ Layout::
     normalizer.json                              statistics fitted on the training split
     calibration.json                             anomaly threshold and the validation score baseline
     data.json                                    how the corpus was read (source kind, columns)
+
+This module is shipped inside every registered pyfunc (MLflow ``code_paths``, see
+:data:`pipelines.tracking.mlflow_client.PYFUNC_CODE_PATHS`): it imports numpy, pandas, torch and ``aecore`` only,
+never Ray, MLflow or another ``pipelines`` module, so the model loads where aepipe is not installed.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +25,34 @@ import pandas as pd
 import torch
 
 from aecore import Autoencoder, load_model, save_model
-from pipelines.data.normalize import Normalizer
 
 MODEL_DIR, NORMALIZER_FILE, CALIBRATION_FILE, DATA_FILE = "model", "normalizer.json", "calibration.json", "data.json"
+
+
+@dataclass
+class Normalizer:
+    """``x -> (x - shift) / scale`` with statistics of shape [] (global) or ``input_shape`` (per feature, or
+    per channel with each channel's value repeated). Fitted by :mod:`pipelines.data.normalize`."""
+
+    kind: str = "none"
+    shift: list = None  # type: ignore[assignment]
+    scale: list = None  # type: ignore[assignment]
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Normalize a batch ``[B, *input_shape]`` (float32 out)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.kind == "none":
+            return x
+        return (x - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
+
+    def save(self, path: str | Path) -> None:
+        """Write the statistics as JSON."""
+        Path(path).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Normalizer:
+        """Read statistics written by :meth:`save`."""
+        return cls(**json.loads(Path(path).read_text()))
 
 
 def calibrate(val_scores: np.ndarray, quantile: float = 0.99, k_std: float = 2.0) -> dict[str, Any]:

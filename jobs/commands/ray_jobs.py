@@ -29,6 +29,9 @@ AddressOpt = typer.Option(
     ..., "--address", envvar="RAY_API_SERVER_ADDRESS", help="Ray Jobs API (dashboard) address, e.g. http://HEAD:8265."
 )
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: Exit status when the Jobs API cannot be reached (not a user mistake, and not 3, the nightly job's drift):
+#: a scheduler may retry it, while 2 (configuration) and 3 (drift) should fail at once.
+EXIT_UNREACHABLE = 4
 
 
 def auth_headers() -> dict[str, str]:
@@ -46,7 +49,8 @@ def auth_headers() -> dict[str, str]:
 
 @contextlib.contextmanager
 def ray_errors(address: str) -> Iterator[None]:
-    """An unreachable cluster, a refused token or an unknown job become one ``error:`` line and exit 2."""
+    """A refused token or an unknown job become one ``error:`` line and exit 2; an unreachable cluster exits
+    :data:`EXIT_UNREACHABLE` (4)."""
     from ray.exceptions import AuthenticationError
 
     try:
@@ -58,7 +62,10 @@ def ray_errors(address: str) -> Iterator[None]:
             "to the cluster's token"
         )
     except ConnectionError:
-        fail(f"cannot reach the Ray Jobs API at {address}: is the head node's dashboard running and reachable?")
+        fail(
+            f"cannot reach the Ray Jobs API at {address}: is the head node's dashboard running and reachable?",
+            EXIT_UNREACHABLE,
+        )
     except RuntimeError as exc:
         if not str(exc).startswith(("Request failed", "Job ")):
             raise

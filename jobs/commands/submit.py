@@ -11,16 +11,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from jobs.commands.ray_jobs import AddressOpt, exit_status, follow_logs, jobs_client, ray_errors
 from jobs.runtime import CredentialsError, echo, no_userinfo, user_errors
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Uploaded with the job? Never: environments, local state, VCS data, caches.
@@ -72,6 +76,37 @@ def runtime_env(working_dir: Path, env: dict[str, str], pip: list[str] | None = 
     return renv
 
 
+def nightly_submission_id(args: list[str]) -> str:
+    """``aepipe-nightly-MODEL-YYYY-MM-DD``: one id per model and night (``--date``, default yesterday UTC), so a
+    retried nightly pod finds the job its first attempt submitted instead of scoring the night twice."""
+    import typer.main
+
+    from jobs.entrypoints import nightly_score
+
+    params = typer.main.get_command(nightly_score.app).make_context("nightly-score", list(args)).params
+    night = nightly_score.partition(params["date"]).removeprefix("dt=")
+    return re.sub(r"[^A-Za-z0-9-]+", "-", f"aepipe-nightly-{params['model_name']}-{night}")
+
+
+def submit_or_attach(client: JobSubmissionClient, spec: JobSpec) -> str:
+    """Submit ``spec``; when a job with its submission id already exists, follow that job while it is pending,
+    running or succeeded, and replace it (delete, submit again) when it failed or was stopped."""
+    try:
+        return client.submit_job(
+            entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, submission_id=spec.submission_id
+        )
+    except RuntimeError as exc:
+        if spec.submission_id is None or "already exists" not in str(exc):
+            raise
+    status = client.get_job_info(spec.submission_id).status
+    if status not in ("FAILED", "STOPPED"):
+        echo(f"{spec.submission_id} was already submitted ({status}): following it")
+        return spec.submission_id
+    echo(f"{spec.submission_id} {status} before: submitting it again")
+    client.delete_job(spec.submission_id)
+    return client.submit_job(entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, submission_id=spec.submission_id)
+
+
 def job_env(extra: list[str]) -> dict[str, str]:
     """The pass-through variables that are set, then ``KEY=VALUE`` pairs from ``--env``."""
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if os.environ.get(k)}
@@ -98,7 +133,9 @@ def submit(
     ),
     env: list[str] | None = typer.Option(None, "--env", help="Extra KEY=VALUE for the job; repeatable."),
     working_dir: Path = typer.Option(PROJECT_ROOT, help="Directory uploaded as the job's working_dir."),
-    submission_id: str | None = typer.Option(None, help="Submission id (default: Ray picks one)."),
+    submission_id: str | None = typer.Option(
+        None, help="Submission id (default: aepipe-nightly-MODEL-DATE for nightly-score, else Ray picks one)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the job (entrypoint, runtime env) and stop."),
 ) -> None:
     """Submit ``aepipe KIND ARGS`` (ARGS: everything after the options, e.g. --config ... train.epochs=3)."""
@@ -106,16 +143,15 @@ def submit(
         spec = JobSpec(
             entrypoint=entrypoint(kind, list(ctx.args)),
             runtime_env=runtime_env(working_dir.resolve(), job_env(env or []), pip),
-            submission_id=submission_id,
+            submission_id=submission_id
+            or (nightly_submission_id(list(ctx.args)) if kind == Kind.nightly_score else None),
         )
     if dry_run:
         echo(json.dumps(dataclasses.asdict(spec), indent=1))
         return
     client = jobs_client(address)
     with ray_errors(address):
-        job_id = client.submit_job(
-            entrypoint=spec.entrypoint, runtime_env=spec.runtime_env, submission_id=spec.submission_id
-        )
+        job_id = submit_or_attach(client, spec)
         echo(f"submitted {job_id} to {address}")
         if not follow:
             echo(f"follow it with: aepipe jobs logs --follow {job_id} --address {address}")

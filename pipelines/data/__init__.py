@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import ray.data
 
+from pipelines.bundle import Normalizer
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
 from pipelines.data.images import read_image_records
-from pipelines.data.normalize import Normalizer, combine_moments, partial_moments
+from pipelines.data.normalize import combine_moments, partial_moments
 from pipelines.data.parquet import read_parquet_records
 from pipelines.data.records import Batch, clean
 from pipelines.data.split import is_validation

@@ -1,37 +1,13 @@
-"""Normalization statistics: fitted in one distributed pass over the training split, saved with the model."""
+"""Normalization statistics: fitted in one distributed pass over the training split, saved with the model
+(:class:`pipelines.bundle.Normalizer`, which applies them)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-
-@dataclass
-class Normalizer:
-    """``x -> (x - shift) / scale`` with statistics of shape [] (global) or ``input_shape`` (per feature, or
-    per channel with each channel's value repeated)."""
-
-    kind: str = "none"
-    shift: list = None  # type: ignore[assignment]
-    scale: list = None  # type: ignore[assignment]
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Normalize a batch ``[B, *input_shape]`` (float32 out)."""
-        x = np.asarray(x, dtype=np.float32)
-        if self.kind == "none":
-            return x
-        return (x - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self)))
-
-    @classmethod
-    def load(cls, path: str | Path) -> Normalizer:
-        return cls(**json.loads(Path(path).read_text()))
+from pipelines.bundle import Normalizer
 
 
 def reduce_axes(ndim: int, scope: str) -> tuple[int, ...]:

@@ -3,13 +3,16 @@
 Takes a tracking URI (and optional registry URI) and gives runs, metrics, artifacts and registered model
 versions. ``mlflow_client`` is the only module that talks to MLflow (its API is re-exported here);
 ``promotion`` holds the alias policy (challenger, champion gate); ``pyfunc`` is the models-from-code file
-MLflow loads; ``plots`` draws the end-of-run pictures logged as artifacts.
+MLflow loads (shipped with ``aecore`` and ``pipelines.bundle`` as its code paths); ``plots`` draws the
+end-of-run pictures logged as artifacts.
 """
 
 from pipelines.tracking.mlflow_client import (
     BUNDLE_ARTIFACT,
     MODEL_ARTIFACT,
     PYFUNC_CODE,
+    PYFUNC_CODE_PATHS,
+    PYFUNC_PACKAGES,
     RegistryError,
     ResolvedModel,
     aliases,
@@ -28,6 +31,7 @@ from pipelines.tracking.mlflow_client import (
     metric_histories,
     metric_history,
     model_versions,
+    pyfunc_requirements,
     recent_runs,
     registered_models,
     reopen_run,
@@ -36,6 +40,7 @@ from pipelines.tracking.mlflow_client import (
     run_status,
     set_alias,
     set_tags,
+    stage_pyfunc_code,
     start_run,
     tag_version,
 )
@@ -44,6 +49,8 @@ __all__ = [
     "BUNDLE_ARTIFACT",
     "MODEL_ARTIFACT",
     "PYFUNC_CODE",
+    "PYFUNC_CODE_PATHS",
+    "PYFUNC_PACKAGES",
     "RegistryError",
     "ResolvedModel",
     "aliases",
@@ -62,6 +69,7 @@ __all__ = [
     "metric_histories",
     "metric_history",
     "model_versions",
+    "pyfunc_requirements",
     "recent_runs",
     "registered_models",
     "reopen_run",
@@ -70,6 +78,7 @@ __all__ = [
     "run_status",
     "set_alias",
     "set_tags",
+    "stage_pyfunc_code",
     "start_run",
     "tag_version",
 ]

@@ -5,10 +5,12 @@ Nothing happens at import time; every function takes the tracking URI it should 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc.py"))
+#: What the pyfunc imports from this repository, relative to the directory holding ``aecore/`` and
+#: ``pipelines/``: shipped with every logged model (MLflow ``code_paths``) with the package layout kept, so
+#: ``pyfunc.py``'s ``from pipelines.bundle import ...`` works where aepipe is not installed.
+PYFUNC_CODE_PATHS = ("aecore", "pipelines/__init__.py", "pipelines/bundle.py")
+#: The distributions the shipped code imports (MLflow adds its own ``mlflow==`` pin).
+PYFUNC_PACKAGES = ("torch", "safetensors", "numpy", "pandas", "pydantic")
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE_ARTIFACT = "bundle"
 MODEL_ARTIFACT = "model"
 
@@ -178,6 +187,31 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(tracking_uri).set_terminated(run_id, status)
 
 
+def pyfunc_requirements() -> list[str]:
+    """``name>=MAJOR.MINOR,<MAJOR+1`` for each of :data:`PYFUNC_PACKAGES`, from the installed versions: the
+    model loads with the release line it was trained with or a newer compatible one (no local tags such as
+    ``+cpu``, so a GPU host installs its own torch build)."""
+    reqs = []
+    for name in PYFUNC_PACKAGES:
+        major, minor = (int(part) for part in installed_version(name).split("+")[0].split(".")[:2])
+        reqs.append(f"{name}>={major}.{minor},<{major + 1}")
+    return reqs
+
+
+def stage_pyfunc_code(dst: str | Path) -> list[str]:
+    """Copy :data:`PYFUNC_CODE_PATHS` under ``dst`` with their package layout; returns the top-level folders,
+    the ``code_paths`` to log (MLflow copies each under the model's ``code/`` and puts that on ``sys.path``)."""
+    root = Path(dst)
+    for rel in PYFUNC_CODE_PATHS:
+        src, target = _SOURCE_ROOT / rel, root / rel
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return sorted(str(root / top) for top in {rel.split("/")[0] for rel in PYFUNC_CODE_PATHS})
+
+
 def log_model(
     tracking_uri: str,
     run_id: str,
@@ -188,6 +222,8 @@ def log_model(
 ) -> str | None:
     """Log the bundle as an MLflow pyfunc model (models-from-code: no pickled object) and register it.
 
+    The model carries the code it imports (:func:`stage_pyfunc_code`) and pins real packages
+    (:func:`pyfunc_requirements`), so ``mlflow.pyfunc.load_model`` works where aepipe is not installed.
     ``bundle_dir`` must be named ``bundle`` (MLflow stores a directory artifact under its base name).
 
     Returns the new registered version, or None when ``registered_model`` is None.
@@ -201,15 +237,16 @@ def log_model(
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri or tracking_uri)
     signature = infer_signature(input_example, predict_frame(ModelBundle.load(bundle_dir), input_example))
-    with mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory(prefix="aepipe-code-") as code, mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=PYFUNC_CODE,
             artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=stage_pyfunc_code(code),
             signature=signature,
             input_example=input_example,
             registered_model_name=registered_model,
-            pip_requirements=["aepipe"],
+            pip_requirements=pyfunc_requirements(),
         )
     return None if info.registered_model_version is None else str(info.registered_model_version)
 

@@ -2,6 +2,9 @@
 
 ``mlflow.pyfunc.load_model("models:/NAME@ALIAS").predict(df)`` takes a DataFrame with an ``x`` column
 (one array per row, the raw un-normalized sample) and returns ``score``, ``is_anomaly`` and ``embedding``.
+
+Loading imports MLflow's client, pandas and :mod:`pipelines.bundle` (numpy, torch, ``aecore``) only: the model
+ships those modules as its code paths, so it loads where aepipe is not installed, without Ray.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ class AepipePyfunc(PythonModel):
     """Loads the bundle artifact once; ``predict`` scores and embeds rows."""
 
     def load_context(self, context) -> None:
+        """Read the bundle (safetensors weights and JSON files) from the model's artifacts."""
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Score and embed each row's ``x`` (see :func:`pipelines.bundle.predict_frame`)."""
         return predict_frame(self.bundle, model_input)
 
 

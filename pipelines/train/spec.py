@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.bundle import Normalizer
 from pipelines.config import JobConfig
-from pipelines.data.normalize import Normalizer
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from aecore import build_model
 from jobs.cli import app
 from pipelines import tracking
-from pipelines.bundle import ModelBundle, calibrate
-from pipelines.data.normalize import Normalizer
+from pipelines.bundle import ModelBundle, Normalizer, calibrate
 from tests.support.services import BIN, free_port, start, stop, wait_http
 
 runner = CliRunner()

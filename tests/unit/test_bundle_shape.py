@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from aecore import build_model
-from pipelines.bundle import ModelBundle, accepts_shape
+from pipelines.bundle import ModelBundle, Normalizer, accepts_shape
 from pipelines.config import ConfigError, load_config
-from pipelines.data.normalize import Normalizer
 from pipelines.train.driver import _check_shape
 
 CASES = [

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from aecore import build_model, load_model
-from pipelines.bundle import MODEL_DIR, ModelBundle, bundle_files
-from pipelines.data.normalize import Normalizer
+from pipelines.bundle import MODEL_DIR, ModelBundle, Normalizer, bundle_files
 
 
 class _Trap:

@@ -9,8 +9,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from aecore import build_model
-from pipelines.bundle import ModelBundle, calibrate
-from pipelines.data import Normalizer
+from pipelines.bundle import ModelBundle, Normalizer, calibrate
 from pipelines.tracking.plot_rows import MAX_LABELS, ScoreSummary, _sample_mask, score_edges, summarize_batch
 
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from aecore import build_model
-from pipelines.bundle import ModelBundle, calibrate
+from pipelines.bundle import ModelBundle, Normalizer, calibrate
 from pipelines.config import TrainConfig
-from pipelines.data import Normalizer
 from pipelines.tracking import plots
 from pipelines.tracking.plot_rows import score_edges, summarize_batch
 from pipelines.train import checkpoint as ckpt

@@ -1,0 +1,168 @@
+"""A registered aepipe model loads where aepipe is not installed: ``models:/NAME@champion`` from a real SQLite
+registry, loaded by ``mlflow.pyfunc.load_model`` in a fresh virtualenv that cannot import ``aecore``,
+``pipelines`` or ``jobs``, predicts what the in-repo scorer predicts without importing Ray; and
+``mlflow models serve --env-manager local`` from that virtualenv answers ``POST /invocations``.
+
+The fresh virtualenv is made with ``python -m venv --without-pip`` (its own interpreter and an empty
+site-packages); a ``.pth`` file there lists this interpreter's site-packages as a plain path, which gives it
+the packages the model's requirements name (torch, safetensors, numpy, pandas, pydantic, mlflow) without
+running that directory's own ``.pth`` files, so aepipe's editable-install finder is never installed and the
+repository is not on the path (the working directory is an empty temp dir, PYTHONPATH is unset). Installing
+the requirements for real takes over a minute and needs the network (torch, mlflow and their dependencies),
+so it is not done here; the requirements themselves are checked in ``tests/unit/test_pyfunc_code.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aecore import build_model
+from pipelines import tracking
+from pipelines.bundle import ModelBundle, Normalizer, calibrate, predict_frame
+from pipelines.tracking.promotion import CHAMPION
+from tests.support.services import free_port, start, stop, wait_http
+
+MODEL, EXPERIMENT, SHAPE = "portable", "portable", 6
+
+# Run by the fresh virtualenv's interpreter: argv = tracking URI, model URI, input JSON, output JSON.
+LOAD_AND_PREDICT = """
+import importlib.util, json, sys
+leaks = [m for m in ("aecore", "pipelines", "jobs") if importlib.util.find_spec(m) is not None]
+import mlflow, numpy as np, pandas as pd
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+rows = json.load(open(sys.argv[3]))
+out = model.predict(pd.DataFrame({"x": [np.asarray(r, dtype=np.float64) for r in rows]}))
+import pipelines.bundle
+json.dump({
+    "leaks_before_load": leaks,
+    "bundle_file": pipelines.bundle.__file__,
+    "ray_imported": any(m == "ray" or m.startswith("ray.") for m in sys.modules),
+    "score": out["score"].tolist(),
+    "is_anomaly": out["is_anomaly"].astype(bool).tolist(),
+    "embedding": [list(map(float, e)) for e in out["embedding"]],
+}, open(sys.argv[4], "w"))
+"""
+
+
+def _register(root: Path, uri: str) -> tuple[Path, pd.DataFrame]:
+    """Log and register a tiny dense bundle (standard normalization) the way the training driver does, and
+    make it champion; returns the bundle directory and a few input rows."""
+    run_id = tracking.start_run(uri, EXPERIMENT, "tiny", {"model": {"name": "dense"}}, {}, str(root / "art"))
+    model = build_model({"name": "dense", "input_shape": [SHAPE], "hidden": [4], "latent_dim": 2})
+    x = np.random.default_rng(0).normal(3.0, 2.0, (32, SHAPE)).astype(np.float32)
+    normalizer = Normalizer("standard", x.mean(0).tolist(), x.std(0).tolist())
+    with torch.no_grad():
+        scores = model.score(torch.from_numpy(normalizer.apply(x))).numpy()
+    bundle = ModelBundle(model, normalizer, calibrate(scores, quantile=0.5), {}).save(root / run_id / "bundle")
+    rows = pd.DataFrame({"x": list(x[:8].astype(np.float64))})
+    version = tracking.log_model(uri, run_id, bundle, rows.head(2), MODEL)
+    assert version is not None
+    tracking.set_alias(uri, MODEL, CHAMPION, version)
+    tracking.end_run(uri, run_id)
+    return bundle, rows
+
+
+def _write_script(venv: Path, name: str, entry: str) -> None:
+    """A console script in ``venv/bin`` run by the venv's interpreter (what pip writes on install)."""
+    module, func = entry.split(":")
+    script = venv / "bin" / name
+    script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
+    script.chmod(0o755)
+
+
+def _fresh_venv(root: Path) -> Path:
+    """A new virtualenv that sees this interpreter's installed packages but not aepipe (see the module doc)."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (site / "installed-packages.pth").write_text("\n".join(paths) + "\n")
+    _write_script(venv, "uvicorn", "uvicorn.main:main")  # `mlflow models serve` runs `uvicorn` from PATH
+    return venv
+
+
+def _isolated_env(venv: Path, uri: str) -> dict[str, str]:
+    """The environment of the fresh-venv processes: no PYTHONPATH, no inherited MLflow settings."""
+    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MLFLOW_")}
+    return {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri}
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """(root, SQLite tracking URI, bundle dir, input rows, fresh venv, empty working dir)."""
+    root = tmp_path_factory.mktemp("portable")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    bundle, rows = _register(root, uri)
+    work = root / "work"
+    work.mkdir()
+    return root, uri, bundle, rows, _fresh_venv(root), work
+
+
+def test_champion_loads_and_predicts_in_a_fresh_venv_without_aepipe(registered):
+    root, uri, bundle, rows, venv, work = registered
+    (root / "rows.json").write_text(json.dumps([r.tolist() for r in rows["x"]]))
+    args = [uri, f"models:/{MODEL}@{CHAMPION}", root / "rows.json", root / "out.json"]
+    subprocess.run(
+        [venv / "bin" / "python", "-c", LOAD_AND_PREDICT, *args],
+        cwd=work,
+        env=_isolated_env(venv, uri),
+        check=True,
+        timeout=180,
+    )
+    got = json.loads((root / "out.json").read_text())
+    assert got["leaks_before_load"] == []
+    assert "/code/pipelines/bundle.py" in got["bundle_file"] and not Path(got["bundle_file"]).is_relative_to(
+        Path(__file__).parents[2]
+    )
+    assert got["ray_imported"] is False
+    want = predict_frame(ModelBundle.load(bundle), rows)
+    np.testing.assert_array_equal(got["score"], want["score"].to_numpy())
+    np.testing.assert_array_equal(got["is_anomaly"], want["is_anomaly"].to_numpy())
+    np.testing.assert_array_equal(np.array(got["embedding"]), np.stack(want["embedding"]))
+    assert 0 < sum(got["is_anomaly"]) < len(rows)  # the threshold really splits the rows
+
+
+def _bindable_port() -> int:
+    """A free loopback port, or skip when none can be bound."""
+    try:
+        port = free_port()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    except OSError as exc:
+        pytest.skip(f"cannot bind a loopback port: {exc}")
+    return port
+
+
+def test_models_serve_from_the_fresh_venv_answers_invocations(registered):
+    root, uri, bundle, rows, venv, work = registered
+    port = _bindable_port()
+    cmd = [str(venv / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@{CHAMPION}"]
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    proc = start(cmd, {**_isolated_env(venv, uri), "TMPDIR": str(work)}, root / "serve.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, root / "serve.log", timeout_s=120)
+        body = json.dumps({"dataframe_records": [{"x": r.tolist()} for r in rows["x"]]}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+    finally:
+        stop(proc)
+    want = predict_frame(ModelBundle.load(bundle), rows)
+    np.testing.assert_allclose([p["score"] for p in predictions], want["score"].to_numpy(), rtol=1e-12)
+    assert [p["is_anomaly"] for p in predictions] == want["is_anomaly"].tolist()

@@ -70,7 +70,14 @@ def score(
     ),
     partition: str | None = typer.Option(None, help="Publish under OUTPUT/PARTITION, e.g. dt=2024-06-01."),
     incremental: bool = typer.Option(
-        False, help="Score only shards no partition under OUTPUT holds for this model version; nothing new is a no-op."
+        False,
+        help="Score only shards no partition under OUTPUT holds, whichever model version scored them "
+        "(a new champion scores the new shards only); nothing new is a no-op.",
+    ),
+    rescore: bool = typer.Option(
+        False,
+        help="Like --incremental, but shards published by another model version count as not done: "
+        "score the old shards with this (new) model too.",
     ),
     mode: ScoreMode = typer.Option(ScoreMode.both, help="Columns written: score (score, is_anomaly), embed or both."),
     batch_size: int | None = setting("batch_size"),
@@ -105,6 +112,7 @@ def score(
             output_path=output or str((home() / "outputs" / "scores").resolve()),
             partition=partition,
             incremental=incremental,
+            rescore=rescore,
             tracking_uri=tracking_uri(tracking),
             registry_uri=registry_uri(),
             artifact_root=str((home() / "mlartifacts").resolve()),

@@ -46,7 +46,11 @@ class ScoreRequest(BaseModel):
     partition: str | None = None
     """Publish under OUTPUT/PARTITION (e.g. dt=2024-06-01) instead of OUTPUT itself."""
     incremental: bool = False
-    """Score only input shards that no published partition under OUTPUT holds for this model version."""
+    """Score only input shards that no published partition under OUTPUT holds, whichever model version
+    scored them (a new champion scores the new shards, not the whole history)."""
+    rescore: bool = False
+    """Incremental, but a shard counts as done only when this model version published it: old shards are
+    scored again with a new model."""
     tracking_uri: str
     registry_uri: str | None = None
     artifact_root: str | None = None
@@ -151,6 +155,7 @@ def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, final: Path) ->
         "output_path": str(final),
         "mode": req.mode,
         "incremental": req.incremental,
+        "rescore": req.rescore,
         "score": req.settings.model_dump(mode="json"),
     }
     tags = {"aepipe.kind": "scoring", "aepipe.model.name": model.name, "aepipe.model.version": model.version}
@@ -240,13 +245,14 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
     the_plan = make_plan(
         shards,
         incremental=req.incremental,
+        rescore=req.rescore,
         output_path=req.output_path,
         final=final,
         staging=staging,
         identity=job.identity,
     )
     if the_plan is None:
-        log(f"nothing to do: every input shard is already scored by {model.uri} under {req.output_path}")
+        log(f"nothing to do: every input shard is already scored under {req.output_path}")
         return ScoreResult(str(final), 0, 0, model, time.perf_counter() - t0, noop=True)
     log(f"plan: {the_plan.describe()} (staging in {staging})")
     run_id = _start_run(req, model, final)

@@ -260,6 +260,11 @@ class ScoreConfig(_Section):
     """Input shards streamed through one actor pool before the pool is rebuilt. Each shard is committed
     (file + marker) as soon as its last row is written, so a killed job loses at most the shards in flight."""
 
+    on_bad_records: Literal["fail", "skip"] | None = None
+    """fail: a bad file or row (or an id repeated across shards) stops scoring with an error naming it, before
+    anything is published; skip: each bad file or row goes to _quarantine/ of the partition with its reason
+    and input row count, the rest is scored; null: the value the model was trained with (data.on_bad_records)."""
+
     experiment: str = "aepipe-scoring"
     """MLflow experiment of scoring runs."""
 

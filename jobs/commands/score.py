@@ -27,6 +27,15 @@ DRIFT_EXIT = 3
 app = typer.Typer(help="Read published score partitions.", no_args_is_help=True)
 
 
+class BadRecords(StrEnum):
+    """What scoring does with a bad file or row: stop with an error naming it, or quarantine it."""
+
+    # ScoreConfig.on_bad_records's choices
+    _value_: Literal["fail", "skip"]
+    fail = "fail"
+    skip = "skip"
+
+
 class ScoreMode(StrEnum):
     """What each output row holds: the anomaly score (and is_anomaly), the embedding, or both."""
 
@@ -70,7 +79,14 @@ def score(
     ),
     partition: str | None = typer.Option(None, help="Publish under OUTPUT/PARTITION, e.g. dt=2024-06-01."),
     incremental: bool = typer.Option(
-        False, help="Score only shards no partition under OUTPUT holds for this model version; nothing new is a no-op."
+        False,
+        help="Score only shards no partition under OUTPUT holds, whichever model version scored them "
+        "(a new champion scores the new shards only); nothing new is a no-op.",
+    ),
+    rescore: bool = typer.Option(
+        False,
+        help="Like --incremental, but shards published by another model version count as not done: "
+        "score the old shards with this (new) model too.",
     ),
     mode: ScoreMode = typer.Option(ScoreMode.both, help="Columns written: score (score, is_anomaly), embed or both."),
     batch_size: int | None = setting("batch_size"),
@@ -78,6 +94,7 @@ def score(
     num_cpus: float | None = setting("num_cpus"),
     num_gpus: float | None = setting("num_gpus"),
     shards_per_pass: int | None = setting("shards_per_pass"),
+    on_bad_records: BadRecords | None = setting("on_bad_records"),
     psi_limit: float | None = setting("psi_limit"),
     ks_alpha: float | None = setting("ks_alpha"),
     ks_min: float | None = setting("ks_min"),
@@ -93,6 +110,7 @@ def score(
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
         "shards_per_pass": shards_per_pass,
+        "on_bad_records": None if on_bad_records is None else on_bad_records.value,
         "psi_limit": psi_limit,
         "ks_alpha": ks_alpha,
         "ks_min": ks_min,
@@ -105,6 +123,7 @@ def score(
             output_path=output or str((home() / "outputs" / "scores").resolve()),
             partition=partition,
             incremental=incremental,
+            rescore=rescore,
             tracking_uri=tracking_uri(tracking),
             registry_uri=registry_uri(),
             artifact_root=str((home() / "mlartifacts").resolve()),

@@ -2,7 +2,8 @@
 
 ``python -m jobs.entrypoints.nightly_score --model-name NAME --input CORPUS --output SCORES [--date D] [...]``
 runs ``aepipe score --incremental --partition dt=DATE --model models:/NAME@champion ...``: only the shards no
-earlier partition holds for that model version are scored (nothing new is a no-op, exit 0). Exit status 3
+earlier partition holds are scored, whichever model version scored them (nothing new is a no-op, exit 0);
+``--rescore`` also scores the shards an earlier champion published, with the current one. Exit status 3
 means the scores drifted from the model's validation baseline (a scheduler alerts on it); 2 a user error.
 """
 
@@ -32,11 +33,15 @@ def nightly(
     ctx: typer.Context,
     model_name: str = typer.Option(..., help="Registered model; scoring uses models:/NAME@champion."),
     date: str | None = typer.Option(None, help="Night to publish as dt=DATE (default: yesterday, UTC)."),
+    rescore: bool = typer.Option(
+        False, help="Also score shards an earlier champion published (aepipe score --rescore), not only new ones."
+    ),
 ) -> None:
     """Score the night's new shards incrementally with the champion; other options go to ``aepipe score``."""
     part = partition(date)
     print(f"nightly scoring: partition {part} with models:/{model_name}@champion", flush=True)
-    run("score", argv=["--incremental", "--partition", part, "--model", f"models:/{model_name}@champion", *ctx.args])
+    mode = "--rescore" if rescore else "--incremental"
+    run("score", argv=[mode, "--partition", part, "--model", f"models:/{model_name}@champion", *ctx.args])
 
 
 if __name__ == "__main__":

@@ -58,17 +58,19 @@ def iter_parquet(
     path: str,
     required: dict[str, ColumnCheck],
     convert: Callable[[pa.RecordBatch, int], Batch],
-    on_file_error: Callable[[str, int], Batch],
+    on_file_error: Callable[[str, int, int], Batch],
 ) -> Iterator[Batch]:
-    """Record batches of one file: ``convert(batch, first_row)`` per batch, ``on_file_error(reason, row)`` when
-    the file cannot be opened, lacks a column, or breaks off part way (a truncated or corrupt page)."""
+    """Record batches of one file: ``convert(batch, first_row)`` per batch, ``on_file_error(reason, row, rows)``
+    when the file cannot be opened, lacks a column, or breaks off part way (a truncated or corrupt page);
+    ``rows`` is how many input rows the error stands for, from the footer (-1 when not even that is readable)."""
     try:
         pf = pq.ParquetFile(open_file(path))
     except Exception as exc:
-        yield on_file_error(f"not a readable Parquet file ({type(exc).__name__}: {exc})", -1)
+        yield on_file_error(f"not a readable Parquet file ({type(exc).__name__}: {exc})", -1, -1)
         return
+    total = pf.metadata.num_rows
     if problem := schema_problem(pf.schema_arrow, required):
-        yield on_file_error(problem, -1)
+        yield on_file_error(problem, -1, total)
         return
     batches, offset = pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=list(required)), 0
     while True:
@@ -77,7 +79,8 @@ def iter_parquet(
         except StopIteration:
             return
         except Exception as exc:
-            yield on_file_error(f"unreadable from row {offset} on ({type(exc).__name__}: {exc})", offset)
+            reason = f"unreadable from row {offset} on ({type(exc).__name__}: {exc})"
+            yield on_file_error(reason, offset, total - offset)
             return
         yield convert(batch, offset)
         offset += batch.num_rows
@@ -163,8 +166,8 @@ def _records(items: Batch, cfg: DataConfig, length: int, with_label: bool) -> It
             labels = batch.column(cfg.label_column).to_numpy(zero_copy_only=False) if with_label else None
             return make_records(ids, x, errors, path, np.arange(offset, offset + batch.num_rows), labels)
 
-        def on_file_error(reason: str, row: int, path: str = path) -> Batch:
-            return file_error(path, reason, (length,), with_label, row)
+        def on_file_error(reason: str, row: int, rows: int, path: str = path) -> Batch:
+            return file_error(path, reason, (length,), with_label, row, rows)
 
         yield from iter_parquet(path, required, convert, on_file_error)
 
@@ -179,30 +182,51 @@ def first_readable(files: list[str]) -> tuple[str, pq.ParquetFile]:
     raise DataError(f"none of the {len(files)} Parquet files under the input path can be opened (first: {files[0]})")
 
 
-def vector_length(pf: pq.ParquetFile, file: str, cfg: DataConfig) -> int:
-    """Length of one sample: the feature count, a fixed-size list's size, or the first non-null vector's length."""
-    if cfg.feature_columns:
-        return len(cfg.feature_columns)
-    if cfg.vector_column not in pf.schema_arrow.names:
-        raise DataError(
-            f"{file}: column {cfg.vector_column!r} is missing (columns: {', '.join(pf.schema_arrow.names)})"
-        )
+def _first_length(pf: pq.ParquetFile, cfg: DataConfig) -> int | None:
+    """A fixed-size list's size, or the first non-null vector's length in ``pf``; None when all are null."""
     kind = pf.schema_arrow.field(cfg.vector_column).type
     if pa.types.is_fixed_size_list(kind):
-        return kind.list_size
+        return int(kind.list_size)
     for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH, columns=[cfg.vector_column]):
         lengths = pc.drop_null(pc.list_value_length(batch.column(0)))  # type: ignore[attr-defined]  # made at import
         if len(lengths):
             return int(lengths[0].as_py())
-    raise DataError(f"{file}: column {cfg.vector_column!r} has no non-null vector to take the sample length from")
+    return None
 
 
-def read_parquet_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+def sample_length(files: list[str], cfg: DataConfig) -> tuple[str, int]:
+    """``(file, length of one sample)``: the feature count, or the vector length of the first file with a
+    usable vector column (a list of numbers with a non-null vector). Files that cannot be opened, lack the
+    column or hold it with another type are passed over here and reported by the tasks, file by file."""
+    if cfg.feature_columns:
+        return files[0], len(cfg.feature_columns)
+    for f in files:
+        try:
+            pf = pq.ParquetFile(open_file(f))
+        except Exception:
+            continue
+        if schema_problem(pf.schema_arrow, {cfg.vector_column: VECTOR}) is None:
+            length = _first_length(pf, cfg)
+            if length is not None:
+                return f, length
+    raise DataError(
+        f"no file under the input path (first: {files[0]}) has a column {cfg.vector_column!r} holding a "
+        "non-null list of numbers to take the sample length from"
+    )
+
+
+def read_parquet_records(
+    path: str, cfg: DataConfig, root: str, for_model: tuple[int, ...] | None = None
+) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Records of every shard under ``path`` and the sample shape ``(D,)``; derived ids name files relative to
-    ``root``."""
+    ``root``. ``for_model`` (scoring): the model's input shape; samples are read flat at its size whatever the
+    files hold (a shard of other lengths is bad row by row), labels are not read and no file is opened here."""
     files = list_files(path, (".parquet",))
-    first, pf = first_readable(files)
-    length = vector_length(pf, first, cfg)
-    with_label = bool(cfg.label_column) and cfg.label_column in pf.schema_arrow.names
+    if for_model is not None:
+        length, with_label = int(np.prod(for_model)), False
+    else:
+        first, length = sample_length(files, cfg)
+        names = pq.ParquetFile(open_file(first)).schema_arrow.names
+        with_label = bool(cfg.label_column) and cfg.label_column in names
     items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

@@ -8,6 +8,8 @@ A record batch is a dict of numpy arrays::
     _error  [B] object (str)     "" for a good record, else why it is bad
     _file   [B] object (str)     the file the record came from
     _row    [B] int64            its row in that file (-1 where a whole file is bad)
+    _rows   [B] int64            input rows the record stands for: 1 for a row, the file's rows (from its
+                                 Parquet footer) for a whole bad file or its unreadable rest, -1 if unknown
 
 Readers never raise on bad input: they mark it, so ``on_bad_records`` decides in one place whether it stops
 the job (``fail``) or goes to the quarantine (``skip``).
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray.data
 
@@ -32,10 +35,11 @@ from pipelines.data.errors import DataError
 #: A batch of records, of canonical rows or of per-block summaries: column name -> array ``[B, ...]``.
 Batch = dict[str, np.ndarray]
 
-ERROR, FILE, ROW = "_error", "_file", "_row"
-BOOKKEEPING = (ERROR, FILE, ROW)
+ERROR, FILE, ROW, ROWS = "_error", "_file", "_row", "_rows"
+BOOKKEEPING = (ERROR, FILE, ROW, ROWS)
+#: ``rows``: the input rows a quarantined record stands for (null where a file's footer cannot be read).
 QUARANTINE_SCHEMA = pa.schema(
-    [("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())]
+    [("file", pa.string()), ("row", pa.int64()), ("id", pa.string()), ("reason", pa.string()), ("rows", pa.int64())]
 )
 
 
@@ -46,8 +50,10 @@ def make_records(
     file: str | np.ndarray,
     rows: npt.ArrayLike,
     labels: npt.ArrayLike | None = None,
+    counts: npt.ArrayLike | None = None,
 ) -> Batch:
-    """Assemble a record batch; ``file`` may be one name for all rows."""
+    """Assemble a record batch; ``file`` may be one name for all rows; ``counts`` (input rows per record)
+    defaults to 1 each."""
     n = len(x)
     out = {
         "id": np.asarray(ids, dtype=object).reshape(n),
@@ -55,16 +61,20 @@ def make_records(
         ERROR: np.asarray(errors, dtype=object).reshape(n),
         FILE: np.full(n, file, dtype=object) if isinstance(file, str) else np.asarray(file, dtype=object),
         ROW: np.asarray(rows, dtype=np.int64).reshape(n),
+        ROWS: np.ones(n, np.int64) if counts is None else np.asarray(counts, dtype=np.int64).reshape(n),
     }
     if labels is not None:
         out["label"] = np.asarray(labels)
     return out
 
 
-def file_error(file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1) -> Batch:
-    """One record standing for a whole bad file (or the unreadable rest of it from ``row`` on)."""
+def file_error(
+    file: str, reason: str, shape: tuple[int, ...], with_label: bool, row: int = -1, rows: int = -1
+) -> Batch:
+    """One record standing for a whole bad file (or the unreadable rest of it from ``row`` on) of ``rows``
+    input rows (-1: unknown, the file's footer cannot be read)."""
     labels = np.array([None], dtype=object) if with_label else None
-    return make_records([""], np.zeros((1, *shape), np.float32), [reason], file, [row], labels)
+    return make_records([""], np.zeros((1, *shape), np.float32), [reason], file, [row], labels, [rows])
 
 
 def describe(file: str, row: int, id_: Any, reason: str) -> str:
@@ -100,35 +110,44 @@ def clean(batch: Batch, on_bad_records: str, exclude: frozenset[str] = frozenset
 
 
 def quarantine_rows(batch: Batch, bad: np.ndarray) -> pa.Table:
-    """The quarantine table (file, row, id, reason) of the records selected by mask ``bad``."""
+    """The quarantine table (file, row, id, reason, rows) of the records selected by mask ``bad``."""
     return pa.table(
         {
             "file": pa.array(batch[FILE][bad].tolist(), pa.string()),
             "row": pa.array(batch[ROW][bad], pa.int64()),
             "id": pa.array([str(i) if i not in (None, "") else None for i in batch["id"][bad]], pa.string()),
             "reason": pa.array(batch[ERROR][bad].tolist(), pa.string()),
+            "rows": pa.array(batch[ROWS][bad], pa.int64(), mask=batch[ROWS][bad] < 0),
         },
         schema=QUARANTINE_SCHEMA,
     )
 
 
+def quarantine_folder(file: str) -> str:
+    """The folder (under a quarantine directory) holding the quarantined records of input ``file``: its base
+    name and a hash of its whole path, so files of the same name in different folders stay apart."""
+    return f"{file.rsplit('/', 1)[-1]}-{hashlib.sha1(file.encode()).hexdigest()[:8]}"
+
+
+def _content_digest(table: pa.Table) -> str:
+    """A name for ``table``'s records derived from their content, so a retried task overwrites its file."""
+    lines = zip(
+        table.column("file").to_pylist(),
+        table.column("row").to_pylist(),
+        table.column("reason").to_pylist(),
+        strict=True,
+    )
+    return hashlib.sha1("\n".join(f"{f}\t{r}\t{e}" for f, r, e in lines).encode()).hexdigest()[:16]
+
+
 def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
-    """Write ``table`` under ``directory`` with a name derived from its content, so a retried task overwrites."""
-    if table.num_rows == 0:
-        return
-    digest = hashlib.sha1(
-        "\n".join(
-            f"{f}\t{r}\t{e}"
-            for f, r, e in zip(
-                table.column("file").to_pylist(),
-                table.column("row").to_pylist(),
-                table.column("reason").to_pylist(),
-                strict=True,
-            )
-        ).encode()
-    ).hexdigest()[:16]
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, Path(directory) / f"quarantine-{token}-{digest}.parquet")
+    """Write ``table`` under ``directory``, one file per input file in its :func:`quarantine_folder` (so the
+    records of one input file can be replaced alone, e.g. when scoring it again)."""
+    for file in sorted(set(table.column("file").to_pylist())):
+        part = table.filter(pc.equal(table.column("file"), file))  # type: ignore[attr-defined]  # made at import
+        folder = Path(directory) / quarantine_folder(file)
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, folder / f"quarantine-{token}-{_content_digest(part)}.parquet")
 
 
 def read_in_tasks(

@@ -4,6 +4,12 @@ Rows are read in Ray tasks, grouped by series with a Ray Data shuffle (``groupby
 series spread over several files is put back together and no window ever crosses two series. Within a
 series, rows are ordered by timestamp; a window never spans a bad row either. Window ids are
 ``SERIES@START`` (ISO time for timestamp columns, the number otherwise), e.g. ``series-7@2024-01-01T00:00:00``.
+
+Windows start every ``stride`` rows and, where that leaves rows after the last full window, one more window
+ends at the series' last row (:func:`window_starts`): with ``stride <= window`` every row of a series of at
+least ``window`` rows is in at least one window, and a tail row is scored by that end-aligned window. A series
+of ``n`` rows gives ``ceil((n - window) / stride) + 1`` windows. Quarantined records count the input rows they
+stand for (a bad row 1, a too-short series its rows, a window spoiled by a bad row 0: the bad row is counted).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import ray.data
 from pipelines.config import DataConfig
 from pipelines.data.files import list_files
 from pipelines.data.parquet import ANY, NUMBER, ColumnCheck, finite_errors, first_readable, iter_parquet, to_float
-from pipelines.data.records import ERROR, FILE, ROW, Batch, file_error, group_by, make_records, read_in_tasks
+from pipelines.data.records import ERROR, FILE, ROW, ROWS, Batch, file_error, group_by, make_records, read_in_tasks
 
 SERIES, TIME, VALUES = "_series", "_time", "_values"
 TIMELIKE = ColumnCheck(lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "a timestamp or date")
@@ -65,13 +71,14 @@ def _raw_rows(items: Batch, cfg: DataConfig, datetime: bool, with_label: bool) -
                 ERROR: errors,
                 FILE: np.full(batch.num_rows, path, dtype=object),
                 ROW: np.arange(offset, offset + batch.num_rows),
+                ROWS: np.ones(batch.num_rows, np.int64),
             }
             if with_label:
                 rows["label"] = np.nan_to_num(to_float(batch.column(cfg.label_column)))
             return rows
 
-        def on_file_error(reason: str, row: int, path: str = path) -> Batch:
-            rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row)
+        def on_file_error(reason: str, row: int, rows: int, path: str = path) -> Batch:
+            rec = file_error(path, reason, (len(cfg.value_columns),), with_label, row, rows)
             out = {
                 SERIES: np.array([""], dtype=object),
                 TIME: np.zeros(1, np.int64 if datetime else np.float64),
@@ -79,6 +86,7 @@ def _raw_rows(items: Batch, cfg: DataConfig, datetime: bool, with_label: bool) -
                 ERROR: rec[ERROR],
                 FILE: rec[FILE],
                 ROW: rec[ROW],
+                ROWS: rec[ROWS],
             }
             if with_label:
                 out["label"] = np.zeros(1)
@@ -103,6 +111,17 @@ def _by_time(group: Batch) -> tuple[Batch, np.ndarray]:
     return g, errors
 
 
+def window_starts(n: int, window: int, stride: int) -> np.ndarray:
+    """First rows of the windows of a series of ``n >= window`` rows: every ``stride`` rows from 0, plus one
+    window aligned to the series' end (start ``n - window``) when the stride leaves rows after the last full
+    window, so no tail row goes unscored. Such a tail row's score is that end-aligned window's (the only window
+    holding it); the end-aligned window overlaps the one before it by more than ``window - stride`` rows."""
+    starts = np.arange(0, n - window + 1, stride)
+    if starts[-1] + window < n:
+        starts = np.append(starts, n - window)
+    return starts
+
+
 def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) -> Batch:
     """All windows ``[W, T, F]`` of one series, plus error records for its bad rows and the windows they spoil."""
     t_len, stride = cfg.window, cfg.stride
@@ -115,19 +134,22 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
     files: list[str] = []
     rows: list[int] = []
     labels: list[Any] = []
+    counts: list[int] = []
 
-    def emit(id_: str, xs: np.ndarray, err: str, i: int | np.integer[Any], label: Any) -> None:
-        """One record: window (or error) ``id_`` of values ``xs``, located at the series' ``i``-th row."""
+    def emit(id_: str, xs: np.ndarray, err: str, i: int | np.integer[Any], label: Any, count: int = 0) -> None:
+        """One record: window (or error) ``id_`` of values ``xs``, located at the series' ``i``-th row, standing
+        for ``count`` input rows when quarantined (windows: 0, the bad rows they overlap are counted)."""
         ids.append(id_)
         x.append(xs)
         errs.append(err)
         files.append(g[FILE][i])
         rows.append(g[ROW][i])
         labels.append(label)
+        counts.append(count)
 
     shape = (t_len, len(cfg.value_columns))
     for i in np.flatnonzero(bad):
-        emit(series, np.zeros(shape, np.float32), errors[i], i, 0)
+        emit(series, np.zeros(shape, np.float32), errors[i], i, 0, int(g[ROWS][i]))
     if series and n < t_len:
         sources = ", ".join(sorted(set(g[FILE]))[:3])
         emit(
@@ -136,9 +158,10 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
             f"series {series!r} has {n} rows (in {sources}), fewer than one window of {t_len}",
             0,
             0,
+            int((~bad).sum()),
         )
     elif series:
-        starts = np.arange(0, n - t_len + 1, stride)
+        starts = window_starts(n, t_len, stride)
         spoiled = np.concatenate([[0], np.cumsum(bad)])
         for s in starts:
             window_id = f"{series}@{_start_label(g[TIME][s], datetime)}"
@@ -155,6 +178,7 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
         np.array(files, dtype=object),
         rows,
         np.asarray(labels, dtype=np.int64) if with_label else None,
+        counts,
     )
 
 

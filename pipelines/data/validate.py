@@ -20,7 +20,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,17 @@ EXAMPLES = 5
 
 @dataclass
 class ValidationReport:
-    """What the validation pass found: good records, quarantined records and where they were written."""
+    """What the validation pass found: good records, quarantined input rows and where they were written.
+
+    ``skipped`` counts input rows, not records: a bad file counts the rows its Parquet footer holds (the
+    unreadable rest of a file, the rows from where it breaks off); a file whose footer cannot be read counts
+    as 1. ``skipped_by_file`` is the same count per input file."""
 
     records: int
     skipped: int
     quarantine_dir: str | None
     duplicated_ids: frozenset[str] = frozenset()
+    skipped_by_file: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,17 @@ def _driver_side(ds: ray.data.Dataset) -> list[dict[str, Any]]:
             raise found from None
 
 
-def quarantined(quarantine_dir: str | None, token: str) -> int:
-    """Rows this validation pass wrote to the quarantine (read from Parquet footers only)."""
+def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
+    """Input rows this validation pass quarantined, per input file (a record of unknown size counts 1). Reads
+    the ``file`` and ``rows`` columns of the quarantine files only: bad records, never the good rows."""
     if quarantine_dir is None or not Path(quarantine_dir).is_dir():
-        return 0
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in Path(quarantine_dir).glob(f"quarantine-{token}-*.parquet"))
+        return {}
+    counts: dict[str, int] = {}
+    for p in Path(quarantine_dir).glob(f"*/quarantine-{token}-*.parquet"):
+        table = pq.read_table(p, columns=["file", "rows"])
+        for file, rows in zip(table.column("file").to_pylist(), table.column("rows").to_pylist(), strict=True):
+            counts[file] = counts.get(file, 0) + (1 if rows is None else rows)
+    return counts
 
 
 def _count_ids(records: ray.data.Dataset, audit: _Audit, keep: int) -> tuple[int, int, frozenset[str]]:
@@ -174,4 +185,5 @@ def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_
         if on_bad_records == "fail":
             raise DataError(f"{n_duplicated} ids occur more than once, e.g. {'; '.join(located[: 2 * EXAMPLES])}")
         rows -= len(located)
-    return ValidationReport(rows, quarantined(quarantine_dir, audit.token), quarantine_dir, duplicated)
+    by_file = quarantined(quarantine_dir, audit.token)
+    return ValidationReport(rows, sum(by_file.values()), quarantine_dir, duplicated, by_file)

@@ -32,6 +32,8 @@ class Scorer:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if SHARD not in batch:  # an empty block (a shard without good rows)
+            return {}
         shard = batch[SHARD]
         cuts = np.flatnonzero(np.diff(shard)) + 1
         parts = []

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
-from pipelines.data import DataError, load_dataset
+from pipelines.data import Corpus, DataError, load_dataset
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
-from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, output_schema
+from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards, output_schema
 from pipelines.score.plan import Plan, corpus_shards, make_plan
 
 Log = Callable[[str], None]
@@ -46,7 +46,11 @@ class ScoreRequest(BaseModel):
     partition: str | None = None
     """Publish under OUTPUT/PARTITION (e.g. dt=2024-06-01) instead of OUTPUT itself."""
     incremental: bool = False
-    """Score only input shards that no published partition under OUTPUT holds for this model version."""
+    """Score only input shards that no published partition under OUTPUT holds, whichever model version
+    scored them (a new champion scores the new shards, not the whole history)."""
+    rescore: bool = False
+    """Incremental, but a shard counts as done only when this model version published it: old shards are
+    scored again with a new model."""
     tracking_uri: str
     registry_uri: str | None = None
     artifact_root: str | None = None
@@ -112,9 +116,19 @@ def _load_model(req: ScoreRequest, log: Log) -> tuple[tracking.ResolvedModel, Mo
     return model, bundle, files
 
 
-def _check_input(bundle: ModelBundle, data_cfg: DataConfig, shards: list[publish.Shard], input_path: str) -> None:
+def _data_config(bundle: ModelBundle, settings: ScoreConfig) -> DataConfig:
+    """The data settings the model was trained with, ``on_bad_records`` as the scoring settings ask (if set)."""
+    cfg = DataConfig.model_validate(bundle.data_config)
+    if settings.on_bad_records is not None:
+        cfg = cfg.model_copy(update={"on_bad_records": settings.on_bad_records})
+    return cfg
+
+
+def _check_input(bundle: ModelBundle, data_cfg: DataConfig, input_path: str) -> None:
+    """The corpus holds the kind of samples the model takes (shape read from the first usable file, as in
+    training); a single shard of other lengths is found row by row by the validation pass instead."""
     try:
-        bundle.check_shape(load_dataset(data_cfg, shards[0].path).sample_shape, input_path)
+        bundle.check_shape(load_dataset(data_cfg, input_path).sample_shape, input_path)
     except ValueError as exc:
         raise DataError(f"{exc}; score it with a model trained on this kind of data") from None
 
@@ -131,17 +145,28 @@ def _score_job(
     model: tracking.ResolvedModel,
     bundle: ModelBundle,
     *,
+    data_cfg: DataConfig,
     files: dict[str, bytes],
     shards: list[publish.Shard],
     staging: Path,
 ) -> ScoreJob:
-    data_cfg = DataConfig.model_validate(bundle.data_config)
     embed_dim = bundle.infer(np.zeros((1, *bundle.input_shape), np.float32))["embedding"].shape[1]
     schema = output_schema(req.mode, id_type(shards[0], data_cfg), embed_dim)
     baseline = bundle.calibration.get("baseline_quantiles")
     edges = sketch_edges(np.asarray(baseline)) if baseline and req.mode != "embed" else None
     identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
-    return ScoreJob(model, data_cfg, req.settings, schema, edges, staging, identity, ray.put(files), req.input_path)
+    return ScoreJob(
+        model,
+        data_cfg,
+        req.settings,
+        schema,
+        edges,
+        staging,
+        identity,
+        ray.put(files),
+        req.input_path,
+        bundle.input_shape,
+    )
 
 
 def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, final: Path) -> str:
@@ -151,6 +176,7 @@ def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, final: Path) ->
         "output_path": str(final),
         "mode": req.mode,
         "incremental": req.incremental,
+        "rescore": req.rescore,
         "score": req.settings.model_dump(mode="json"),
     }
     tags = {"aepipe.kind": "scoring", "aepipe.model.name": model.name, "aepipe.model.version": model.version}
@@ -169,13 +195,15 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
     return check_drift(sketch, calibration, s.psi_limit, s.ks_alpha, s.drift_bins, s.ks_min)
 
 
-def _score_all(job: ScoreJob, to_score: list[publish.Shard], log: Log) -> tuple[list[dict[str, Any]], Warmup, float]:
-    """Score the pending shards, up to ``shards_per_pass`` per actor pool start; their markers, the warm-up
-    and the seconds it took."""
+def _score_all(
+    job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log
+) -> tuple[list[dict[str, Any]], Warmup, float]:
+    """Score the pending (validated) shards, up to ``shards_per_pass`` per actor pool start; their markers,
+    the warm-up and the seconds it took."""
     t0, new, warmup = time.perf_counter(), [], Warmup()
     step = job.settings.shards_per_pass
     for k in range(0, len(to_score), step):
-        new += ScorePass(job, to_score[k : k + step], log).run(warmup)
+        new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log).run(warmup)
     return new, warmup, time.perf_counter() - t0
 
 
@@ -185,6 +213,7 @@ def _commit(
     *,
     shards: list[publish.Shard],
     the_plan: Plan,
+    corpora: list[Corpus],
     final: Path,
     run_id: str,
     calibration: dict[str, Any],
@@ -195,7 +224,7 @@ def _commit(
     job.staging.mkdir(parents=True, exist_ok=True)
     for m in the_plan.carried:
         publish.carry_over(final, job.staging, m["output"], m)
-    new, warmup, score_seconds = _score_all(job, the_plan.to_score, log)
+    new, warmup, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     publish.prune(job.staging, {m["output"] for m in markers})
@@ -232,23 +261,26 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
     t0 = time.perf_counter()
     _check_cpus(req.settings)
     model, bundle, files = _load_model(req, log)
-    data_cfg = DataConfig.model_validate(bundle.data_config)
+    data_cfg = _data_config(bundle, req.settings)
     shards = corpus_shards(req.input_path, data_cfg)
-    _check_input(bundle, data_cfg, shards, req.input_path)
+    _check_input(bundle, data_cfg, req.input_path)
     final, staging = _output_dirs(req, model)
-    job = _score_job(req, model, bundle, files=files, shards=shards, staging=staging)
+    job = _score_job(req, model, bundle, data_cfg=data_cfg, files=files, shards=shards, staging=staging)
     the_plan = make_plan(
         shards,
         incremental=req.incremental,
+        rescore=req.rescore,
         output_path=req.output_path,
         final=final,
         staging=staging,
         identity=job.identity,
     )
     if the_plan is None:
-        log(f"nothing to do: every input shard is already scored by {model.uri} under {req.output_path}")
+        log(f"nothing to do: every input shard is already scored under {req.output_path}")
         return ScoreResult(str(final), 0, 0, model, time.perf_counter() - t0, noop=True)
     log(f"plan: {the_plan.describe()} (staging in {staging})")
+    log(f"validating the shards to score (on_bad_records={data_cfg.on_bad_records}) ...")
+    corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
     run_id = _start_run(req, model, final)
     try:
         outcome = _commit(
@@ -256,6 +288,7 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
             job,
             shards=shards,
             the_plan=the_plan,
+            corpora=corpora,
             final=final,
             run_id=run_id,
             calibration=bundle.calibration,

@@ -22,8 +22,8 @@ import ray
 import ray.data
 
 from pipelines.config import DataConfig, ScoreConfig
-from pipelines.data import Corpus, DataError, load_dataset, validate_corpus
-from pipelines.data.records import QUARANTINE_SCHEMA, write_quarantine
+from pipelines.data import Corpus, load_dataset, validate_parts
+from pipelines.data.records import quarantine_folder
 from pipelines.score import publish
 from pipelines.score.actor import SHARD, Scorer
 from pipelines.score.drift import ScoreSketch
@@ -66,6 +66,8 @@ class ScoreJob:
     """The pinned model's bundle files in the object store, which every actor loads from."""
     root: str
     """The corpus root the user gave: ids derived from file names are relative to it, as in training."""
+    input_shape: tuple[int, ...]
+    """The model's input shape: Parquet samples are read at its size, so a shard of other lengths is bad."""
 
     def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
         """The rows of a scored batch that ``sel`` picks, as an output table."""
@@ -95,8 +97,10 @@ class ScoreJob:
             "skipped": skipped,
         }
 
-    def quarantine_dir(self, shard: publish.Shard) -> Path:
-        return self.staging / "_quarantine" / shard.name.replace("/", "__")
+    @property
+    def quarantine_dir(self) -> Path:
+        """Where bad input records go: ``_quarantine/`` of the partition, one folder per input file."""
+        return self.staging / "_quarantine"
 
 
 @dataclass
@@ -129,34 +133,42 @@ class _ShardOutput:
             self.anomalies += int(out["is_anomaly"][sel].sum())
 
 
-def _open_shard(job: ScoreJob, shard: publish.Shard) -> Corpus:
-    """A shard's canonical rows. With ``on_bad_records=skip`` a validation pass first quarantines its bad
-    records under ``_quarantine/`` of the partition (and counts them); with ``fail`` the first bad record
-    stops the job with an error naming the file and row."""
-    if job.data_cfg.on_bad_records != "skip":
-        return load_dataset(job.data_cfg, shard.path, root=job.root)
-    quarantine = job.quarantine_dir(shard)
-    shutil.rmtree(quarantine, ignore_errors=True)
-    return validate_corpus(load_dataset(job.data_cfg, shard.path, quarantine_dir=str(quarantine), root=job.root))
+def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
+    """The canonical rows of each shard to score, after one validation pass over all of them (the one training
+    runs: :func:`pipelines.data.validate_parts`), before anything is scored or published.
+
+    ``fail``: the first bad file or row, or an id repeated across the shards, raises :class:`DataError` naming
+    it. ``skip``: bad files and rows are quarantined under ``_quarantine/`` of the partition with their reason
+    and input row count (records an earlier, killed attempt wrote for these shards are replaced), and each
+    shard keeps its good rows, possibly none."""
+    if not shards:
+        return []
+    if job.data_cfg.source == "parquet":
+        for s in shards:
+            shutil.rmtree(job.quarantine_dir / quarantine_folder(s.path), ignore_errors=True)
+    else:  # one shard: the whole corpus
+        shutil.rmtree(job.quarantine_dir, ignore_errors=True)
+    parts = [
+        load_dataset(
+            job.data_cfg, s.path, quarantine_dir=str(job.quarantine_dir), root=job.root, for_model=job.input_shape
+        )
+        for s in shards
+    ]
+    return validate_parts(parts)
 
 
-def _quarantine_unreadable(job: ScoreJob, shard: publish.Shard) -> dict[str, Any]:
-    """A Parquet shard whose footer cannot be read: an error naming it (``fail``), or one quarantine record
-    for the whole file and an empty committed output shard (``skip``)."""
-    reason = "not a readable Parquet file (bad footer or truncated)"
-    if job.data_cfg.on_bad_records != "skip":
-        raise DataError(f"{shard.path}: {reason}")
-    record = {
-        "file": [shard.path],
-        "row": pa.array([-1], pa.int64()),
-        "id": pa.array([None], pa.string()),
-        "reason": [reason],
-    }
-    write_quarantine(pa.table(record, schema=QUARANTINE_SCHEMA), str(job.quarantine_dir(shard)), "unreadable")
-    return publish.ShardWriter(job.staging, shard, job.schema).commit(job.marker(job.empty_sketch(), 0, 0.0, skipped=1))
+def skipped_rows(job: ScoreJob, corpus: Corpus, shard: publish.Shard) -> int:
+    """Input rows of ``shard`` the validation pass quarantined (a whole-corpus shard: all of them)."""
+    report = corpus.report
+    if report is None:
+        return 0
+    return report.skipped_by_file.get(shard.path, 0) if job.data_cfg.source == "parquet" else report.skipped
 
 
 def _tag(batch: dict[str, np.ndarray], shard: int) -> dict[str, np.ndarray]:
+    """The id and sample of each row, tagged with its shard's index (an empty block stays empty)."""
+    if "id" not in batch:
+        return {}
     return {"id": batch["id"], "x": batch["x"], SHARD: np.full(len(batch["id"]), shard, np.int32)}
 
 
@@ -167,20 +179,21 @@ def _gpus(settings: ScoreConfig) -> float:
 
 
 class ScorePass:
-    """Streams ``shards`` through one actor pool; :meth:`run` returns the committed shards' markers."""
+    """Streams ``shards`` (validated: :func:`open_shards` gives their ``corpora``) through one actor pool;
+    :meth:`run` returns the committed shards' markers, one per shard, a shard without good rows included."""
 
-    def __init__(self, job: ScoreJob, shards: list[publish.Shard], log: Callable[[str], None]) -> None:
+    def __init__(
+        self, job: ScoreJob, shards: list[publish.Shard], corpora: list[Corpus], log: Callable[[str], None]
+    ) -> None:
         self.job, self.log = job, log
-        unreadable = [s for s in shards if s.rows is None and job.data_cfg.source == "parquet"]
-        self.markers = [_quarantine_unreadable(job, s) for s in unreadable]
-        self.shards = [s for s in shards if s not in unreadable]
-        self.corpora = [_open_shard(job, s) for s in self.shards]
+        self.shards, self.corpora = shards, corpora
+        self.markers: list[dict[str, Any]] = []
         self.outputs: dict[int, _ShardOutput] = {}
+        self.committed: set[int] = set()
         self.started = time.perf_counter()
 
     def _skipped(self, i: int) -> int:
-        report = self.corpora[i].report
-        return report.skipped if report is not None else 0
+        return skipped_rows(self.job, self.corpora[i], self.shards[i])
 
     def _expected_rows(self, i: int) -> int | None:
         """Good rows shard ``i`` will yield; None for derived sources (windows, images), known only at the end."""
@@ -188,10 +201,7 @@ class ScorePass:
         return None if rows is None else rows - self._skipped(i)
 
     def _scored_batches(self) -> ray.data.Dataset:
-        parts = [
-            c.dataset.select_columns(["id", "x"]).map_batches(functools.partial(_tag, shard=i))
-            for i, c in enumerate(self.corpora)
-        ]
+        parts = [c.dataset.map_batches(functools.partial(_tag, shard=i)) for i, c in enumerate(self.corpora)]
         ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         ds.context.execution_options.preserve_order = True  # per-shard row order is the input's
         s = self.job.settings
@@ -205,17 +215,18 @@ class ScorePass:
         )
 
     def run(self, warmup: Warmup) -> list[dict[str, Any]]:
-        if not self.shards:
-            return self.markers
         self.started = time.perf_counter()
         try:
-            for b, out in enumerate(self._scored_batches().iter_batches(batch_size=None, batch_format="numpy")):
+            batches = self._scored_batches().iter_batches(batch_size=None, batch_format="numpy")
+            for b, out in enumerate(out for out in batches if SHARD in out):
                 if b == 0:
                     warmup.seconds += time.perf_counter() - self.started
                     warmup.rows += len(out[SHARD])
                 self._consume(out)
-            for i in sorted(self.outputs):  # row counts not known ahead (derived sources: windows, images)
-                self._commit(i)
+            for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
+                if i not in self.committed:
+                    self._output(i)
+                    self._commit(i)
         finally:
             for output in self.outputs.values():
                 output.writer.abort()
@@ -225,15 +236,19 @@ class ScorePass:
         """Write a scored batch's rows to their shards' files; commit each shard whose last row arrived."""
         tags = out[SHARD]
         for i in np.unique(tags).tolist():
-            sel = tags == i
-            if i not in self.outputs:
-                writer = publish.ShardWriter(self.job.staging, self.shards[i], self.job.schema)
-                self.outputs[i] = _ShardOutput(writer, self.job.empty_sketch(), self._skipped(i), self.started)
-            self.outputs[i].add(self.job, out, sel)
+            self._output(i).add(self.job, out, tags == i)
             if self.outputs[i].writer.rows == self._expected_rows(i):
                 self._commit(i)
 
+    def _output(self, i: int) -> _ShardOutput:
+        """Shard ``i``'s output, opened on its first rows (or at the end, for a shard without good rows)."""
+        if i not in self.outputs:
+            writer = publish.ShardWriter(self.job.staging, self.shards[i], self.job.schema)
+            self.outputs[i] = _ShardOutput(writer, self.job.empty_sketch(), self._skipped(i), self.started)
+        return self.outputs[i]
+
     def _commit(self, i: int) -> None:
+        self.committed.add(i)
         output = self.outputs.pop(i)
         seconds = time.perf_counter() - output.started
         marker = self.job.marker(output.sketch, output.anomalies, seconds, output.skipped)

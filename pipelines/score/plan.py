@@ -40,20 +40,34 @@ def _key(shard: dict[str, Any]) -> ShardKey:
     return (shard["name"], shard["size"], shard["mtime_ns"], shard["rows"])
 
 
+def _same_model(manifest: dict[str, Any], identity: dict[str, str], any_version: bool) -> bool:
+    """Whether a partition's manifest is of the model (name and mode) in ``identity``, of its version too
+    unless ``any_version``."""
+    m = manifest["model"]
+    held = {"model_name": m["name"], "model_version": m["version"], "mode": m["mode"]}
+    keys = ("model_name", "mode") if any_version else ("model_name", "model_version", "mode")
+    return all(held[k] == identity[k] for k in keys)
+
+
 def _published_for(
-    output_path: str, final: Path, identity: dict[str, str]
+    output_path: str, final: Path, identity: dict[str, str], rescore: bool
 ) -> tuple[set[ShardKey], list[dict[str, Any]]]:
-    """Shards every published partition under ``output_path`` holds for this model version and mode, and the
-    shard entries of ``final``'s own manifest (carried over when it is re-published)."""
+    """Shards already published under ``output_path``, and the shard entries of ``final``'s own manifest
+    (carried over when it is re-published: only when ``final`` holds this very model version and mode).
+
+    A shard counts as done when any other partition holds it for this model whatever the version (with
+    ``rescore``: only for this version), or ``final`` holds it for this version: ``final`` is replaced as a
+    whole, so shards another version scored into it are scored again rather than dropped."""
     done: set[ShardKey] = set()
     carried: list[dict[str, Any]] = []
     for part in publish.published_partitions(output_path):
         manifest = publish.read_manifest(part)
-        m = manifest["model"]
-        if {"model_name": m["name"], "model_version": m["version"], "mode": m["mode"]} == identity:
-            done |= {_key(s) for s in manifest["shards"]}
-            if part == final:
+        if part == final:
+            if _same_model(manifest, identity, any_version=False):
                 carried = manifest["shards"]
+                done |= {_key(s) for s in carried}
+        elif _same_model(manifest, identity, any_version=not rescore):
+            done |= {_key(s) for s in manifest["shards"]}
     return done, carried
 
 
@@ -61,16 +75,21 @@ def make_plan(
     shards: list[publish.Shard],
     *,
     incremental: bool,
+    rescore: bool = False,
     output_path: str,
     final: Path,
     staging: Path,
     identity: dict[str, str],
 ) -> Plan | None:
-    """Decide what to score, resume and carry over; None when incremental mode has nothing new."""
+    """Decide what to score, resume and carry over; None when incremental mode has nothing new.
+
+    ``incremental``: only shards no published partition holds, whichever model version scored them (a new
+    champion scores new shards, not the whole history). ``rescore`` (implies incremental): shards not yet
+    published by this model version, so old shards are scored again with a new model."""
     carried: list[dict[str, Any]] = []
     todo = shards
-    if incremental:
-        done, carried = _published_for(output_path, final, identity)
+    if incremental or rescore:
+        done, carried = _published_for(output_path, final, identity, rescore)
         todo = [s for s in shards if _key(s.fingerprint) not in done]
         if not todo:
             return None

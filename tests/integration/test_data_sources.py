@@ -144,6 +144,18 @@ def test_series_windows_reassemble_series_spread_over_files(ray_local, tmp_path,
         assert rows[window_id]["label"] == int(series == "s-a" and start <= 5 < start + 4)
 
 
+def test_series_tail_rows_get_a_window_aligned_to_the_end(ray_local, tmp_path):
+    stamps = list(range(0, 100, 10))
+    _series_files(tmp_path, stamps)
+    cfg = DataConfig(source="timeseries", value_columns=["value", "neg"], window=4, stride=4)
+    rows, _ = _rows(cfg, tmp_path)
+    # 10 rows, windows [0, 4) and [4, 8) every 4 rows; rows 8 and 9 are scored by the window ending the series
+    assert sorted(rows) == sorted(f"{s}@{t}" for s in ("s-a", "s-b") for t in (0, 40, 60))
+    np.testing.assert_array_equal(rows["s-a@60"]["x"][:, 0], [6, 7, 8, 9])
+    covered = {t for start in (0, 4, 6) for t in range(start, start + 4)}
+    assert covered == set(range(10))
+
+
 def test_channel_normalization_is_per_channel(ray_local, tmp_path):
     corpora.write_synthetic(tmp_path, "images", rows=24, shards=2, anomaly_fraction=0.25, seed=3, size=8, channels=3)
     # make channels differ: the green channel of every image is scaled by 0.5

@@ -160,6 +160,43 @@ def test_skip_quarantines_every_bad_parquet_record(ray_local, tmp_path):
     assert corpus.report.records == len(good_ids)
 
 
+#: whole-file problems that once stopped the job (or raised Arrow's error) when their file sorted first
+FIRST_FILE_CASES = {
+    "missing column": (
+        lambda p: pq.write_table(pa.table({"id": ["b0", "b1", "b2"], "vec": [[0.0] * 5] * 3}), p),
+        "column 'x' is missing",
+        3,
+    ),
+    "wrong column type": (
+        lambda p: pq.write_table(pa.table({"id": ["b0", "b1"], "x": ["0,0,0,0,0", "1"]}), p),
+        "column 'x' has type string, expected a list of numbers",
+        2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FIRST_FILE_CASES))
+def test_a_bad_file_sorting_first_is_judged_like_any_other(ray_local, tmp_path, case):
+    write, reason, rows = FIRST_FILE_CASES[case]
+    _good_shard(tmp_path / "data")
+    write(tmp_path / "data" / "a-bad.parquet")  # sorts before part-00000.parquet
+    with pytest.raises(DataError, match=f"a-bad.parquet: {reason}"):
+        validate_corpus(load_dataset(DataConfig(), str(tmp_path / "data")))
+
+    corpus = validate_corpus(
+        load_dataset(DataConfig(on_bad_records="skip"), str(tmp_path / "data"), quarantine_dir=str(tmp_path / "q"))
+    )
+    q = pd.read_parquet(tmp_path / "q")
+    assert [(Path(f).name, r, n) for f, r, n in zip(q["file"], q["reason"], q["rows"], strict=True)] == [
+        ("a-bad.parquet", q["reason"][0], rows)
+    ]
+    assert q["reason"][0].startswith(reason)
+    assert corpus.report.skipped == rows  # the file's rows (footer), not one record
+    assert corpus.sample_shape == (5,) and sorted(r["id"] for r in corpus.dataset.take_all()) == [
+        f"a{i}" for i in range(6)
+    ]
+
+
 def test_skip_needs_a_quarantine_directory(ray_local, tmp_path):
     _good_shard(tmp_path)
     with pytest.raises(ValueError, match="quarantine directory"):

@@ -209,6 +209,72 @@ def test_incremental_scores_only_new_shards_and_rerun_is_a_noop(env, clean, tmp_
     assert not (out / "dt=night3").exists()
 
 
+def _second_version(home: Path) -> str:
+    """Register the champion's bundle again as a new version (no run of its own); its models:/ URI."""
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    v1 = tracking.resolve_model(uri, MODEL)
+    v2 = tracking.client(uri).create_model_version(v1.name, v1.source)
+    return f"models:/{v1.name}/{v2.version}"
+
+
+def test_incremental_after_a_new_champion_scores_only_new_shards_and_rescore_scores_all(env, clean, tmp_path):
+    inp, out = _corpus(clean[0], tmp_path / "in"), _corpus(clean[1], tmp_path / "out")  # v1 published 4 shards
+    x, y = mnist_arrays()
+    write_vector_shards(tmp_path / "new", np.array([f"new-{i:05d}" for i in range(100)]), x[:100], y[:100], shards=1)
+    shutil.move(tmp_path / "new" / "part-00000.parquet", inp / "part-00004.parquet")
+    newer = _second_version(env)
+    quiet = ("--psi-limit", "100", "--ks-alpha", "1e-300")
+
+    night = _cli(
+        "score",
+        "--model",
+        newer,
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--incremental",
+        "--partition",
+        "dt=night2",
+        *quiet,
+    )
+    assert night.exit_code == 0, night.output
+    manifest = publish.read_manifest(out / "dt=night2")
+    assert manifest["plan"] == {"to_score": 1, "resumed": 0, "carried": 0}  # not the 4 shards v1 scored
+    assert manifest["rows"] == 100 and manifest["model"]["version"] == newer.rsplit("/", 1)[1]
+
+    again = _cli(
+        "score",
+        "--model",
+        newer,
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--incremental",
+        "--partition",
+        "dt=night3",
+    )
+    assert again.exit_code == 0 and "no-op" in again.output
+
+    rescored = _cli(
+        "score",
+        "--model",
+        newer,
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--rescore",
+        "--partition",
+        "dt=rescore",
+        *quiet,
+    )
+    assert rescored.exit_code == 0, rescored.output
+    assert publish.read_manifest(out / "dt=rescore")["plan"] == {"to_score": 4, "resumed": 0, "carried": 0}
+    assert "no-op" in _cli("score", "--model", newer, "--input", str(inp), "--output", str(out), "--rescore").output
+
+
 def test_shape_mismatch_fails_before_any_work(env, tmp_path):
     ids = np.array([f"s{i}" for i in range(20)])
     write_vector_shards(tmp_path / "in", ids, np.random.default_rng(0).random((20, 100), dtype=np.float32), None, 2)

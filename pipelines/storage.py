@@ -75,6 +75,11 @@ def _reason(exc: BaseException) -> str:
     return text.replace("When getting information for key", "getting").strip()
 
 
+def normalize(path: str) -> str:
+    """One spelling per location: a local path made absolute, a URI without a trailing slash."""
+    return path.rstrip("/") if is_uri(path) else os.path.abspath(path)
+
+
 def join(base: str, *parts: str) -> str:
     """``base/part/...`` keeping a URI's scheme (``os.path.join`` for a local path)."""
     if not is_uri(base):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray.data
 
+from pipelines import storage
 from pipelines.data.errors import DataError
 
 #: A batch of records, of canonical rows or of per-block summaries: column name -> array ``[B, ...]``.
@@ -145,9 +145,9 @@ def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
     records of one input file can be replaced alone, e.g. when scoring it again)."""
     for file in sorted(set(table.column("file").to_pylist())):
         part = table.filter(pc.equal(table.column("file"), file))  # type: ignore[attr-defined]  # made at import
-        folder = Path(directory) / quarantine_folder(file)
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, folder / f"quarantine-{token}-{_content_digest(part)}.parquet")
+        name = storage.join(directory, quarantine_folder(file), f"quarantine-{token}-{_content_digest(part)}.parquet")
+        with storage.open_output(name) as out:
+            pq.write_table(part, out)
 
 
 def read_in_tasks(

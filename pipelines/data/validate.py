@@ -21,7 +21,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
 
+from pipelines import storage
 from pipelines.data.errors import DataError, TaskDataError, task_data_error
 from pipelines.data.records import (
     ERROR,
@@ -143,11 +143,14 @@ def _driver_side(ds: ray.data.Dataset) -> list[dict[str, Any]]:
 def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
     """Input rows this validation pass quarantined, per input file (a record of unknown size counts 1). Reads
     the ``file`` and ``rows`` columns of the quarantine files only: bad records, never the good rows."""
-    if quarantine_dir is None or not Path(quarantine_dir).is_dir():
+    if quarantine_dir is None:
         return {}
     counts: dict[str, int] = {}
-    for p in Path(quarantine_dir).glob(f"*/quarantine-{token}-*.parquet"):
-        table = pq.read_table(p, columns=["file", "rows"])
+    for entry in storage.list_dir(quarantine_dir, recursive=True):
+        if not (entry.base_name.startswith(f"quarantine-{token}-") and entry.base_name.endswith(".parquet")):
+            continue
+        with storage.open_input(storage.uri_of(quarantine_dir, entry)) as fh:
+            table = pq.read_table(fh, columns=["file", "rows"])
         for file, rows in zip(table.column("file").to_pylist(), table.column("rows").to_pylist(), strict=True):
             counts[file] = counts.get(file, 0) + (1 if rows is None else rows)
     return counts

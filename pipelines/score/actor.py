@@ -9,31 +9,29 @@ import ray
 import torch
 
 from pipelines.bundle import ModelBundle
-
-SHARD = "__shard"
+from pipelines.score.output import SHARD, SUMMARY_COLUMNS, OutputSpec
 
 
 class Scorer:
-    """Ray Data actor: loads one model bundle once, then scores blocks of canonical rows.
+    """Ray Data actor: loads one model bundle once, scores blocks of canonical rows and writes them.
 
     Each block ``{"id" [B], "x" [B, *input_shape], SHARD [B]}`` is cut into forward passes of ``batch_size``
     rows that never span two input shards, so a row's score depends only on its own shard (a resumed run
-    reproduces an uninterrupted one bit for bit). Returns ``id``, SHARD, ``score`` [B], ``is_anomaly`` [B]
-    and ``embedding`` [B, k].
+    reproduces an uninterrupted one bit for bit). The scored rows go straight to the partition as data files
+    (:meth:`OutputSpec.write`); the actor returns only their summaries, so no row passes through the driver.
     """
 
-    def __init__(self, bundle_files: dict[str, bytes] | ray.ObjectRef, batch_size: int):
+    def __init__(self, bundle_files: dict[str, bytes] | ray.ObjectRef, batch_size: int, output: OutputSpec):
         """``bundle_files``: :func:`pipelines.bundle.bundle_files` output, or a reference to it in the object
         store (one copy for the whole pool instead of one inside every actor's constructor arguments)."""
         files = ray.get(bundle_files) if isinstance(bundle_files, ray.ObjectRef) else bundle_files
         self.bundle = ModelBundle.from_files(files)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bundle.model.to(self.device).eval()
-        self.batch_size = batch_size
+        self.batch_size, self.output = batch_size, output
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if SHARD not in batch:  # an empty block (a shard without good rows)
-            return {}
+    def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``id``, SHARD, ``score`` [B], ``is_anomaly`` [B] and ``embedding`` [B, k] of a block."""
         shard = batch[SHARD]
         cuts = np.flatnonzero(np.diff(shard)) + 1
         parts = []
@@ -42,13 +40,10 @@ class Scorer:
                 self.bundle.infer(batch["x"][i : min(i + self.batch_size, hi)], self.device)
                 for i in range(lo, hi, self.batch_size)
             ]
-        out = (
-            {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")}
-            if parts
-            else {
-                "score": np.zeros(0, np.float32),
-                "is_anomaly": np.zeros(0, bool),
-                "embedding": np.zeros((0, 0), np.float32),
-            }
-        )
+        out = {k: np.concatenate([p[k] for p in parts]) for k in ("score", "is_anomaly", "embedding")}
         return {"id": batch["id"], SHARD: shard, **out}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if SHARD not in batch or not len(batch[SHARD]):  # an empty block (a shard without good rows)
+            return {c: np.zeros(0, SUMMARY_COLUMNS[c]) for c in SUMMARY_COLUMNS}
+        return self.output.write(self.infer(batch))

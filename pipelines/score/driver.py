@@ -9,24 +9,26 @@ manifest, publish) and the scoring run's report (:mod:`pipelines.score.report`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines import tracking
+from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import Corpus, DataError, load_dataset
+from pipelines.data.records import group_by
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
-from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards, output_schema
+from pipelines.score.output import OutputSpec, output_schema
+from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards
 from pipelines.score.plan import Plan, corpus_shards, make_plan
 
 Log = Callable[[str], None]
@@ -133,11 +135,10 @@ def _check_input(bundle: ModelBundle, data_cfg: DataConfig, input_path: str) -> 
         raise DataError(f"{exc}; score it with a model trained on this kind of data") from None
 
 
-def _output_dirs(req: ScoreRequest, model: tracking.ResolvedModel) -> tuple[Path, Path]:
-    """The partition to publish and its staging directory (one per model version and mode)."""
-    final = Path(req.output_path) / req.partition if req.partition else Path(req.output_path)
-    staging = final.with_name(f".{final.name}.staging-{model.name}-v{model.version}-{req.mode}")
-    return final, staging
+def _partition(req: ScoreRequest) -> str:
+    """The partition to publish: OUTPUT, or OUTPUT/PARTITION."""
+    output = storage.normalize(req.output_path)
+    return storage.join(output, req.partition) if req.partition else output
 
 
 def _score_job(
@@ -148,32 +149,29 @@ def _score_job(
     data_cfg: DataConfig,
     files: dict[str, bytes],
     shards: list[publish.Shard],
-    staging: Path,
+    partition: str,
 ) -> ScoreJob:
     embed_dim = bundle.infer(np.zeros((1, *bundle.input_shape), np.float32))["embedding"].shape[1]
-    schema = output_schema(req.mode, id_type(shards[0], data_cfg), embed_dim)
     baseline = bundle.calibration.get("baseline_quantiles")
     edges = sketch_edges(np.asarray(baseline)) if baseline and req.mode != "embed" else None
-    identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
-    return ScoreJob(
-        model,
-        data_cfg,
-        req.settings,
-        schema,
-        edges,
-        staging,
-        identity,
-        ray.put(files),
-        req.input_path,
-        bundle.input_shape,
+    output = OutputSpec(
+        partition=partition,
+        attempt=publish.new_attempt(),
+        schema=output_schema(req.mode, id_type(shards[0], data_cfg), embed_dim),
+        model_name=model.name,
+        model_version=model.version,
+        shard_names=(),
+        edges=None if edges is None else tuple(float(e) for e in edges),
     )
+    identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
+    return ScoreJob(model, data_cfg, req.settings, output, identity, ray.put(files), req.input_path, bundle.input_shape)
 
 
-def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, final: Path) -> str:
+def _start_run(req: ScoreRequest, model: tracking.ResolvedModel, partition: str) -> str:
     params = {
         "model_uri": req.model_uri,
         "input_path": req.input_path,
-        "output_path": str(final),
+        "output_path": partition,
         "mode": req.mode,
         "incremental": req.incremental,
         "rescore": req.rescore,
@@ -214,20 +212,19 @@ def _commit(
     shards: list[publish.Shard],
     the_plan: Plan,
     corpora: list[Corpus],
-    final: Path,
     run_id: str,
     calibration: dict[str, Any],
     log: Log,
     t0: float,
 ) -> report.RunOutcome:
-    """Score what the plan says, verify the staged partition, write its manifest and publish it."""
-    job.staging.mkdir(parents=True, exist_ok=True)
-    for m in the_plan.carried:
-        publish.carry_over(final, job.staging, m["output"], m)
+    """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
+    unique, and commit the manifest."""
     new, warmup, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
-    publish.prune(job.staging, {m["output"] for m in markers})
+    rows = publish.verify(job.partition, markers, job.schema)
+    if the_plan.carried or the_plan.resumed:  # shards this run did not validate together
+        _check_unique_ids(job.partition, markers)
     outcome = report.RunOutcome(
         model=job.model,
         requested_uri=req.model_uri,
@@ -237,7 +234,7 @@ def _commit(
         plan=the_plan,
         markers=markers,
         this_run=this_run,
-        rows=publish.verify(job.staging, markers, job.schema),
+        rows=rows,
         rows_scored=sum(m["output_rows"] for m in new),
         score_seconds=score_seconds,
         warmup_seconds=warmup.seconds,
@@ -245,9 +242,26 @@ def _commit(
         drift=_drift(job, this_run, calibration),
         run_id=run_id,
     )
-    publish.write_manifest(job.staging, report.manifest(outcome, job.schema, time.perf_counter() - t0))
-    publish.publish(job.staging, final)
+    publish.commit(job.partition, job.output.attempt, report.manifest(outcome, job.schema, time.perf_counter() - t0))
+    swept = publish.sweep(
+        job.partition, job.output.attempt, job.identity, {f["path"] for m in markers for f in m["files"]}
+    )
+    if swept:
+        log(f"removed {len(swept)} data files the new manifest does not list (older generation or killed attempts)")
     return outcome
+
+
+def _check_unique_ids(partition: str, markers: list[dict[str, Any]]) -> None:
+    """Ids unique across every file the partition will list, checked by a Ray Data shuffle of the id column
+    (never collected on the driver): needed when shards scored by different runs are published together."""
+    files = [storage.join(partition, f["path"]) for m in markers for f in m["files"] if f["rows"]]
+    if not files:
+        return
+    ids = ray.data.read_parquet(files, columns=["id"])
+    repeated = group_by(ids, "id").count().filter(lambda row: row["count()"] > 1).take(5)
+    if repeated:
+        shown = ", ".join(str(r["id"]) for r in repeated)
+        raise DataError(f"{partition}: ids occur in more than one shard (e.g. {shown}); they must be unique")
 
 
 def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
@@ -260,46 +274,61 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
     """
     t0 = time.perf_counter()
     _check_cpus(req.settings)
+    for path in (req.input_path, req.output_path):  # an unusable store stops here, before any work
+        storage.check_reachable(path)
     model, bundle, files = _load_model(req, log)
     data_cfg = _data_config(bundle, req.settings)
     shards = corpus_shards(req.input_path, data_cfg)
     _check_input(bundle, data_cfg, req.input_path)
-    final, staging = _output_dirs(req, model)
-    job = _score_job(req, model, bundle, data_cfg=data_cfg, files=files, shards=shards, staging=staging)
+    partition = _partition(req)
+    job = _score_job(req, model, bundle, data_cfg=data_cfg, files=files, shards=shards, partition=partition)
     the_plan = make_plan(
         shards,
         incremental=req.incremental,
         rescore=req.rescore,
         output_path=req.output_path,
-        final=final,
-        staging=staging,
+        partition=partition,
         identity=job.identity,
     )
     if the_plan is None:
         log(f"nothing to do: every input shard is already scored under {req.output_path}")
-        return ScoreResult(str(final), 0, 0, model, time.perf_counter() - t0, noop=True)
-    log(f"plan: {the_plan.describe()} (staging in {staging})")
-    log(f"validating the shards to score (on_bad_records={data_cfg.on_bad_records}) ...")
-    corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
-    run_id = _start_run(req, model, final)
+        return ScoreResult(partition, 0, 0, model, time.perf_counter() - t0, noop=True)
+    log(f"plan: {the_plan.describe()} (into {partition})")
+    with _lease(partition, job.output.attempt, log):
+        log(f"validating the shards to score (on_bad_records={data_cfg.on_bad_records}) ...")
+        corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
+        run_id = _start_run(req, model, partition)
+        try:
+            outcome = _commit(
+                req,
+                job,
+                shards=shards,
+                the_plan=the_plan,
+                corpora=corpora,
+                run_id=run_id,
+                calibration=bundle.calibration,
+                log=log,
+                t0=t0,
+            )
+            seconds = time.perf_counter() - t0
+            sketch = report.merged_sketch(job.edges, outcome.this_run)
+            report.log_run(req.tracking_uri, outcome, sketch, bundle.calibration, partition)
+            tracking.end_run(req.tracking_uri, run_id)
+        except BaseException:
+            tracking.end_run(req.tracking_uri, run_id, "FAILED")
+            raise
+    return ScoreResult.of(outcome, partition, seconds)
+
+
+@contextlib.contextmanager
+def _lease(partition: str, attempt: str, log: Log) -> Iterator[None]:
+    """Hold the partition's lease for the block (see :mod:`pipelines.score.publish`): a run that started
+    later takes it over, and this one then stops before publishing."""
+    previous = publish.take_lease(partition, attempt)
+    if previous:
+        who, when = previous.get("attempt"), previous.get("started_at")
+        log(f"taking over {partition} from scoring run {who} (started {when}, killed or still running)")
     try:
-        outcome = _commit(
-            req,
-            job,
-            shards=shards,
-            the_plan=the_plan,
-            corpora=corpora,
-            final=final,
-            run_id=run_id,
-            calibration=bundle.calibration,
-            log=log,
-            t0=t0,
-        )
-        seconds = time.perf_counter() - t0
-        sketch = report.merged_sketch(job.edges, outcome.this_run)
-        report.log_run(req.tracking_uri, outcome, sketch, bundle.calibration, final)
-        tracking.end_run(req.tracking_uri, run_id)
-    except BaseException:
-        tracking.end_run(req.tracking_uri, run_id, "FAILED")
-        raise
-    return ScoreResult.of(outcome, str(final), seconds)
+        yield
+    finally:
+        publish.release_lease(partition, attempt)

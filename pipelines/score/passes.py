@@ -1,18 +1,18 @@
 """One scoring pass: a group of input shards streamed through one pool of :class:`Scorer` actors.
 
-Each shard's rows are tagged with the shard's index, written to its own staged output file as they arrive, and
-the shard is committed (file renamed, marker written) as soon as its last row is in.
+Each shard's rows are tagged with the shard's index; the actors write the scored rows straight into the partition
+and hand back one small summary per data file (:mod:`pipelines.score.output`). A shard is finished (its marker
+written, listing its files) as soon as the summaries account for its last row.
 """
 
 from __future__ import annotations
 
 import functools
-import shutil
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,23 +21,15 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, load_dataset, validate_parts
 from pipelines.data.records import quarantine_folder
 from pipelines.score import publish
-from pipelines.score.actor import SHARD, Scorer
+from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
+from pipelines.score.output import SHARD, OutputSpec
 from pipelines.tracking import ResolvedModel
-
-
-def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
-    """Columns of a scored shard for ``mode``."""
-    cols = [pa.field("id", id_type)]
-    if mode in ("score", "both"):
-        cols += [pa.field("score", pa.float32()), pa.field("is_anomaly", pa.bool_())]
-    if mode in ("embed", "both"):
-        cols += [pa.field("embedding", pa.list_(pa.float32(), embed_dim))]
-    return pa.schema([*cols, pa.field("model_name", pa.string()), pa.field("model_version", pa.string())])
 
 
 def id_type(shard: publish.Shard, cfg: DataConfig) -> pa.DataType:
@@ -45,8 +37,12 @@ def id_type(shard: publish.Shard, cfg: DataConfig) -> pa.DataType:
     column = getattr(cfg, "id_column", "id")
     if cfg.source != "parquet" or not column:
         return pa.string()
-    schema = pq.read_schema(shard.path) if "://" not in shard.path else None
-    t = schema.field(column).type if schema is not None and column in schema.names else pa.string()
+    try:
+        with storage.open_input(shard.path) as fh:
+            schema = pq.read_schema(fh)
+    except (OSError, pa.ArrowInvalid):  # an unreadable first shard: validation names it
+        return pa.string()
+    t = schema.field(column).type if column in schema.names else pa.string()
     return pa.string() if pa.types.is_string(t) or pa.types.is_large_string(t) else t
 
 
@@ -57,10 +53,8 @@ class ScoreJob:
     model: ResolvedModel
     data_cfg: DataConfig
     settings: ScoreConfig
-    schema: pa.Schema
-    edges: np.ndarray | None
-    """Score sketch bin edges (None in ``embed`` mode, or for a model without a validation baseline)."""
-    staging: Path
+    output: OutputSpec
+    """Where and how the actors write (the partition, this run's attempt, the schema, the sketch edges)."""
     identity: dict[str, str]
     files: ray.ObjectRef[dict[str, bytes]]
     """The pinned model's bundle files in the object store, which every actor loads from."""
@@ -69,19 +63,18 @@ class ScoreJob:
     input_shape: tuple[int, ...]
     """The model's input shape: Parquet samples are read at its size, so a shard of other lengths is bad."""
 
-    def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
-        """The rows of a scored batch that ``sel`` picks, as an output table."""
-        cols: dict[str, Any] = {"id": pa.array(out["id"][sel]).cast(self.schema.field("id").type)}
-        n = int(sel.sum())
-        if "score" in self.schema.names:
-            cols["score"] = pa.array(out["score"][sel].astype(np.float32))
-            cols["is_anomaly"] = pa.array(out["is_anomaly"][sel].astype(bool))
-        if "embedding" in self.schema.names:
-            emb = np.ascontiguousarray(out["embedding"][sel], np.float32)
-            cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
-        cols["model_name"] = pa.array([self.model.name] * n, pa.string())
-        cols["model_version"] = pa.array([self.model.version] * n, pa.string())
-        return pa.table(cols, schema=self.schema)
+    @property
+    def partition(self) -> str:
+        return self.output.partition
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.output.schema
+
+    @property
+    def edges(self) -> np.ndarray | None:
+        """Score sketch bin edges (None in ``embed`` mode, or for a model without a validation baseline)."""
+        return None if self.output.edges is None else np.asarray(self.output.edges)
 
     def empty_sketch(self) -> ScoreSketch | None:
         return ScoreSketch.empty(self.edges) if self.edges is not None else None
@@ -98,9 +91,9 @@ class ScoreJob:
         }
 
     @property
-    def quarantine_dir(self) -> Path:
+    def quarantine_dir(self) -> str:
         """Where bad input records go: ``_quarantine/`` of the partition, one folder per input file."""
-        return self.staging / "_quarantine"
+        return storage.join(self.partition, publish.QUARANTINE)
 
 
 @dataclass
@@ -116,21 +109,24 @@ class Warmup:
 
 
 @dataclass
-class _ShardOutput:
-    """One shard's output while its rows arrive."""
+class _ShardProgress:
+    """One shard's data files while their summaries arrive."""
 
-    writer: publish.ShardWriter
     sketch: ScoreSketch | None
     skipped: int
     started: float
     """When the pass that scores it started (``perf_counter``)."""
+    files: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
     anomalies: int = 0
 
-    def add(self, job: ScoreJob, out: dict[str, np.ndarray], sel: np.ndarray) -> None:
-        self.writer.write(job.table(out, sel))
-        if self.sketch is not None:
-            self.sketch.add(out["score"][sel])
-            self.anomalies += int(out["is_anomaly"][sel].sum())
+    def add(self, summary: dict[str, Any], edges: np.ndarray | None) -> None:
+        """Count one data file an actor wrote (a row of :data:`pipelines.score.output.SUMMARY_COLUMNS`)."""
+        self.files.append({"path": str(summary["file"]), "rows": int(summary["rows"])})
+        self.rows += int(summary["rows"])
+        self.anomalies += int(summary["anomalies"])
+        if self.sketch is not None and edges is not None and summary["sketch"]:
+            self.sketch = self.sketch.merge(ScoreSketch.from_dict(edges, json.loads(summary["sketch"])))
 
 
 def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
@@ -145,9 +141,9 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
         return []
     if job.data_cfg.source == "parquet":
         for s in shards:
-            shutil.rmtree(job.quarantine_dir / quarantine_folder(s.path), ignore_errors=True)
+            storage.delete_dir(storage.join(job.quarantine_dir, quarantine_folder(s.path)))
     else:  # one shard: the whole corpus
-        shutil.rmtree(job.quarantine_dir, ignore_errors=True)
+        storage.delete_dir(job.quarantine_dir)
     parts = [
         load_dataset(
             job.data_cfg, s.path, quarantine_dir=str(job.quarantine_dir), root=job.root, for_model=job.input_shape
@@ -180,7 +176,7 @@ def _gpus(settings: ScoreConfig) -> float:
 
 class ScorePass:
     """Streams ``shards`` (validated: :func:`open_shards` gives their ``corpora``) through one actor pool;
-    :meth:`run` returns the committed shards' markers, one per shard, a shard without good rows included."""
+    :meth:`run` returns the finished shards' markers, one per shard, a shard without good rows included."""
 
     def __init__(
         self, job: ScoreJob, shards: list[publish.Shard], corpora: list[Corpus], log: Callable[[str], None]
@@ -188,8 +184,8 @@ class ScorePass:
         self.job, self.log = job, log
         self.shards, self.corpora = shards, corpora
         self.markers: list[dict[str, Any]] = []
-        self.outputs: dict[int, _ShardOutput] = {}
-        self.committed: set[int] = set()
+        self.progress: dict[int, _ShardProgress] = {}
+        self.finished: set[int] = set()
         self.started = time.perf_counter()
 
     def _skipped(self, i: int) -> int:
@@ -200,14 +196,16 @@ class ScorePass:
         rows = self.shards[i].rows
         return None if rows is None else rows - self._skipped(i)
 
-    def _scored_batches(self) -> ray.data.Dataset:
+    def _summaries(self) -> ray.data.Dataset:
+        """The scoring actors' summaries: one row per data file written."""
         parts = [c.dataset.map_batches(functools.partial(_tag, shard=i)) for i, c in enumerate(self.corpora)]
         ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-        ds.context.execution_options.preserve_order = True  # per-shard row order is the input's
-        s = self.job.settings
+        ds.context.execution_options.preserve_order = True  # a shard's files are listed in the input's row order
+        s, job = self.job.settings, self.job
+        output = replace(job.output, shard_names=tuple(sh.name for sh in self.shards))
         return ds.map_batches(
             Scorer,
-            fn_constructor_kwargs={"bundle_files": self.job.files, "batch_size": s.batch_size},
+            fn_constructor_kwargs={"bundle_files": job.files, "batch_size": s.batch_size, "output": output},
             batch_size=None,
             compute=ray.data.ActorPoolStrategy(size=s.concurrency),
             num_cpus=s.num_cpus,
@@ -216,41 +214,38 @@ class ScorePass:
 
     def run(self, warmup: Warmup) -> list[dict[str, Any]]:
         self.started = time.perf_counter()
-        try:
-            batches = self._scored_batches().iter_batches(batch_size=None, batch_format="numpy")
-            for b, out in enumerate(out for out in batches if SHARD in out):
-                if b == 0:
-                    warmup.seconds += time.perf_counter() - self.started
-                    warmup.rows += len(out[SHARD])
-                self._consume(out)
-            for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
-                if i not in self.committed:
-                    self._output(i)
-                    self._commit(i)
-        finally:
-            for output in self.outputs.values():
-                output.writer.abort()
+        first = True
+        for summary in self._summaries().iter_rows():
+            if first:
+                warmup.seconds += time.perf_counter() - self.started
+                warmup.rows += int(summary["rows"])
+                first = False
+            i = int(summary[SHARD])
+            self._progress(i).add(summary, self.job.edges)
+            if self.progress[i].rows == self._expected_rows(i):
+                self._finish(i)
+        for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
+            if i not in self.finished:
+                self._progress(i)
+                self._finish(i)
         return self.markers
 
-    def _consume(self, out: dict[str, np.ndarray]) -> None:
-        """Write a scored batch's rows to their shards' files; commit each shard whose last row arrived."""
-        tags = out[SHARD]
-        for i in np.unique(tags).tolist():
-            self._output(i).add(self.job, out, tags == i)
-            if self.outputs[i].writer.rows == self._expected_rows(i):
-                self._commit(i)
+    def _progress(self, i: int) -> _ShardProgress:
+        if i not in self.progress:
+            self.progress[i] = _ShardProgress(self.job.empty_sketch(), self._skipped(i), self.started)
+        return self.progress[i]
 
-    def _output(self, i: int) -> _ShardOutput:
-        """Shard ``i``'s output, opened on its first rows (or at the end, for a shard without good rows)."""
-        if i not in self.outputs:
-            writer = publish.ShardWriter(self.job.staging, self.shards[i], self.job.schema)
-            self.outputs[i] = _ShardOutput(writer, self.job.empty_sketch(), self._skipped(i), self.started)
-        return self.outputs[i]
-
-    def _commit(self, i: int) -> None:
-        self.committed.add(i)
-        output = self.outputs.pop(i)
-        seconds = time.perf_counter() - output.started
-        marker = self.job.marker(output.sketch, output.anomalies, seconds, output.skipped)
-        self.markers.append(output.writer.commit(marker))
-        self.log(f"  shard {self.shards[i].name}: {self.markers[-1]['output_rows']} rows")
+    def _finish(self, i: int) -> None:
+        """Write shard ``i``'s marker: its fingerprint, data files, row count and summary."""
+        self.finished.add(i)
+        p = self.progress.pop(i)
+        seconds = time.perf_counter() - p.started
+        marker = {
+            **self.shards[i].fingerprint,
+            "files": p.files,
+            "output_rows": p.rows,
+            **self.job.marker(p.sketch, p.anomalies, seconds, p.skipped),
+        }
+        publish.write_marker(self.job.partition, self.job.identity, marker)
+        self.markers.append(marker)
+        self.log(f"  shard {self.shards[i].name}: {p.rows} rows")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from pipelines.config import DataConfig
@@ -14,11 +13,12 @@ ShardKey = tuple[str, int, int, int | None]
 
 @dataclass(frozen=True)
 class Plan:
-    """Which shards a run scores, which it resumes from staging and which it carries from the partition."""
+    """Which shards a run scores, which it resumes (finished by a killed run) and which it carries over (the
+    partition already holds them)."""
 
     to_score: list[publish.Shard]
     resumed: list[dict[str, Any]]
-    """Markers of shards a killed run already staged."""
+    """Markers of shards a killed run already finished."""
     carried: list[dict[str, Any]]
     """Manifest entries of shards the partition already holds (incremental runs re-publish them)."""
 
@@ -50,19 +50,19 @@ def _same_model(manifest: dict[str, Any], identity: dict[str, str], any_version:
 
 
 def _published_for(
-    output_path: str, final: Path, identity: dict[str, str], rescore: bool
+    output_path: str, partition: str, identity: dict[str, str], rescore: bool
 ) -> tuple[set[ShardKey], list[dict[str, Any]]]:
-    """Shards already published under ``output_path``, and the shard entries of ``final``'s own manifest
-    (carried over when it is re-published: only when ``final`` holds this very model version and mode).
+    """Shards already published under ``output_path``, and the shard entries of ``partition``'s own manifest
+    (carried over when it is re-published: only when ``partition`` holds this very model version and mode).
 
     A shard counts as done when any other partition holds it for this model whatever the version (with
-    ``rescore``: only for this version), or ``final`` holds it for this version: ``final`` is replaced as a
+    ``rescore``: only for this version), or ``partition`` holds it for this version: ``partition`` is replaced as a
     whole, so shards another version scored into it are scored again rather than dropped."""
     done: set[ShardKey] = set()
     carried: list[dict[str, Any]] = []
     for part in publish.published_partitions(output_path):
         manifest = publish.read_manifest(part)
-        if part == final:
+        if part == partition:
             if _same_model(manifest, identity, any_version=False):
                 carried = manifest["shards"]
                 done |= {_key(s) for s in carried}
@@ -77,8 +77,7 @@ def make_plan(
     incremental: bool,
     rescore: bool = False,
     output_path: str,
-    final: Path,
-    staging: Path,
+    partition: str,
     identity: dict[str, str],
 ) -> Plan | None:
     """Decide what to score, resume and carry over; None when incremental mode has nothing new.
@@ -89,7 +88,7 @@ def make_plan(
     carried: list[dict[str, Any]] = []
     todo = shards
     if incremental or rescore:
-        done, carried = _published_for(output_path, final, identity, rescore)
+        done, carried = _published_for(output_path, partition, identity, rescore)
         todo = [s for s in shards if _key(s.fingerprint) not in done]
         if not todo:
             return None
@@ -97,7 +96,7 @@ def make_plan(
         carried = [m for m in carried if m["name"] not in names]
     resumed, to_score = [], []
     for s in todo:
-        marker = publish.read_marker(staging, s, identity)
+        marker = publish.read_marker(partition, s, identity)
         if marker is not None:
             resumed.append(marker)
         else:

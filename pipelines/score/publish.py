@@ -1,16 +1,24 @@
-"""Exactly-once publication of a scored partition: stage per shard, verify, swap into place, manifest.
+"""Exactly-once publication of a scored partition on any store (local disk, ``s3://``, ``gs://``), without rename.
 
-Layout of a published partition (a local directory)::
+Layout of a partition ``P`` (a path or URI)::
 
-    PARTITION/part-00000.parquet ...   one output file per input shard, named like the input shard
-    PARTITION/_markers/*.json          per-shard completion markers (hidden from Parquet readers)
-    PARTITION/_SUCCESS                 JSON manifest, the last file written; readers refuse without it
+    P/_SUCCESS                            JSON manifest: the commit point, written last in one PUT
+    P/<shard>.<attempt>.parquet ...       scored rows, written by the scoring actors under names unique per attempt
+    P/_markers/<model>-v<version>-<mode>/<shard>.json   a finished shard not yet published (what resume reads)
+    P/_quarantine/<input file>/...        bad input records (``on_bad_records=skip``)
+    P/_LEASE                              which run is writing P now
 
-Work in progress lives in a sibling ``.PARTITION.staging-<model>-v<version>-<mode>`` directory with the
-same layout: a shard's file is written under a temporary name, renamed, then its marker is written, so
-a killed job resumes by skipping shards whose marker matches the input shard's fingerprint. Publishing
-renames the verified staging directory onto the partition (one rename when the partition is new; the old
-partition is moved aside first when it is replaced, so readers briefly see no partition, never half of one).
+Readers trust only the manifest: it lists, per input shard, exactly the data files that hold its rows, so files
+of a killed attempt or of an older generation are never read, and nothing half-written is ever visible. A
+re-run finds the shards a killed run finished from their markers (fingerprint, model and files) and scores only
+the rest. After a commit, data files the new manifest does not list are deleted (older generations and
+orphans of killed attempts), except those of a run that holds the lease at that moment.
+
+Two runs aimed at one partition: each takes the lease when it starts (the later one wins it) and checks it
+right before writing the manifest, so the run that lost the lease stops with :class:`PartitionTakenError`
+and publishes nothing. (An object store offers no compare-and-swap here; two commits within the same
+moment can still both pass the check, and then the later manifest replaces the earlier one: each is
+complete, so readers still never see rows of two runs mixed.)
 """
 
 from __future__ import annotations
@@ -18,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import socket
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -29,21 +37,29 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipelines import storage
 from pipelines.data.errors import DataError
-from pipelines.data.files import list_files
+from pipelines.data.files import list_files, relative_names
 
 MANIFEST = "_SUCCESS"
 MARKERS = "_markers"
-FORMAT = "aepipe.scores/1"
+LEASE = "_LEASE"
+QUARANTINE = "_quarantine"
+FORMAT = "aepipe.scores/2"
 
 
 class UnpublishedError(DataError):
     """A scores partition that is missing, still being written, or inconsistent with its manifest."""
 
 
+class PartitionTakenError(DataError):
+    """Another scoring run took over the partition while this one was scoring it."""
+
+
 @dataclass(frozen=True)
 class Shard:
-    """One input shard: its path, its name relative to the corpus root (= output name), fingerprint."""
+    """One input shard: its path, its name relative to the corpus root (output files are named after it),
+    fingerprint."""
 
     path: str
     name: str
@@ -57,11 +73,11 @@ class Shard:
         return {"name": self.name, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.rows}
 
 
-def _footer_rows(fs: pafs.FileSystem, path: str) -> int | None:
+def _footer_rows(path: str) -> int | None:
     """Row count from a Parquet footer; None for an unreadable file, which the data layer then fails on
     (naming the file) or quarantines, per ``on_bad_records``."""
     try:
-        with fs.open_input_file(path) as fh:
+        with storage.open_input(path) as fh:
             return int(pq.ParquetFile(fh).metadata.num_rows)
     except (OSError, pa.ArrowInvalid):
         return None
@@ -70,31 +86,24 @@ def _footer_rows(fs: pafs.FileSystem, path: str) -> int | None:
 def list_shards(path: str) -> list[Shard]:
     """The Parquet shards of a corpus with size, modification time and row count (from the footer)."""
     files = list_files(path, (".parquet",))
-    fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
     shards = []
-    for f in files:
-        local = fs.normalize_path(f.split("://", 1)[1]) if "://" in f else os.path.abspath(f)
-        info = fs.get_file_info(local)
-        name = os.path.basename(local) if len(files) == 1 and local == root else os.path.relpath(local, root)
-        shards.append(Shard(f, name, int(info.size), int(info.mtime_ns or 0), _footer_rows(fs, local)))
+    for f, name in zip(files, relative_names(files, path), strict=True):
+        info = storage.info(f)
+        shards.append(Shard(f, name, int(info.size or 0), int(info.mtime_ns or 0), _footer_rows(f)))
     return shards
 
 
 def whole_corpus_shard(path: str) -> Shard:
     """A non-Parquet corpus (image folder, ...) scored as one shard: total size, newest mtime."""
-    fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), os.path.abspath(path))
-    info = fs.get_file_info(root)
+    info = storage.info(path)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input path {path} does not exist")
-    files = (
-        [info]
-        if info.type == pafs.FileType.File
-        else [f for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)) if f.type == pafs.FileType.File]
-    )
+    files = [info] if info.type == pafs.FileType.File else storage.list_dir(path, recursive=True)
+    files = [f for f in files if f.type == pafs.FileType.File]
     return Shard(
         path,
         "part-00000.parquet",
-        sum(int(f.size) for f in files),
+        sum(int(f.size or 0) for f in files),
         max((int(f.mtime_ns or 0) for f in files), default=0),
         None,
     )
@@ -106,165 +115,198 @@ def input_fingerprint(shards: list[Shard]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON durably: temp file, fsync, atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+# -- data files and markers -----------------------------------------------------------------------------------
+def new_attempt() -> str:
+    """A token naming one run's attempt at a partition: in its data file names and its lease."""
+    return uuid.uuid4().hex[:12]
 
 
-def _marker_path(directory: Path, name: str) -> Path:
-    return directory / MARKERS / f"{name.replace(os.sep, '__')}.json"
+def data_file_name(shard_name: str, attempt: str) -> str:
+    """A new, unique data file name for rows of ``shard_name`` (relative to the partition): the shard's own
+    name with the attempt and a random part inserted before ``.parquet``."""
+    stem = shard_name[: -len(".parquet")] if shard_name.endswith(".parquet") else shard_name
+    return f"{stem}.{attempt}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-class ShardWriter:
-    """Streams one shard's scored rows into ``staging/<name>`` under a temporary name; ``commit`` renames
-    it into place and writes the shard's marker (its fingerprint, row count and ``extra``)."""
-
-    def __init__(self, staging: Path, shard: Shard, schema: pa.Schema):
-        self.final = staging / shard.name
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.with_name(f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        self.writer = pq.ParquetWriter(self.tmp, schema)
-        self.staging, self.shard, self.rows = staging, shard, 0
-
-    def write(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
-        self.rows += table.num_rows
-
-    def commit(self, extra: dict[str, Any]) -> dict[str, Any]:
-        self.writer.close()
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.final)
-        marker = {**self.shard.fingerprint, "output": self.shard.name, "output_rows": self.rows, **extra}
-        _write_json(_marker_path(self.staging, self.shard.name), marker)
-        return marker
-
-    def abort(self) -> None:
-        self.writer.close()
-        self.tmp.unlink(missing_ok=True)
+def attempt_of(data_file: str) -> str | None:
+    """The attempt token in a name :func:`data_file_name` made; None for other names."""
+    parts = data_file.rsplit("/", 1)[-1].split(".")
+    return parts[-2].split("-", 1)[0] if len(parts) >= 3 and parts[-1] == "parquet" else None
 
 
-def read_marker(directory: Path, shard: Shard, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """A shard's completion marker when it matches the shard's fingerprint and ``identity`` (model,
-    mode) and its output file exists; otherwise None (the shard must be scored)."""
-    path = _marker_path(directory, shard.name)
-    if not path.is_file():
+def identity_key(identity: dict[str, str]) -> str:
+    return f"{identity['model_name']}-v{identity['model_version']}-{identity['mode']}"
+
+
+def _marker_path(partition: str, identity: dict[str, str], shard_name: str) -> str:
+    return storage.join(partition, MARKERS, identity_key(identity), shard_name.replace("/", "__") + ".json")
+
+
+def write_marker(partition: str, identity: dict[str, str], marker: dict[str, Any]) -> None:
+    """Record a finished shard (fingerprint, model, its data files and summary) for a later resume."""
+    storage.write_json(_marker_path(partition, identity, marker["name"]), marker)
+
+
+def read_marker(partition: str, shard: Shard, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """A shard's completion marker when it matches the shard's fingerprint and ``identity`` (model, mode) and
+    every data file it lists exists; otherwise None (the shard must be scored)."""
+    path = _marker_path(partition, identity, shard.name)
+    if not storage.is_file(path):
         return None
-    marker = json.loads(path.read_text())
+    marker = storage.read_json(path)
     expected = {**shard.fingerprint, **identity}
-    if any(marker.get(k) != v for k, v in expected.items()) or not (directory / shard.name).is_file():
+    if any(marker.get(k) != v for k, v in expected.items()):
         return None
-    return marker
+    if not all(storage.is_file(storage.join(partition, f["path"])) for f in marker.get("files", [])):
+        return None
+    return dict(marker)
 
 
-def carry_over(published: Path, staging: Path, name: str, marker: dict[str, Any]) -> None:
-    """Hard-link (or copy) an already published shard output and its marker into staging."""
-    dst = staging / name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
+# -- the lease --------------------------------------------------------------------------------------------------
+def take_lease(partition: str, attempt: str) -> dict[str, Any] | None:
+    """Make ``attempt`` the partition's writer; returns the lease it replaced (another run's, perhaps a killed
+    one's), or None."""
+    path = storage.join(partition, LEASE)
+    previous = storage.read_json(path) if storage.is_file(path) else None
+    lease = {
+        "attempt": attempt,
+        "started_at": datetime.now(UTC).isoformat(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    storage.write_json(path, lease)
+    return previous if previous and previous.get("attempt") != attempt else None
+
+
+def lease_holder(partition: str) -> dict[str, Any] | None:
+    path = storage.join(partition, LEASE)
+    return storage.read_json(path) if storage.is_file(path) else None
+
+
+def check_lease(partition: str, attempt: str) -> None:
+    """Raise :class:`PartitionTakenError` unless ``attempt`` still holds the partition's lease."""
+    holder = lease_holder(partition)
+    if holder is None or holder.get("attempt") != attempt:
+        who = "nobody" if holder is None else f"run {holder.get('attempt')} started {holder.get('started_at')}"
+        raise PartitionTakenError(
+            f"{partition}: another scoring run took over this partition ({who}) while this one was scoring; "
+            "nothing of this run was published"
+        )
+
+
+def release_lease(partition: str, attempt: str) -> None:
+    holder = lease_holder(partition)
+    if holder is not None and holder.get("attempt") == attempt:
+        storage.delete_file(storage.join(partition, LEASE))
+
+
+# -- verify, commit, clean up -----------------------------------------------------------------------------------
+def _file_meta(partition: str, name: str) -> pq.FileMetaData:
+    path = storage.join(partition, name)
     try:
-        os.link(published / name, dst)
-    except OSError:
-        shutil.copy2(published / name, dst)
-    _write_json(_marker_path(staging, name), marker)
+        with storage.open_input(path) as fh:
+            return pq.ParquetFile(fh).metadata
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UnpublishedError(f"{path}: a data file of the partition cannot be read ({exc})") from None
 
 
-def prune(staging: Path, keep: set[str]) -> None:
-    """Delete staged outputs (and their markers) that are not in ``keep`` (left by an earlier plan).
-    Markers, hidden temporaries and ``_quarantine/`` records are never touched."""
-    for f in list(staging.rglob("*.parquet")):
-        name = str(f.relative_to(staging))
-        if not f.is_file() or name.startswith((MARKERS, ".", "_")) or name in keep:
-            continue
-        f.unlink()
-        _marker_path(staging, name).unlink(missing_ok=True)
-
-
-def verify(staging: Path, markers: list[dict[str, Any]], schema: pa.Schema) -> int:
-    """Check every staged shard: its file's row count equals the input shard's less its quarantined
-    records (``skipped``), its schema is ``schema``, and ids are unique across the partition (8 bytes of
-    id hash per row). Returns the total rows."""
-    hashes = []
+def verify(partition: str, markers: list[dict[str, Any]], schema: pa.Schema) -> int:
+    """Check every shard from its data files' footers: their rows add up to what the scorers reported and to
+    the input shard's rows less its quarantined ones (``skipped``), and their schema is ``schema``. Returns
+    the total rows. Reads footers only, never rows."""
     total = 0
     for m in markers:
-        path = staging / m["output"]
-        meta = pq.ParquetFile(path)
-        n = meta.metadata.num_rows
+        rows = 0
+        for f in m["files"]:
+            meta = _file_meta(partition, f["path"])
+            got = meta.schema.to_arrow_schema()
+            if not got.equals(schema):
+                raise UnpublishedError(f"{f['path']}: schema {got} differs from the expected {schema}")
+            rows += meta.num_rows
         want = None if m["rows"] is None else m["rows"] - m.get("skipped", 0)
-        if n != m["output_rows"] or (want is not None and n != want):
-            raise RuntimeError(f"{path}: staged {n} rows but input shard {m['name']} has {want} good rows")
-        got = meta.schema_arrow
-        if not got.equals(schema):
-            raise RuntimeError(f"{path}: staged schema {got} differs from the expected {schema}")
-        ids = pq.read_table(path, columns=["id"]).column("id").to_pandas()
-        hashes.append(pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy())
-        total += meta.metadata.num_rows
-    if hashes:
-        joined = pd.Series(pd.concat([pd.Series(h) for h in hashes], ignore_index=True))
-        dups = int(joined.duplicated().sum())
-        if dups:
-            raise RuntimeError(f"{staging}: {dups} duplicate ids across the staged shards")
+        if rows != m["output_rows"] or (want is not None and rows != want):
+            raise UnpublishedError(
+                f"{partition}: shard {m['name']} has {rows} rows in its files, but the scorers reported "
+                f"{m['output_rows']} and the input has {want} good rows"
+            )
+        total += rows
     return total
 
 
-def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:
-    """Write ``_SUCCESS`` (the last file of a staged partition)."""
-    _write_json(staging / MANIFEST, {"format": FORMAT, **manifest})
+def commit(partition: str, attempt: str, manifest: dict[str, Any]) -> None:
+    """Publish: check the lease is still this run's, then write ``_SUCCESS`` (one PUT)."""
+    check_lease(partition, attempt)
+    storage.write_json(storage.join(partition, MANIFEST), {"format": FORMAT, **manifest})
 
 
-def publish(staging: Path, final: Path) -> None:
-    """Swap the verified staging directory onto ``final`` (a rename on one filesystem)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old)
-    else:
-        staging.rename(final)
+def sweep(partition: str, attempt: str, identity: dict[str, str], listed: set[str]) -> list[str]:
+    """After ``attempt``'s commit: delete this model's markers and every data file the manifest does not list
+    (older generations, orphans of killed attempts, this attempt's own retried writes), sparing the files of
+    another run that holds the lease by now. Returns the deleted data files."""
+    storage.delete_dir(storage.join(partition, MARKERS, identity_key(identity)))
+    holder = (lease_holder(partition) or {}).get("attempt")
+    holder = None if holder == attempt else holder
+    root = storage.resolve(partition)[1].rstrip("/")
+    doomed = []
+    for entry in storage.list_dir(partition, recursive=True):
+        name = entry.path[len(root) + 1 :]
+        if entry.type != pafs.FileType.File or name.startswith("_") or not name.endswith(".parquet"):
+            continue
+        if name not in listed and attempt_of(name) != holder:
+            doomed.append(name)
+    for name in doomed:
+        storage.delete_file(storage.join(partition, name))
+    return doomed
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+# -- readers ----------------------------------------------------------------------------------------------------
+def read_manifest(path: str) -> dict[str, Any]:
     """The manifest of a published partition; :class:`UnpublishedError` when there is none."""
-    manifest = Path(path) / MANIFEST
-    if not Path(path).is_dir():
-        raise UnpublishedError(f"{path}: no such scores partition")
-    if not manifest.is_file():
+    manifest = storage.join(path, MANIFEST)
+    if not storage.is_file(manifest):
+        if not storage.list_dir(path):
+            raise UnpublishedError(f"{path}: no such scores partition")
         raise UnpublishedError(
-            f"{path}: no {MANIFEST} manifest, so the partition is incomplete or still "
-            "being written; refusing to read it"
+            f"{path}: no {MANIFEST} manifest, so the partition is incomplete or still being written; "
+            "refusing to read it"
         )
-    data = json.loads(manifest.read_text())
+    data = storage.read_json(manifest)
     if data.get("format") != FORMAT:
         raise UnpublishedError(f"{manifest}: unknown manifest format {data.get('format')!r}")
-    return data
+    return dict(data)
 
 
-def published_partitions(root: str | Path) -> list[Path]:
-    """``root`` and its direct sub-directories that carry a manifest."""
-    r = Path(root)
-    if not r.is_dir():
-        return []
-    candidates = [r, *sorted(p for p in r.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))]
-    return [p for p in candidates if (p / MANIFEST).is_file()]
+def published_partitions(root: str) -> list[str]:
+    """``root`` and its direct sub-directories that carry a manifest (as :func:`storage.normalize` spells them)."""
+    root = storage.normalize(root)
+    entries = storage.list_dir(root)
+    subdirs = sorted(
+        storage.uri_of(root, e)
+        for e in entries
+        if e.type == pafs.FileType.Directory and not e.base_name.startswith((".", "_"))
+    )
+    return [p for p in [root, *subdirs] if storage.is_file(storage.join(p, MANIFEST))]
 
 
-def read_scores(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+def data_files(path: str, manifest: dict[str, Any]) -> list[str]:
+    """Every data file a manifest lists, as full paths, in shard order."""
+    return [storage.join(path, f["path"]) for s in manifest["shards"] for f in s["files"]]
+
+
+def read_scores(path: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a published partition (exactly the files its manifest lists); refuses one without ``_SUCCESS``."""
     manifest = read_manifest(path)
-    files = [Path(path) / s["output"] for s in manifest["shards"]]
-    missing = [str(f) for f in files if not f.is_file()]
+    files = data_files(path, manifest)
+    missing = [f for f in files if not storage.is_file(f)]
     if missing:
         raise UnpublishedError(f"{path}: manifest lists files that are missing: {', '.join(missing[:5])}")
     if not files:
         return pa.schema([(n, pa.string()) for n in manifest["schema"]]).empty_table().to_pandas()
-    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    tables = []
+    for f in files:
+        with storage.open_input(f) as fh:
+            tables.append(pq.read_table(fh, columns=columns))
+    table = pa.concat_tables(tables)
     if table.num_rows != manifest["rows"]:
-        raise UnpublishedError(f"{path}: {table.num_rows} rows on disk but the manifest says {manifest['rows']}")
+        raise UnpublishedError(f"{path}: {table.num_rows} rows in its files but the manifest says {manifest['rows']}")
     return table.to_pandas()

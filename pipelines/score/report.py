@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines import tracking
+from pipelines import storage, tracking
 from pipelines.score import publish
 from pipelines.score.drift import DriftReport, ScoreSketch, baseline_cdf
 from pipelines.score.plan import Plan
@@ -114,7 +113,7 @@ def run_metrics(outcome: RunOutcome, sketch: ScoreSketch | None) -> dict[str, fl
 
 
 def log_run(
-    tracking_uri: str, outcome: RunOutcome, sketch: ScoreSketch | None, calibration: dict[str, Any], final: Path
+    tracking_uri: str, outcome: RunOutcome, sketch: ScoreSketch | None, calibration: dict[str, Any], partition: str
 ) -> None:
     """Metrics, the drift tag, the score histogram against the baseline and the manifest on the scoring run."""
     tracking.log_metrics(tracking_uri, outcome.run_id, run_metrics(outcome, sketch), step=0)
@@ -123,7 +122,7 @@ def log_run(
     with tempfile.TemporaryDirectory() as tmp:
         if sketch is not None and sketch.n:
             plot_scores(sketch, calibration, Path(tmp) / "score_histogram.png")
-        shutil.copy(final / publish.MANIFEST, Path(tmp) / "manifest.json")
+        (Path(tmp) / "manifest.json").write_bytes(storage.read_bytes(storage.join(partition, publish.MANIFEST)))
         tracking.log_artifacts(tracking_uri, outcome.run_id, tmp, "scoring")
 
 

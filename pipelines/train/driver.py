@@ -21,7 +21,7 @@ import ray.data
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from pipelines import tracking
+from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, accepts_shape, bundle_files
 from pipelines.config import ConfigError, JobConfig, TrainConfig
 from pipelines.data import (
@@ -94,7 +94,8 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
 def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
     normalizer on the training split and cache both splits when they fit."""
-    corpus = load_dataset(job.data, job.data_path, quarantine_dir=job.resolve(f"outputs/quarantine/{job.name}"))
+    quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
+    corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine)
     _check_shape(job, corpus.sample_shape)
     log("validating the corpus ...")
     corpus = validate_corpus(corpus)

@@ -12,6 +12,7 @@ from pipelines.tracking.mlflow_client import (
     PYFUNC_CODE,
     RegistryError,
     ResolvedModel,
+    RunRecord,
     aliases,
     auth_failure_status,
     client,
@@ -20,7 +21,6 @@ from pipelines.tracking.mlflow_client import (
     ensure_experiment,
     find_run,
     flatten,
-    git_commit,
     log_artifacts,
     log_metrics,
     log_metrics_once,
@@ -38,6 +38,7 @@ from pipelines.tracking.mlflow_client import (
     set_tags,
     start_run,
     tag_version,
+    unfinished_runs,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "PYFUNC_CODE",
     "RegistryError",
     "ResolvedModel",
+    "RunRecord",
     "aliases",
     "auth_failure_status",
     "client",
@@ -54,7 +56,6 @@ __all__ = [
     "ensure_experiment",
     "find_run",
     "flatten",
-    "git_commit",
     "log_artifacts",
     "log_metrics",
     "log_metrics_once",
@@ -72,4 +73,5 @@ __all__ = [
     "set_tags",
     "start_run",
     "tag_version",
+    "unfinished_runs",
 ]

@@ -18,6 +18,7 @@ from jobs.cli import app
 from jobs.commands.submit import Kind
 from jobs.entrypoints import nightly_score
 from pipelines.config import load_config
+from pipelines.provenance import git_commit
 from tests.support import REPO
 
 INFRA = REPO / "infra"
@@ -156,7 +157,10 @@ def test_nightly_cronjob_submits_a_valid_nightly_score(tmp_path):
     ctx = typer.main.get_command(nightly_score.app).make_context("nightly", argv[3:])
     assert ctx.params["model_name"] == "mnist-dense"
     assert ctx.args == ["--input=/mnt/aepipe/data/mnist", "--output=/mnt/aepipe/outputs/scores/mnist-dense"]
-    assert spec["runtime_env"]["env_vars"] == {"AEPIPE_HOME": "/mnt/aepipe"}
+    # in the image /app has no .git: the commit comes from the image's AEPIPE_GIT_COMMIT (here, from git)
+    assert spec["runtime_env"]["env_vars"] == {"AEPIPE_HOME": "/mnt/aepipe", "AEPIPE_GIT_COMMIT": git_commit(REPO)}
+    dockerfile = (INFRA / "docker/Dockerfile").read_text()
+    assert "ARG AEPIPE_GIT_COMMIT" in dockerfile and "ENV AEPIPE_GIT_COMMIT=${AEPIPE_GIT_COMMIT}" in dockerfile
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.relative_to(INFRA).as_posix())

@@ -126,10 +126,10 @@ def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerpr
     run may resume with a fix); ``mlflow.source.git.commit`` stays the code that started the run.
     """
     uri = job.tracking_uri
-    driver = {GIT_TAG: commit, resume.DRIVER_TAG: driver_id()}
+    provenance = {GIT_TAG: commit, resume.DRIVER_TAG: driver_id()}
     if decision.run_id is not None:
         tracking.reopen_run(uri, decision.run_id)
-        tracking.set_tags(uri, decision.run_id, driver)
+        tracking.set_tags(uri, decision.run_id, provenance)
         return decision.run_id
     resolved = {"data_path": job.data_path, "checkpoint_path": job.checkpoint_path, "tracking_uri": uri}
     return tracking.start_run(
@@ -145,7 +145,7 @@ def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerpr
             resume.CONFIG_TAG: current.config,
             resume.CORPUS_TAG: current.corpus,
             "mlflow.source.git.commit": commit,
-            **driver,
+            **provenance,
         },
         artifact_root=job.resolve("mlartifacts"),
     )

@@ -119,7 +119,11 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
         before, n = _in_memory(bundle, big, cpus)
         result, seconds, _ = _score(uri, big, root / "out-10x-timed", cpus)
         after, _ = _in_memory(bundle, big, cpus)
-        assert read_manifest(str(root / "out-10x"))["rows"] == read_manifest(str(root / "out-10x-timed"))["rows"] == 10 * rows_1x
+        assert (
+            read_manifest(str(root / "out-10x"))["rows"]
+            == read_manifest(str(root / "out-10x-timed"))["rows"]
+            == 10 * rows_1x
+        )
         ref = n / ((before + after) / 2)
         steady, e2e = result.steady_rows_per_s, result.rows / seconds
         what = f"{result.rows} rows in {10 * rows_1x // shard_rows} shards, {cpus} actors x 0.5 CPU x 1 thread"

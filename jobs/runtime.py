@@ -1,7 +1,8 @@
 """Process-level concerns of the jobs layer: environment defaults, Ray start-up, user-facing errors.
 
 This is the only place that reads the environment: ``AEPIPE_HOME`` (default ``./.aepipe``),
-``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and ``RAY_ADDRESS``; ``AEPIPE_CREDENTIALS_FILE`` (an INI
+``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``, ``RAY_ADDRESS`` and ``AEPIPE_GIT_COMMIT`` (the code's commit
+where git cannot tell, set by ``aepipe submit``); ``AEPIPE_CREDENTIALS_FILE`` (an INI
 file like ``~/.mlflow/credentials``) fills ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, which
 MLflow reads itself. Credentials never travel inside a URI, a config or a log line.
 """
@@ -13,8 +14,9 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import typer
@@ -46,6 +48,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     StorageError,
 )
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+COMMIT_VAR = "AEPIPE_GIT_COMMIT"
 
 
 def home() -> Path:
@@ -96,9 +99,15 @@ def registry_uri(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("MLFLOW_REGISTRY_URI") or None
 
 
-def job_config(path: str | None, overrides: list[str]) -> JobConfig:
-    """Load a job config with the environment's defaults under the file and the overrides."""
-    job = load_config(path, overrides, home=str(home()))
+def code_commit() -> str | None:
+    """``AEPIPE_GIT_COMMIT``: the commit of the code, for a process whose code came without ``.git``."""
+    return os.environ.get(COMMIT_VAR) or None
+
+
+def job_config(path: str | None, overrides: list[str], values: Mapping[str, Any] | None = None) -> JobConfig:
+    """Load a job config with the environment's defaults under the file, the overrides and ``values`` (dotted
+    keys set from a command's explicit flags)."""
+    job = load_config(path, overrides, values=values, home=str(home()))
     load_credentials()
     tracking = job.tracking.model_copy(
         update={

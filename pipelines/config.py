@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,17 @@ class FaultInjection(_Section):
     """Training batches the worker finishes in that epoch before it dies."""
 
 
+class ResumePolicy(StrEnum):
+    """Whether a training job continues an unfinished run of the same name (see pipelines/train/resume.py)."""
+
+    auto = "auto"
+    """Continue an unfinished run with the same config and corpus fingerprints; else start a new run and say why."""
+    never = "never"
+    """Always start a new run."""
+    require = "require"
+    """Continue a matching unfinished run, or stop with an error saying why none matches."""
+
+
 class TrainConfig(_Section):
     """How the distributed training runs."""
 
@@ -216,6 +228,11 @@ class TrainConfig(_Section):
     fault_injection: FaultInjection | None = None
     """Testing only: SIGKILL one worker once, mid-epoch, to exercise failure recovery."""
 
+    resume: ResumePolicy = ResumePolicy.auto
+    """auto: continue the job's unfinished run (killed driver, failed workers) from its latest checkpoint only when
+    its config and corpus fingerprints equal this job's, else start a new run and say why; never: always start a
+    new run; require: continue a matching unfinished run or stop with an error."""
+
 
 class TrackingConfig(_Section):
     """MLflow tracking and registry."""
@@ -297,7 +314,7 @@ class JobConfig(_Section):
     """A whole training job: data, model, trainer, tracking and scoring settings."""
 
     name: str = "mnist-dense"
-    """Job name: the Ray Train run name (resume key) and default MLflow run name."""
+    """Job name: the MLflow run name, and the job whose unfinished runs train.resume may continue."""
 
     home: str = ".aepipe"
     """Local state directory (AEPIPE_HOME): SQLite MLflow store, artifacts, data, checkpoints, outputs."""

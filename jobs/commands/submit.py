@@ -1,7 +1,8 @@
 """``aepipe submit KIND [ARGS]...``: run an aepipe job on a Ray cluster through the Ray Jobs API.
 
 The job runs ``python -m jobs.entrypoints.KIND ARGS`` with the project directory as its ``working_dir`` and
-the non-secret settings (``AEPIPE_HOME``, MLflow URIs) as environment variables. Secrets never go in the
+the non-secret settings (``AEPIPE_HOME``, MLflow URIs) as environment variables, plus ``AEPIPE_GIT_COMMIT``: the
+working_dir is uploaded without ``.git``, so the commit the job's runs record is read here. Secrets never go in the
 runtime environment (the dashboard shows it to anyone who can reach it): the cluster's pods get MLflow and
 object-store credentials from their own Kubernetes Secrets (see infra/README.md).
 """
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from jobs.commands.ray_jobs import AddressOpt, exit_status, follow_logs, jobs_client, ray_errors
-from jobs.runtime import CredentialsError, echo, no_userinfo, user_errors
+from jobs.runtime import COMMIT_VAR, CredentialsError, code_commit, echo, no_userinfo, user_errors
+from pipelines.provenance import git_commit
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -120,6 +122,13 @@ def job_env(extra: list[str]) -> dict[str, str]:
     return env
 
 
+def code_env(working_dir: Path) -> dict[str, str]:
+    """``AEPIPE_GIT_COMMIT``: HEAD of ``working_dir`` when it is a git work tree (uncommitted changes are not told
+    apart), else the submitting shell's ``AEPIPE_GIT_COMMIT``; empty when neither is known."""
+    commit = git_commit(working_dir) or code_commit()
+    return {COMMIT_VAR: commit} if commit else {}
+
+
 def submit(
     ctx: typer.Context,
     kind: Kind = typer.Argument(..., help="Which entrypoint: train | score | nightly-score."),
@@ -142,7 +151,9 @@ def submit(
     with user_errors():
         spec = JobSpec(
             entrypoint=entrypoint(kind, list(ctx.args)),
-            runtime_env=runtime_env(working_dir.resolve(), job_env(env or []), pip),
+            runtime_env=runtime_env(
+                working_dir.resolve(), {**code_env(working_dir.resolve()), **job_env(env or [])}, pip
+            ),
             submission_id=submission_id
             or (nightly_submission_id(list(ctx.args)) if kind == Kind.nightly_score else None),
         )

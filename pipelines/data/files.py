@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pyarrow as pa
 import pyarrow.fs as pafs
 
@@ -14,28 +17,55 @@ def open_file(path: str) -> pa.NativeFile:
     return storage.open_input(path)
 
 
-def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Sorted files under ``path`` (recursively) whose names end in one of ``suffixes``.
+def _listing(path: str) -> tuple[str, list[pafs.FileInfo] | None]:
+    """``(root on its filesystem, the files under it)``: every file, recursively, whose name does not start with
+    ``_`` or ``.`` (markers, manifests, hidden files); None when ``path`` is a file.
 
-    Returned paths keep the URI scheme, so tasks read them from the same filesystem.
-    Raises :class:`DataError` for a missing path or a directory with no matching files.
+    Raises :class:`DataError` for a missing path.
     """
     fs, root = storage.resolve(path)  # a local root made absolute: tasks may run in another directory
     info = storage.info(path)
     if info.type == pafs.FileType.NotFound:
         raise DataError(f"input path {path} does not exist")
     if info.type == pafs.FileType.File:
+        return root, None
+    listed = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return root, [f for f in listed if f.type == pafs.FileType.File and not f.base_name.startswith(("_", "."))]
+
+
+def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted files under ``path`` (recursively) whose names end in one of ``suffixes``.
+
+    Returned paths keep the URI scheme, so tasks read them from the same filesystem.
+    Raises :class:`DataError` for a missing path or a directory with no matching files.
+    """
+    root, infos = _listing(path)
+    if infos is None:
         return [path if "://" in path else root]
-    selector = pafs.FileSelector(root, recursive=True)
-    names = sorted(
-        f.path
-        for f in fs.get_file_info(selector)
-        if f.type == pafs.FileType.File and f.path.lower().endswith(suffixes) and not f.base_name.startswith(("_", "."))
-    )
+    names = sorted(f.path for f in infos if f.path.lower().endswith(suffixes))
     if not names:
         raise DataError(f"input directory {path} has no {'/'.join(suffixes)} files")
     prefix = path[: path.index("://") + 3] if "://" in path else ""
     return [prefix + n for n in names]
+
+
+def corpus_fingerprint(path: str) -> str:
+    """A SHA-256 hex digest of what lies under the corpus root ``path``: each file's name relative to the root,
+    size and modification time (ns), in name order.
+
+    Covers every file a reader could take (:func:`_listing`), whatever its suffix. Any file added, removed,
+    renamed or rewritten changes it; moving the whole corpus to another root with its times kept does not.
+    pyarrow.fs reports no ETags; on object storage the modification time is the object's Last-Modified, which
+    every upload renews. Raises :class:`DataError` for a missing path.
+    """
+    root, infos = _listing(path)
+    if infos is None:  # a single file: its base name
+        info = storage.info(path)
+        entries = [(info.base_name, info.size, info.mtime_ns)]
+    else:
+        prefix = root.rstrip("/") + "/"
+        entries = sorted((f.path.removeprefix(prefix), f.size, f.mtime_ns) for f in infos)
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def relative_names(files: list[str], path: str) -> list[str]:

@@ -15,6 +15,7 @@ from pipelines.tracking.mlflow_client import (
     PYFUNC_PACKAGES,
     RegistryError,
     ResolvedModel,
+    RunRecord,
     aliases,
     auth_failure_status,
     client,
@@ -23,7 +24,6 @@ from pipelines.tracking.mlflow_client import (
     ensure_experiment,
     find_run,
     flatten,
-    git_commit,
     log_artifacts,
     log_metrics,
     log_metrics_once,
@@ -43,6 +43,7 @@ from pipelines.tracking.mlflow_client import (
     stage_pyfunc_code,
     start_run,
     tag_version,
+    unfinished_runs,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "PYFUNC_PACKAGES",
     "RegistryError",
     "ResolvedModel",
+    "RunRecord",
     "aliases",
     "auth_failure_status",
     "client",
@@ -61,7 +63,6 @@ __all__ = [
     "ensure_experiment",
     "find_run",
     "flatten",
-    "git_commit",
     "log_artifacts",
     "log_metrics",
     "log_metrics_once",
@@ -81,4 +82,5 @@ __all__ = [
     "stage_pyfunc_code",
     "start_run",
     "tag_version",
+    "unfinished_runs",
 ]

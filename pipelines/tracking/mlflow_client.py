@@ -6,7 +6,6 @@ Nothing happens at import time; every function takes the tracking URI it should 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -66,16 +65,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def git_commit() -> str:
-    """The current git commit of the working directory, or ``unknown``."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def embedded_store(tracking_uri: str) -> bool:
     """False for an MLflow server (``http(s)://``, Databricks), which decides where artifacts live (its default
     artifact root or its artifact proxy); True for a store this process writes itself (``sqlite:``, a path)."""
@@ -112,7 +101,7 @@ def start_run(
     """Create a run with flattened params and tags; returns its id."""
     c = client(tracking_uri)
     exp_id = ensure_experiment(c, experiment, artifact_root)
-    run = c.create_run(exp_id, run_name=run_name, tags={"mlflow.source.git.commit": git_commit(), **tags})
+    run = c.create_run(exp_id, run_name=run_name, tags=tags)
     items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):
         c.log_batch(run.info.run_id, params=items[i : i + 100])
@@ -129,6 +118,34 @@ def find_run(tracking_uri: str, experiment: str, tag_key: str, tag_value: str) -
         [exp.experiment_id], f"tags.`{tag_key}` = '{tag_value}'", max_results=1, order_by=["attributes.start_time DESC"]
     )
     return runs[0].info.run_id if runs else None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a resume decision reads of an earlier run."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+def unfinished_runs(
+    tracking_uri: str, experiment: str, tag_key: str, tag_value: str, limit: int = 20
+) -> list[RunRecord]:
+    """The newest ``limit`` runs in ``experiment`` whose tag ``tag_key`` equals ``tag_value`` and whose status is
+    not FINISHED (RUNNING, FAILED or KILLED), newest first."""
+    c = client(tracking_uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = c.search_runs(
+        [exp.experiment_id],
+        f"tags.`{tag_key}` = '{tag_value}' and attributes.status != 'FINISHED'",
+        max_results=limit,
+        order_by=["attributes.start_time DESC"],
+    )
+    return [RunRecord(r.info.run_id, r.info.status, dict(r.data.tags), dict(r.data.params)) for r in runs]
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:

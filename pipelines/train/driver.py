@@ -1,9 +1,10 @@
 """Training driver: prepare the corpus, open the MLflow run, train on Ray Train, export, plot and register.
 
-The steps of :func:`run_training`, in order: :func:`prepare_data` (validate, split, fit the normalizer, cache),
-:func:`open_run` (continue the job's unfinished MLflow run or start one), :func:`_fit` (a ``TorchTrainer``
-running :func:`pipelines.train.worker.train_loop_per_worker` on every worker) and :func:`_finish` (the best
-checkpoint exported as the model bundle, the end-of-run plots, the registered version).
+The steps of :func:`run_training`, in order: :func:`pipelines.train.resume.plan` (may this job continue an
+unfinished run of its name?), :func:`prepare_data` (validate, split, fit the normalizer, cache), :func:`open_run`
+(continue that run or start one), :func:`_fit` (a ``TorchTrainer`` running
+:func:`pipelines.train.worker.train_loop_per_worker` on every worker) and :func:`_finish` (the best checkpoint
+exported as the model bundle, the end-of-run plots, the registered version).
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ from pipelines.data import (
     split_dataset,
     validate_corpus,
 )
+from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
 from pipelines.tracking.plot_rows import summarize_scores
 from pipelines.train import checkpoint as ckpt
+from pipelines.train import resume
 from pipelines.train.spec import WorkerSpec
 from pipelines.train.worker import train_loop_per_worker
 
 JOB_TAG = "aepipe.job"
+GIT_TAG = "aepipe.git_commit"
 
 #: glibc malloc tunables for training workers: serve blocks up to 32 MB (a conv layer's activations at batch 128
 #: are a few MB) from the heap and never trim it. With glibc's defaults every step's activations were unmapped
@@ -113,18 +117,21 @@ def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     return PreparedData(splits, val_ds, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
 
 
-def open_run(job: JobConfig) -> str:
-    """Continue the job's unfinished MLflow run or start a new one.
+def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerprints, commit: str) -> str:
+    """Continue the run ``decision`` names or start a new one; either way record this driver and ``commit``.
 
     A run stays unfinished (RUNNING after a killed driver, FAILED after too many worker failures) until a
-    driver completes it, so re-running the same job continues the same MLflow run and, because the Ray run
-    name is derived from the run id, the same Ray Train run and its latest checkpoint.
+    driver completes it; continuing it continues, because the Ray run name is derived from the run id, the same
+    Ray Train run and its latest checkpoint. A new run records the fingerprints that
+    :mod:`pipelines.train.resume` compares. ``aepipe.git_commit`` is the code of the latest driver (a continued
+    run may resume with a fix); ``mlflow.source.git.commit`` stays the code that started the run.
     """
     uri = job.tracking_uri
-    previous = tracking.find_run(uri, job.tracking.experiment, JOB_TAG, job.name)
-    if previous and tracking.run_status(uri, previous) != "FINISHED":
-        tracking.reopen_run(uri, previous)
-        return previous
+    provenance = {GIT_TAG: commit, resume.DRIVER_TAG: driver_id()}
+    if decision.run_id is not None:
+        tracking.reopen_run(uri, decision.run_id)
+        tracking.set_tags(uri, decision.run_id, provenance)
+        return decision.run_id
     resolved = {"data_path": job.data_path, "checkpoint_path": job.checkpoint_path, "tracking_uri": uri}
     return tracking.start_run(
         uri,
@@ -136,6 +143,10 @@ def open_run(job: JobConfig) -> str:
             "aepipe.model": job.model["name"],
             "aepipe.data.source": job.data.source,
             "aepipe.data.path": job.data_path,
+            resume.CONFIG_TAG: current.config,
+            resume.CORPUS_TAG: current.corpus,
+            "mlflow.source.git.commit": commit,
+            **provenance,
         },
         artifact_root=job.resolve("mlartifacts"),
     )
@@ -222,15 +233,23 @@ def _finish(
     )
 
 
-def run_training(job: JobConfig, log: Log = print) -> TrainResult:
+def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = None) -> TrainResult:
     """Train ``job`` on the connected Ray cluster and register the model; needs ``ray.init``.
 
+    ``code_commit``: the commit of this code when git cannot tell (a Ray job's working_dir comes without
+    ``.git``); the run records git's answer for :data:`~pipelines.provenance.CODE_ROOT` first, else this, else
+    ``unknown``.
+
     Raises:
-        ConfigError: a setting that cannot work with this corpus or cluster.
+        ConfigError: a setting that cannot work with this corpus or cluster; ``train.resume=require`` and no
+            unfinished run of the job to continue (before the corpus is read).
         DataError: bad input (``on_bad_records=fail``), naming the file and row.
     """
+    decision, current = resume.plan(job, JOB_TAG)
+    if decision.reason:
+        log(decision.reason)
     data = prepare_data(job, log)
-    run_id = open_run(job)
+    run_id = open_run(job, decision, current, git_commit(CODE_ROOT) or code_commit or "unknown")
     uri = job.tracking_uri
     counts = {
         "data_records": data.records,

@@ -11,6 +11,10 @@ def test_unknown_config_key(home):
     assert_clean_error(train("train.epochz=2"), "train.epochz: no such config key")
 
 
+def test_resume_policy_in_the_config(home):
+    assert_clean_error(train("train.resume=maybe"), "train.resume: Input should be 'auto', 'never' or 'require'")
+
+
 def test_unknown_model_lists_known(home):
     assert_clean_error(train("model.name=transformer"), "unknown model 'transformer'", "dense", "vae")
 
@@ -34,6 +38,7 @@ def test_score_settings_mistakes(home, args, message):
     [
         (["score", "--mode", "foo"], ["Invalid value for '--mode'", "'foo' is not one of", "'embed'"]),
         (["data", "synthetic", "--kind", "audio"], ["Invalid value for '--kind'", "'audio' is not one of", "'series'"]),
+        (["train", "--resume", "maybe"], ["Invalid value for '--resume'", "'maybe' is not one of", "'require'"]),
     ],
 )
 def test_closed_choices_are_usage_errors(home, args, fragments):

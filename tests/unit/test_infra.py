@@ -23,6 +23,7 @@ from jobs.commands.ray_jobs import EXIT_UNREACHABLE
 from jobs.commands.submit import Kind
 from jobs.entrypoints import nightly_score
 from pipelines.config import load_config
+from pipelines.provenance import git_commit
 from tests.support import REPO
 
 INFRA = REPO / "infra"
@@ -175,7 +176,10 @@ def test_nightly_cronjob_submits_a_valid_nightly_score(tmp_path):
         "--output=/mnt/aepipe/outputs/scores/mnist-dense",
         "--num-gpus=0",
     ]
-    assert spec["runtime_env"]["env_vars"] == {"AEPIPE_HOME": "/mnt/aepipe"}
+    # in the image /app has no .git: the commit comes from the image's AEPIPE_GIT_COMMIT (here, from git)
+    assert spec["runtime_env"]["env_vars"] == {"AEPIPE_HOME": "/mnt/aepipe", "AEPIPE_GIT_COMMIT": git_commit(REPO)}
+    dockerfile = (INFRA / "docker/Dockerfile").read_text()
+    assert "ARG AEPIPE_GIT_COMMIT" in dockerfile and "ENV AEPIPE_GIT_COMMIT=${AEPIPE_GIT_COMMIT}" in dockerfile
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.relative_to(INFRA).as_posix())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import subprocess
 import typing
 from types import SimpleNamespace
 
@@ -17,10 +18,11 @@ from jobs.cli import app
 from jobs.commands import score as score_command
 from jobs.commands.data import SyntheticKind
 from jobs.commands.ray_jobs import EXIT_UNREACHABLE, auth_headers
-from jobs.commands.submit import EXCLUDES, PROJECT_ROOT, Kind, entrypoint, runtime_env
+from jobs.commands.submit import EXCLUDES, PROJECT_ROOT, Kind, code_env, entrypoint, runtime_env
 from jobs.entrypoints.nightly_score import partition
 from pipelines.config import ScoreConfig
 from pipelines.data.corpora import SYNTHETIC_KINDS
+from pipelines.provenance import git_commit
 
 runner = CliRunner()
 CLEAN = {
@@ -31,6 +33,7 @@ CLEAN = {
     "AEPIPE_CREDENTIALS_FILE": None,
     "RAY_AUTH_TOKEN": None,
     "RAY_AUTH_TOKEN_PATH": None,
+    "AEPIPE_GIT_COMMIT": None,
 }
 
 
@@ -62,9 +65,28 @@ def test_submit_dry_run_builds_the_job(tmp_path):
         "working_dir": str(PROJECT_ROOT),
         "excludes": EXCLUDES,
         "pip": ["scipy>=1.11"],
-        "env_vars": {"AEPIPE_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": "http://mlflow:5000", "K": "v w"},
+        "env_vars": {
+            "AEPIPE_GIT_COMMIT": git_commit(PROJECT_ROOT),  # .git stays behind: the job learns its commit from here
+            "AEPIPE_HOME": str(tmp_path),
+            "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+            "K": "v w",
+        },
     }
     assert {".venv", ".aepipe", ".git"} <= set(EXCLUDES)
+
+
+def test_submit_passes_the_code_commit(tmp_path):
+    head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert code_env(PROJECT_ROOT) == {"AEPIPE_GIT_COMMIT": head.stdout.strip()}
+    plain = tmp_path / "project"  # a copy of the code without .git: the submitting shell's commit, if any
+    (plain / "jobs" / "entrypoints").mkdir(parents=True)
+    assert code_env(plain) == {}
+    args = ["submit", "train", "--address", "http://127.0.0.1:1", "--dry-run", "--working-dir", str(plain)]
+    result = runner.invoke(app, args, env={**CLEAN, "AEPIPE_GIT_COMMIT": "abc123"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["runtime_env"]["env_vars"]["AEPIPE_GIT_COMMIT"] == "abc123"
+    explicit = runner.invoke(app, [*args, "--env", "AEPIPE_GIT_COMMIT=def456"], env=CLEAN)
+    assert json.loads(explicit.output)["runtime_env"]["env_vars"]["AEPIPE_GIT_COMMIT"] == "def456"
 
 
 def test_pip_is_only_installed_when_asked():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -128,10 +129,13 @@ def data_file_name(shard_name: str, attempt: str) -> str:
     return f"{stem}.{attempt}-{uuid.uuid4().hex[:8]}.parquet"
 
 
+_DATA_FILE = re.compile(r"\.([0-9a-f]{12})-[0-9a-f]{8}\.parquet$")
+
+
 def attempt_of(data_file: str) -> str | None:
-    """The attempt token in a name :func:`data_file_name` made; None for other names."""
-    parts = data_file.rsplit("/", 1)[-1].split(".")
-    return parts[-2].split("-", 1)[0] if len(parts) >= 3 and parts[-1] == "parquet" else None
+    """The attempt token in a name :func:`data_file_name` made; None for other names (never swept)."""
+    found = _DATA_FILE.search(data_file)
+    return found.group(1) if found else None
 
 
 def identity_key(identity: dict[str, str]) -> str:
@@ -247,13 +251,16 @@ def sweep(partition: str, attempt: str, identity: dict[str, str], listed: set[st
     holder = (lease_holder(partition) or {}).get("attempt")
     holder = None if holder == attempt else holder
     root = storage.resolve(partition)[1].rstrip("/")
-    doomed = []
-    for entry in storage.list_dir(partition, recursive=True):
-        name = entry.path[len(root) + 1 :]
-        if entry.type != pafs.FileType.File or name.startswith("_") or not name.endswith(".parquet"):
-            continue
-        if name not in listed and attempt_of(name) != holder:
-            doomed.append(name)
+    files = {e.path[len(root) + 1 :]: e for e in storage.list_dir(partition, recursive=True)}
+    nested = {n.rsplit("/", 1)[0] + "/" for n in files if "/" in n and n.rsplit("/", 1)[1] in (MANIFEST, LEASE)}
+    doomed = [
+        name
+        for name, entry in files.items()
+        if entry.type == pafs.FileType.File
+        and attempt_of(name) not in (None, holder)
+        and name not in listed
+        and not name.startswith(("_", *nested))  # markers, quarantine; partitions nested in this one
+    ]
     for name in doomed:
         storage.delete_file(storage.join(partition, name))
     return doomed

@@ -26,6 +26,14 @@ class Normalizer:
             return x
         return (x - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
 
+    def invert_flat(self, x: np.ndarray) -> np.ndarray:
+        """Undo :meth:`apply` on flat rows ``[B, D]`` (D = the number of values per sample, float32 out)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.kind == "none":
+            return x
+        shift, scale = (np.asarray(v, np.float32).reshape(-1) for v in (self.shift, self.scale))
+        return x * scale + shift
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))
 

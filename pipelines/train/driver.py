@@ -213,7 +213,10 @@ def _finish(
     example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
     version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     if version is not None:
-        decision = promotion.register_version(uri, tr, version, best_metrics)
+        held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
+        decision = promotion.register_version(
+            uri, tr, version, best_metrics, bundle=bundle, held_out=held_out, run_id=run_id
+        )
         log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
     tracking.end_run(uri, run_id)
     return TrainResult(

@@ -155,6 +155,12 @@ class Autoencoder(nn.Module):
         """The loss terms of one phase; ``"loss"`` is what that phase's optimizer minimises."""
         return self.loss(x)
 
+    def epoch_tallies(self) -> list[torch.Tensor]:
+        """The tensors :meth:`epoch_metrics` reads that add up across data-parallel replicas (e.g. per-code counts
+        ``[K]``). A data-parallel trainer replaces each by its sum over every replica, in place, before calling
+        :meth:`epoch_metrics`, so the metrics describe every replica's batches. None by default."""
+        return []
+
     def epoch_metrics(self) -> dict[str, float]:
         """Extra metrics a family reports once per epoch (e.g. codebook usage); none by default."""
         return {}

@@ -45,6 +45,14 @@ class Normalizer:
             return x
         return (x - np.asarray(self.shift, np.float32)) / np.asarray(self.scale, np.float32)
 
+    def invert_flat(self, x: np.ndarray) -> np.ndarray:
+        """Undo :meth:`apply` on flat rows ``[B, D]`` (D = the number of values per sample, float32 out)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.kind == "none":
+            return x
+        shift, scale = (np.asarray(v, np.float32).reshape(-1) for v in (self.shift, self.scale))
+        return x * scale + shift
+
     def save(self, path: str | Path) -> None:
         """Write the statistics as JSON."""
         Path(path).write_text(json.dumps(asdict(self)))
@@ -166,6 +174,24 @@ class ModelBundle:
         scores = self.model.score(x).float().cpu().numpy()
         embedding = self.model.embed(x).float().cpu().numpy()
         return {"score": scores, "is_anomaly": scores > self.threshold, "embedding": embedding}
+
+
+@torch.no_grad()
+def raw_reconstruction_error(bundle: ModelBundle, x_raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Per-row mean squared error ``[B]`` between raw rows ``x_raw`` ``[B, ...]`` and the bundle's reconstruction
+    of them mapped back to the raw space (its own normalizer inverted), averaged over the row's values.
+
+    Unlike :meth:`ModelBundle.infer`'s ``score`` (each family's own error, in its own normalized space), this
+    figure means the same for every family and normalizer, so two models can be compared on the same rows.
+    """
+    raw = np.asarray(x_raw, dtype=np.float32).reshape(len(x_raw), -1)
+    model = bundle.model.eval()
+    errors = []
+    for start in range(0, len(raw), batch_size):
+        chunk = raw[start : start + batch_size]
+        recon = model(torch.from_numpy(bundle.normalize(chunk))).float().cpu().numpy().reshape(len(chunk), -1)
+        errors.append(np.square(bundle.normalizer.invert_flat(recon) - chunk).mean(axis=1))
+    return np.concatenate(errors) if errors else np.zeros(0, np.float32)
 
 
 def predict_frame(bundle: ModelBundle, df: pd.DataFrame) -> pd.DataFrame:

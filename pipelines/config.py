@@ -254,8 +254,12 @@ class TrackingConfig(_Section):
     always becomes champion."""
 
     promote_margin: float = Field(default=0.0, ge=0.0, lt=1.0)
-    """Gate: the new version's val_loss must be <= champion's x (1 - margin). Without auto_promote
-    only the challenger alias moves and promotion is explicit (``aepipe models promote``)."""
+    """Gate: on the new run's held-out validation rows, the new version's reconstruction MSE in the raw feature
+    space must be <= the champion's on the same rows x (1 - margin). Without auto_promote only the challenger
+    alias moves and promotion is explicit (``aepipe models promote``)."""
+
+    gate_rows: int = Field(default=10_000, ge=1)
+    """Gate: at most this many of the new run's validation rows are scored by both models."""
 
 
 class ScoreConfig(_Section):

@@ -104,6 +104,10 @@ class VQVAE(DenseAutoencoder):
             **usage,
         }
 
+    def epoch_tallies(self) -> list[torch.Tensor]:
+        """The per-code counts ``[K]`` since the last :meth:`epoch_metrics` (summed over every rank by the trainer)."""
+        return [self.usage]
+
     def epoch_metrics(self) -> dict[str, float]:
         """Codebook perplexity and fraction of codes used over the training batches since the last call."""
         metrics = codebook_usage(self.usage)

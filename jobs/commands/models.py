@@ -85,11 +85,16 @@ def promote(
     alias: str = typer.Option(promotion.CHAMPION, help="Alias to move."),
     force: bool = typer.Option(False, "--force", help="Move the champion alias even when the gate refuses."),
     margin: float = typer.Option(
-        0.0, min=0.0, max=0.99, help="Gate: val_loss must be <= the champion's x (1 - margin)."
+        0.0,
+        min=0.0,
+        max=0.99,
+        help="Gate: the version's held-out score must be <= the champion's on the same rows x (1 - margin).",
     ),
     tracking_uri_opt: str | None = TrackingOpt,
 ) -> None:
-    """Point ALIAS at VERSION; for ``champion`` the gate (val_loss vs the current champion) must pass."""
+    """Point ALIAS at VERSION; for ``champion`` the gate must pass: the held-out comparison VERSION's training run
+    recorded (raw-space reconstruction MSE of both models on its validation rows) must be against the current
+    champion and beat it. The champion alias moves by compare-and-set."""
     with user_errors(tracking_uri_opt):
         uri = tracking_uri(tracking_uri_opt)
         decision = promotion.promote(uri, name, version, alias, force=force, margin=margin, registry_uri=registry_uri())

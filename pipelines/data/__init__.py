@@ -19,11 +19,12 @@ from pipelines.data.images import read_image_records
 from pipelines.data.normalize import combine_moments, partial_moments
 from pipelines.data.parquet import read_parquet_records
 from pipelines.data.records import Batch, clean
-from pipelines.data.split import is_validation
+from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
 from pipelines.data.validate import ValidationReport, validate_records
 
 __all__ = [
+    "SHARD_KEY",
     "Corpus",
     "DataError",
     "Normalizer",
@@ -34,6 +35,7 @@ __all__ = [
     "split_dataset",
     "validate_corpus",
     "validate_parts",
+    "with_shard_key",
 ]
 
 _READERS = {"parquet": read_parquet_records, "images": read_image_records, "timeseries": read_series_records}
@@ -120,6 +122,15 @@ def split_dataset(ds: ray.data.Dataset, val_fraction: float) -> tuple[ray.data.D
     train = ds.map_batches(functools.partial(_select, val_fraction=val_fraction, want_validation=False))
     val = ds.map_batches(functools.partial(_select, val_fraction=val_fraction, want_validation=True))
     return train, val
+
+
+def _add_shard_key(batch: Batch) -> Batch:
+    return {**batch, SHARD_KEY: shard_keys(batch["id"])}
+
+
+def with_shard_key(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds`` with each row's :data:`SHARD_KEY` (from its id): which training worker owns the row."""
+    return ds.map_batches(_add_shard_key)
 
 
 def _moments(batch: Batch, scope: str) -> Batch:

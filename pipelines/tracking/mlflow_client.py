@@ -280,6 +280,19 @@ def set_alias(tracking_uri: str, name: str, alias: str, version: str, registry_u
     client(tracking_uri, registry_uri).set_registered_model_alias(name, alias, str(version))
 
 
+def model_tags(tracking_uri: str, name: str, registry_uri: str | None = None) -> dict[str, str]:
+    """The tags of registered model ``name`` (not of a version)."""
+    return dict(client(tracking_uri, registry_uri).get_registered_model(name).tags)
+
+
+def set_model_tag(tracking_uri: str, name: str, key: str, value: str, registry_uri: str | None = None) -> None:
+    client(tracking_uri, registry_uri).set_registered_model_tag(name, key, value)
+
+
+def delete_model_tag(tracking_uri: str, name: str, key: str, registry_uri: str | None = None) -> None:
+    client(tracking_uri, registry_uri).delete_registered_model_tag(name, key)
+
+
 def tag_version(
     tracking_uri: str, name: str, version: str, tags: dict[str, Any], registry_uri: str | None = None
 ) -> None:

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import ray
 import ray.data
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, accepts_shape, bundle_files
 from pipelines.config import ConfigError, JobConfig, TrainConfig
 from pipelines.data import (
+    SHARD_KEY,
     Normalizer,
     cache,
     fit_normalizer,
@@ -33,6 +34,7 @@ from pipelines.data import (
     normalize_dataset,
     split_dataset,
     validate_corpus,
+    with_shard_key,
 )
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
@@ -76,7 +78,7 @@ class PreparedData:
     """The corpus made ready for the workers."""
 
     splits: dict[str, ray.data.Dataset]
-    """``train`` and ``val``: normalized ``x`` only (held in the object store when ``cached``)."""
+    """``train`` and ``val``: normalized ``x`` and the row's shard key (held in the object store when ``cached``)."""
     val_rows: ray.data.Dataset
     """Validation rows as read (un-normalized, with labels when present): plots and the input example."""
     normalizer: Normalizer
@@ -108,7 +110,7 @@ def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     log("fitting normalization on the training split ...")
     normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
     normalized = {
-        name: normalize_dataset(ds, normalizer).select_columns(["x"])
+        name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))
     }
     caching = cache.decide(job.data.cache, corpus.report.records, corpus.sample_shape, job.data.cache_max_fraction)
@@ -183,6 +185,9 @@ def _trainer(job: JobConfig, spec: WorkerSpec, splits: dict[str, ray.data.Datase
             worker_runtime_env={"env_vars": worker_env(tc)},  # type: ignore[call-arg]  # Train V2's RunConfig
         ),
         datasets=dict(splits),
+        # Only a streamed training split goes through Ray's streaming_split; every other split reaches each
+        # worker whole and the worker keeps the rows it owns by shard key (pipelines/train/input.py)
+        dataset_config=DataConfig(datasets_to_split=[] if spec.keep_in_worker else ["train"]),
     )
 
 
@@ -220,7 +225,10 @@ def _finish(
     example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
     version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     if version is not None:
-        decision = promotion.register_version(uri, tr, version, best_metrics)
+        held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
+        decision = promotion.register_version(
+            uri, tr, version, best_metrics, bundle=bundle, held_out=held_out, run_id=run_id
+        )
         log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
     tracking.end_run(uri, run_id)
     return TrainResult(
@@ -265,6 +273,7 @@ def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = 
         tracking_uri=uri,
         run_dir=f"{job.checkpoint_path.rstrip('/')}/{run_name}",
         keep_in_worker=data.cached,
+        records=data.records,
     )
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     kept = _fit(job, spec, data.splits)

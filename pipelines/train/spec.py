@@ -23,7 +23,9 @@ class WorkerSpec:
     run_dir: str
     """This Ray Train run's folder under the checkpoint storage (local path or URI)."""
     keep_in_worker: bool
-    """The splits are cached: each worker keeps its shard after the first pass instead of streaming it again."""
+    """The splits are cached: each worker keeps its own rows (by shard key) instead of streaming them again."""
+    records: int = 0
+    """Good records in the corpus (training + validation rows): what ``train_rows_dropped`` is counted from."""
 
     def as_loop_config(self) -> dict[str, WorkerSpec]:
         """``TorchTrainer(train_loop_config=...)`` takes a dict."""

@@ -1,7 +1,9 @@
 """The training loop every Ray Train worker runs: set up, resume, run epochs.
 
 Each worker reads its Ray Data shards through :class:`ShardInput` (streamed every epoch, or streamed once and
-kept when the splits are cached), reshuffled every epoch. The model is wrapped in DDP through
+kept when the splits are cached), reshuffled every epoch. Validation rows, and training rows when cached, are
+owned by rank through a hash of the id (:class:`RowOwner`): every row counts once, and a training rank with
+fewer rows repeats some so that every rank takes the same number of steps. The model is wrapped in DDP through
 :class:`aecore.PhaseObjective`, so every optimizer phase a family declares goes through DDP's gradient sync.
 Rank 0 alone writes checkpoints and logs to MLflow; every rank reports to Ray Train each epoch.
 """
@@ -25,8 +27,8 @@ from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import JobConfig
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.faults import FaultInjector
-from pipelines.train.input import ShardInput
-from pipelines.train.metrics import LossSums, gather_array, gather_objects
+from pipelines.train.input import RowOwner, ShardInput
+from pipelines.train.metrics import LossSums, gather_array, gather_objects, max_over_ranks, sum_over_ranks_
 from pipelines.train.optim import LRSchedule, Patience, Precision
 from pipelines.train.spec import WorkerSpec
 
@@ -104,6 +106,8 @@ class _Worker:
     train_in: ShardInput
     val_in: ShardInput
     faults: FaultInjector
+    pad_to: int = 0
+    """Rows every rank's training epoch yields (its own, repeated): the largest owned shard; 0 = no padding."""
 
     @classmethod
     def set_up(cls, spec: WorkerSpec) -> _Worker:
@@ -127,20 +131,22 @@ class _Worker:
             LRSchedule(tc, optimizers),
             Patience(tc.early_stopping_patience, tc.early_stopping_min_delta),
         )
-        shape = model.config.input_shape
+        owner = RowOwner(rank, world_size)
         train_in, val_in = (
             ShardInput(
                 ray.train.get_dataset_shard(name),
-                shape,
+                model.config.input_shape,
                 device,
                 keep=spec.keep_in_worker,
                 shuffle_buffer=tc.shuffle_buffer,
                 seed=tc.seed * 7919 + rank,
+                owner=owner if owned else None,
             )
-            for name in ("train", "val")
+            for name, owned in (("train", spec.keep_in_worker), ("val", True))
         )
+        pad_to = max_over_ranks(train_in.load(tc.batch_size)) if spec.keep_in_worker else 0
         faults = FaultInjector(tc.fault_injection, spec.run_dir)
-        return cls(spec, rank, world_size, device, model, objective, loop, train_in, val_in, faults)
+        return cls(spec, rank, world_size, device, model, objective, loop, train_in, val_in, faults, pad_to)
 
     def resume(self) -> int | None:
         """The first epoch to run: after the latest checkpoint's, or 1 for a fresh run (whose initial validation
@@ -172,9 +178,11 @@ class _Worker:
         sums = self._train_epoch(epoch).all_reduce()
         train_s = time.perf_counter() - t0
         val_metrics, val_scores = self._validate()
+        sum_over_ranks_(self.model.epoch_tallies())  # e.g. codebook usage: every rank's batches, not rank 0's
         metrics: dict[str, float] = {
             **sums.means("train"),
             **val_metrics,
+            **self._row_counts(sums, int(val_metrics["val_rows"])),
             "epoch": epoch,
             "samples_per_s": sums.count / max(train_s, 1e-9),
             "lr": lr,
@@ -187,15 +195,25 @@ class _Worker:
         self._report(epoch, metrics, val_scores, stop)
         return stop
 
+    def _row_counts(self, train: LossSums, val_rows: int) -> dict[str, float]:
+        """This epoch's distinct training rows (every rank's), the samples repeated to even out the ranks' steps,
+        and the training rows no rank read (``streaming_split(equal=True)`` drops up to ``world_size - 1``)."""
+        return {
+            "train_rows": train.rows,
+            "train_rows_repeated": train.count - train.rows,
+            "train_rows_dropped": self.spec.records - val_rows - train.rows,
+        }
+
     def _train_epoch(self, epoch: int) -> LossSums:
         """One pass over this rank's training shard: every update phase on every batch."""
         tc = self.spec.job.train
         self.model.train()
         sums = LossSums(self.device)
-        for b, x in enumerate(self.train_in.batches(tc.batch_size, epoch, shuffle=tc.shuffle)):
+        for b, x in enumerate(self.train_in.batches(tc.batch_size, epoch, shuffle=tc.shuffle, pad_to=self.pad_to)):
             self.faults.check(epoch, self.rank, b)
             terms = run_update_phases(self.model, x, self.loop.optimizers, self._objective, self._step)
             sums.add(terms, len(x))
+        sums.rows = self.train_in.epoch_rows
         return sums
 
     def _objective(self, x: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
@@ -209,8 +227,8 @@ class _Worker:
 
     @torch.no_grad()
     def _validate(self) -> tuple[dict[str, float], np.ndarray]:
-        """Validation loss terms (``val_*``, averaged over every rank's rows) and every rank's per-sample
-        scores (fp32, concatenated in rank order)."""
+        """Validation loss terms (``val_*``: exact means over every validation row, each read by the one rank that
+        owns it), ``val_rows``, and every rank's per-sample scores (fp32, concatenated in rank order)."""
         self.model.eval()
         sums = LossSums(self.device)
         scores: list[np.ndarray] = []
@@ -218,7 +236,9 @@ class _Worker:
             sums.add(self.model.eval_loss(x), len(x))
             scores.append(self.model.score(x).float().cpu().numpy())
         local = np.concatenate(scores) if scores else np.zeros(0, np.float32)
-        return sums.all_reduce().means("val"), gather_array(local)
+        sums.rows = self.val_in.epoch_rows
+        total = sums.all_reduce()
+        return {**total.means("val"), "val_rows": total.rows}, gather_array(local)
 
     def _log_initial_validation(self) -> None:
         initial, _ = self._validate()

@@ -138,15 +138,20 @@ def test_promote_with_and_without_the_gate(registry_server):
     first = cli("models", "promote", MODEL, "1", "--tracking-uri", uri)
     assert first.exit_code == 0 and "no champion yet" in first.output and champion() == "1"
 
-    worse = cli("models", "promote", MODEL, "2", "--tracking-uri", uri)
-    assert worse.exit_code == 1, worse.output
-    assert "gate refused to make ops-registry v2 champion: val_loss v2=0.6 > v1=0.5" in worse.output
+    # an explicit promotion has no rows of its own: it needs the held-out comparison the version's training
+    # run recorded against the current champion (v2 was registered without one)
+    unmeasured = cli("models", "promote", MODEL, "2", "--tracking-uri", uri)
+    assert unmeasured.exit_code == 1, unmeasured.output
+    assert "v2 was compared on held-out rows with no champion, not with the current champion v1" in unmeasured.output
     assert champion() == "1"
 
     forced = cli("models", "promote", MODEL, "2", "--force", "--tracking-uri", uri)
     assert forced.exit_code == 0 and champion() == "2"
 
-    # v3 (0.4) beats v2 (0.6), but not by the 50% margin: 0.4 > 0.6 x 0.5 = 0.3
+    # as its training run's gate records it, v3 (0.4) beat v2 (0.6) on v3's held-out rows, but not by the 50%
+    # margin: 0.4 > 0.6 x 0.5 = 0.3
+    figures = {"gate_champion": "2", "gate_challenger_score": 0.4, "gate_champion_score": 0.6}
+    tracking.tag_version(uri, MODEL, "3", figures)
     margin = cli("models", "promote", MODEL, "3", "--margin", "0.5", "--tracking-uri", uri)
     assert margin.exit_code == 1 and "= 0.3" in margin.output and champion() == "2"
     better = cli("models", "promote", MODEL, "3", "--tracking-uri", uri)

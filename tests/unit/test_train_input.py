@@ -1,5 +1,7 @@
 """``ShardInput``: every epoch yields each row of the shard exactly once, reshuffled per epoch with a seed that
-survives restarts; a kept shard is streamed once and then served from the worker's memory."""
+survives restarts; a kept shard is streamed once and then served from the worker's memory. Owned rows (by shard
+key) cover a split exactly once over the ranks, are the same after a restart, and training ranks repeat rows up to
+the largest shard so that every rank takes the same number of steps."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import numpy as np
 import ray.data
 import torch
 
-from pipelines.train.input import ShardInput
+from pipelines.data.split import SHARD_KEY, shard_keys
+from pipelines.train.input import RowOwner, ShardInput
 
 ROWS, BATCH = 1000, 64
 
@@ -52,3 +55,50 @@ def test_streamed_shard_reshuffles_every_epoch_and_keeps_nothing(ray_local):
     replay = ShardInput(_shard(), (1, 2, 2), torch.device("cpu"), keep=False, shuffle_buffer=256, seed=0)
     assert _ids(replay, 2, shuffle=True) == two  # the buffer's seed is a function of (seed, epoch)
     assert _ids(streamed, 3, shuffle=False) == list(range(ROWS))  # validation order: as stored
+
+
+def _keyed(rows: int, blocks: int) -> ray.data.Dataset:
+    """A materialized split of ``rows`` rows ``x[i] = (i, i, i, i)`` with the shard key of id ``i``, in ``blocks``
+    blocks (a restart may see another block layout)."""
+    x = np.repeat(np.arange(rows, dtype=np.float32)[:, None], 4, axis=1)
+    ds = ray.data.from_numpy(x).repartition(blocks)
+    return ds.map_batches(lambda b: {"x": b["data"], SHARD_KEY: shard_keys(b["data"][:, 0].astype(int))}).materialize()
+
+
+def _owned(ds: ray.data.Dataset, rank: int, world: int = 2) -> ShardInput:
+    cpu = torch.device("cpu")
+    return ShardInput(ds.iterator(), (1, 2, 2), cpu, keep=True, shuffle_buffer=None, seed=rank, owner=RowOwner(rank, 2))
+
+
+def _epoch(input_: ShardInput, epoch: int, pad_to: int) -> list[list[int]]:
+    return [[int(v) for v in b[:, 0, 0, 0]] for b in input_.batches(16, epoch, shuffle=True, pad_to=pad_to)]
+
+
+def test_owned_rows_cover_the_split_once_and_every_rank_takes_the_same_steps(ray_local):
+    ranks = [_owned(_keyed(101, 3), r) for r in (0, 1)]
+    counts = [r.load(16) for r in ranks]
+    assert sum(counts) == 101 and counts[0] != counts[1]  # an odd total: one rank owns more rows
+    own = [sorted(v for b in _epoch(r, 1, pad_to=0) for v in b) for r in ranks]
+    assert sorted(own[0] + own[1]) == list(range(101))  # every row once, on exactly one rank
+    padded = [_epoch(r, 1, pad_to=max(counts)) for r in ranks]
+    assert [len(p) for p in padded] == [-(-max(counts) // 16)] * 2  # the same number of steps on both ranks
+    for rank, epoch in enumerate(padded):
+        seen = [v for b in epoch for v in b]
+        assert len(seen) == max(counts) and sorted(set(seen)) == own[rank]  # own rows only, some repeated
+        assert ranks[rank].epoch_rows == counts[rank]
+    # a restarted rank (fresh input, another block layout) owns the same rows, in the same order each epoch
+    again = _owned(_keyed(101, 7), 1)
+    again.load(16)
+    assert torch.equal(again.rows, ranks[1].rows)
+    assert _epoch(again, 2, max(counts)) == _epoch(ranks[1], 2, max(counts))
+
+
+def test_a_rank_that_owns_no_row_still_takes_its_steps(ray_local):
+    ds = _keyed(1, 1)
+    ranks = [_owned(ds, r) for r in (0, 1)]
+    counts = [r.load(16) for r in ranks]
+    empty = counts.index(0)
+    assert sorted(counts) == [0, 1]
+    assert _epoch(ranks[empty], 1, pad_to=0) == []  # validation: nothing to read, nothing counted twice
+    assert _epoch(ranks[empty], 1, pad_to=1) == [[0]]  # training: one step, repeating the split's spare row
+    assert ranks[empty].epoch_rows == 0

@@ -257,7 +257,7 @@ def _check_unique_ids(partition: str, markers: list[dict[str, Any]]) -> None:
     files = [storage.join(partition, f["path"]) for m in markers for f in m["files"] if f["rows"]]
     if not files:
         return
-    ids = ray.data.read_parquet(files, columns=["id"])
+    ids = ray.data.read_parquet(files).select_columns(["id"])
     repeated = group_by(ids, "id").count().filter(lambda row: row["count()"] > 1).take(5)
     if repeated:
         shown = ", ".join(str(r["id"]) for r in repeated)

@@ -168,7 +168,7 @@ def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
     followed = aepipe("jobs", "logs", "--follow", job_id, "--address", url, env=env)
     assert followed.returncode == 3, followed.stdout[-4000:] + followed.stderr[-2000:]
     assert "DRIFT ALARM" in followed.stdout and f"job {job_id} FAILED" in followed.stdout
-    df = read_scores(scores / "dt=2024-06-01")
+    df = read_scores(str(scores / "dt=2024-06-01"))
     assert len(df) == 600 and df["id"].nunique() == 600 and set(df["model_version"]) == {"1"}
     status = aepipe("jobs", "status", job_id, "--address", url, env=env)
     assert status.returncode == 0 and f"{job_id}: FAILED (exit 3)" in status.stdout

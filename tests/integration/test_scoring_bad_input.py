@@ -106,8 +106,9 @@ def test_fail_mode_validates_like_training(env, tmp_path, case):
     result = _score(tmp_path / "in", tmp_path / "out")
     assert_clean_error(result, expected)
     assert result.output.count("error:") == 1
-    assert not publish.published_partitions(tmp_path / "out")  # nothing published
-    assert not list(tmp_path.glob(".out.staging-*/*.parquet"))  # nor scored
+    assert not publish.published_partitions(str(tmp_path / "out"))  # nothing published
+    assert not list(tmp_path.glob("out/**/*.parquet"))  # nor scored
+    assert not (tmp_path / "out" / publish.LEASE).exists()  # the lease is let go
 
 
 def _corrupt_middle(path: Path) -> int:
@@ -138,7 +139,7 @@ def test_skip_mode_quarantines_file_by_file_and_the_counts_add_up(env, tmp_path)
 
     result = _score(inp, tmp_path / "out", "--on-bad-records", "skip")
     assert result.exit_code == 0, result.output
-    manifest = publish.read_manifest(tmp_path / "out")
+    manifest = publish.read_manifest(str(tmp_path / "out"))
     q = pd.read_parquet(tmp_path / "out" / "_quarantine")
     assert manifest["rows"] + int(q["rows"].sum()) == sum(inputs.values())
     for shard in manifest["shards"]:  # per shard too: scored + quarantined = the input shard's rows
@@ -158,5 +159,5 @@ def test_skip_mode_quarantines_file_by_file_and_the_counts_add_up(env, tmp_path)
         "part-nocol.parquet": (["column 'x' is missing"], 3),
         "part-str.parquet": (["column 'x' has type string, expected a list of numbers"], 2),
     }
-    scores = publish.read_scores(tmp_path / "out")
+    scores = publish.read_scores(str(tmp_path / "out"))
     assert len(scores) == manifest["rows"] == 5 + 2 + 1 + 4096 and scores["id"].is_unique

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -68,8 +69,19 @@ def _score(inp: Path, out: Path, *extra: str):
     return _cli("score", "--model", MODEL, "--input", str(inp), "--output", str(out), *extra)
 
 
-def _tables(out: Path) -> dict[str, object]:
-    return {p.name: pq.read_table(p) for p in sorted(out.glob("*.parquet"))}
+def _tables(out: Path) -> dict[str, pa.Table]:
+    """Each input shard's scored rows, read from the files the partition's manifest lists for it."""
+    shards = publish.read_manifest(str(out))["shards"]
+    return {s["name"]: pa.concat_tables([pq.read_table(out / f["path"]) for f in s["files"]]) for s in shards}
+
+
+def _data_files(out: Path) -> set[str]:
+    """Every Parquet file in the partition directory itself (not in its ``_`` folders or nested partitions)."""
+    return {p.name for p in out.glob("*.parquet")}
+
+
+def _listed(out: Path) -> set[str]:
+    return {f["path"] for s in publish.read_manifest(str(out))["shards"] for f in s["files"]}
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +98,24 @@ def clean(trained, mnist_small, tmp_path_factory):
 def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     inp, out, first = clean
     assert first.exit_code == 0, first.output  # the training distribution raises no drift alarm
-    manifest = publish.read_manifest(out)
+    manifest = publish.read_manifest(str(out))
     assert (
         manifest["rows"] == 600 and manifest["model"]["version"] == "1" and manifest["model"]["name"] == "scoring-test"
     )
-    assert [s["output"] for s in manifest["shards"]] == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert [s["name"] for s in manifest["shards"]] == [f"part-{i:05d}.parquet" for i in range(4)]
+    # the actors wrote each shard's rows under the shard's name; the manifest lists exactly the files on disk
+    assert all(f["path"].startswith(s["name"][:-8]) for s in manifest["shards"] for f in s["files"])
+    assert _data_files(out) == _listed(out)
     assert [s["rows"] for s in manifest["shards"]] == [150] * 4
     assert manifest["drift"]["drift_alarm"] == 0.0 and manifest["drift"]["drift_psi"] < 0.2
-    df = publish.read_scores(out)
+    df = publish.read_scores(str(out))
     assert len(df) == 600 and df["id"].is_unique and set(df["id"]) == {f"mnist-{i:05d}" for i in range(600)}
     assert list(df.columns) == ["id", "score", "is_anomaly", "embedding", "model_name", "model_version"]
     assert np.stack(df["embedding"]).shape == (600, 8) and (df["score"] > 0).all()
     assert df["is_anomaly"].dtype == bool and df["is_anomaly"].sum() < 30
     # the first shard's output rows are that shard's input rows, in order
     assert (
-        pq.read_table(out / "part-00000.parquet").column("id").to_pylist()
+        _tables(out)["part-00000.parquet"].column("id").to_pylist()
         == pq.read_table(inp / "part-00000.parquet").column("id").to_pylist()
     )
 
@@ -126,8 +141,9 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     assert again.exit_code == 0, again.output
     after = _tables(out)
     assert after.keys() == before.keys() and all(after[k].equals(before[k]) for k in before)
-    assert len(publish.read_scores(out)) == 600
-    assert not list(out.parent.glob(".out.*"))  # no staging or old partition left behind
+    assert len(publish.read_scores(str(out))) == 600
+    # the older generation's files are gone: the directory holds what the new manifest lists, no lease
+    assert _data_files(out) == _listed(out) and not (out / publish.LEASE).exists()
 
     shown = _cli("scores", "show", str(out), "--rows", "2")
     assert shown.exit_code == 0 and '"rows": 600' in shown.output and "mnist-00000" in shown.output
@@ -136,7 +152,7 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
 def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     inp, clean_out, _ = clean
     out = tmp_path / "out"
-    staging_markers = tmp_path / ".out.staging-scoring-test-v1-both" / publish.MARKERS
+    markers = out / publish.MARKERS / "scoring-test-v1-both"
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
         [
@@ -160,7 +176,7 @@ def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     )
 
     def committed() -> list[Path]:  # complete markers, not one still being written (".NAME.json.tmp-...")
-        return list(staging_markers.glob("*.json"))
+        return list(markers.glob("*.json"))
 
     deadline = time.time() + 240
     while not committed():
@@ -170,21 +186,22 @@ def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
     proc.wait()
     done = len(committed())
-    assert 1 <= done < 4 and not out.exists()
+    assert 1 <= done < 4 and not (out / publish.MANIFEST).exists()
 
     resumed = _score(inp, out)  # the rest in one pass: a shard's scores do not depend on the pass
     assert resumed.exit_code == 0, resumed.output
-    manifest = publish.read_manifest(out)
+    manifest = publish.read_manifest(str(out))
     assert manifest["plan"] == {"to_score": 4 - done, "resumed": done, "carried": 0}
     clean_tables, tables = _tables(clean_out), _tables(out)
     assert tables.keys() == clean_tables.keys()
     assert all(tables[k].equals(clean_tables[k]) for k in tables), "resumed output differs from a clean run"
+    assert _data_files(out) == _listed(out)  # the killed attempt's unfinished files were swept
 
 
 def test_incremental_scores_only_new_shards_and_rerun_is_a_noop(env, clean, tmp_path):
     # night 1 is the clean run (copies keep names, sizes and mtimes: the shards' fingerprints)
     inp, out = _corpus(clean[0], tmp_path / "in"), _corpus(clean[1], tmp_path / "out")
-    inode = (out / "part-00000.parquet").stat().st_ino
+    first_files = _tables(out)["part-00000.parquet"], publish.read_manifest(str(out))["shards"][0]["files"]
 
     # night 2: two new shards with new ids (drift alarms are tested below; switched off here)
     x, y = mnist_arrays()
@@ -195,14 +212,15 @@ def test_incremental_scores_only_new_shards_and_rerun_is_a_noop(env, clean, tmp_
 
     second = _score(inp, out, "--incremental", "--psi-limit", "100", "--ks-alpha", "1e-300")
     assert second.exit_code == 0, second.output
-    manifest = publish.read_manifest(out)
+    manifest = publish.read_manifest(str(out))
     assert manifest["plan"] == {"to_score": 2, "resumed": 0, "carried": 4}
-    assert manifest["rows"] == 800 and len(publish.read_scores(out)) == 800
-    assert (out / "part-00000.parquet").stat().st_ino == inode  # carried over, not rescored
+    assert manifest["rows"] == 800 and len(publish.read_scores(str(out))) == 800
+    assert publish.read_manifest(str(out))["shards"][0]["files"] == first_files[1]  # carried over, not rescored
+    assert _tables(out)["part-00000.parquet"].equals(first_files[0]) and _data_files(out) == _listed(out)
 
     third = _score(inp, out, "--incremental")
     assert third.exit_code == 0 and "no-op" in third.output
-    assert publish.read_manifest(out) == manifest
+    assert publish.read_manifest(str(out)) == manifest
 
     # a nightly partition holds only what no earlier partition has; here nothing
     assert "no-op" in _score(inp, out, "--incremental", "--partition", "dt=night3").output
@@ -239,7 +257,7 @@ def test_incremental_after_a_new_champion_scores_only_new_shards_and_rescore_sco
         *quiet,
     )
     assert night.exit_code == 0, night.output
-    manifest = publish.read_manifest(out / "dt=night2")
+    manifest = publish.read_manifest(str(out / "dt=night2"))
     assert manifest["plan"] == {"to_score": 1, "resumed": 0, "carried": 0}  # not the 4 shards v1 scored
     assert manifest["rows"] == 100 and manifest["model"]["version"] == newer.rsplit("/", 1)[1]
 
@@ -271,7 +289,7 @@ def test_incremental_after_a_new_champion_scores_only_new_shards_and_rescore_sco
         *quiet,
     )
     assert rescored.exit_code == 0, rescored.output
-    assert publish.read_manifest(out / "dt=rescore")["plan"] == {"to_score": 4, "resumed": 0, "carried": 0}
+    assert publish.read_manifest(str(out / "dt=rescore"))["plan"] == {"to_score": 4, "resumed": 0, "carried": 0}
     assert "no-op" in _cli("score", "--model", newer, "--input", str(inp), "--output", str(out), "--rescore").output
 
 
@@ -296,7 +314,7 @@ def test_drift_alarm_on_shifted_inputs(env, mnist_small, tmp_path):
     result = _score(tmp_path / "in", tmp_path / "out")
     assert result.exit_code == 3, result.output
     assert "DRIFT ALARM" in result.output
-    manifest = publish.read_manifest(tmp_path / "out")  # still published: the data is valid, it moved
+    manifest = publish.read_manifest(str(tmp_path / "out"))  # still published: the data is valid, it moved
     assert manifest["drift"]["drift_alarm"] == 1.0 and manifest["drift"]["drift_psi"] > 1.0
     run = tracking.client(f"sqlite:///{env / 'mlflow.db'}").get_run(manifest["scoring_run_id"])
     assert run.data.tags["aepipe.drift"] == "true" and run.data.metrics["drift_psi"] > 1.0

@@ -83,7 +83,7 @@ def test_actors_write_files_then_one_manifest_commits_exactly_them(tmp_path):
     assert publish.read_marker(part, shards[0], IDENTITY)["output_rows"] == 3
     assert publish.read_marker(part, shards[0], {**IDENTITY, "model_version": "2"}) is None
     orphan = _score(spec, 1, ["r3"])["file"][0]  # a killed attempt's file: never listed
-    other = _spec(part, shards, "0ldattempt00")
+    other = _spec(part, shards, "00000000beef")
     older = _score(other, 0, ["r0"])["file"][0]  # an older generation's file
 
     with pytest.raises(publish.UnpublishedError, match="no _SUCCESS manifest"):

@@ -34,6 +34,12 @@ class S3Server:
         for name in names:
             s3.create_bucket(Bucket=name)
 
+    def get(self, bucket: str, key: str) -> bytes:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, **_boto_credentials())
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every key under ``prefix`` in ``bucket``."""
         import boto3

@@ -15,8 +15,9 @@ Which rows a rank reads:
 ``keep=False`` (``data.cache=stream``): every epoch streams the shard again with ``iter_torch_batches``; with
 shuffling on, a local shuffle buffer reorders rows, seeded per (seed, rank, epoch).
 
-``keep=True`` (the splits were small enough to cache): the rows are kept as one ``[N, *input_shape]`` float32
-tensor on the host (pinned when training on a GPU), ordered by shard key when owned; epochs draw batches from it
+``keep=True`` (the splits were small enough to cache): the shard is read once, in stored order, before the first
+epoch, and its rows are kept as one ``[N, *input_shape]`` float32 tensor on the host (pinned when training on a
+GPU), ordered by shard key when owned, so a restarted worker holds the same tensor; epochs draw batches from it
 in a fresh seeded permutation, the way a plain PyTorch loop over in-memory tensors does. Nothing of Ray Data runs
 in the background after that (no split coordinator, no prefetch thread), which matters when the workers' threads
 fill every core.
@@ -76,20 +77,15 @@ class ShardInput:
     def batches(self, batch_size: int, epoch: int, shuffle: bool, pad_to: int = 0) -> Iterator[torch.Tensor]:
         """This epoch's batches; the order depends only on (seed, epoch, shuffle), never on restarts. A kept,
         owned input repeats rows up to ``pad_to`` rows in all."""
-        if self.rows is None and self.keep and self.owner is not None:
-            self.load(batch_size)
-        if self.rows is not None:
+        if self.keep:
+            if self.rows is None:
+                self.load(batch_size)
             yield from self._kept(batch_size, epoch, shuffle, pad_to)
             return
-        parts: list[torch.Tensor] = []
         self.epoch_rows = 0
         for x, _ in self._streamed(batch_size, epoch, shuffle, self.device):
-            if self.keep:
-                parts.append(x.cpu())  # the same tensor on CPU; a host copy from a GPU
             self.epoch_rows += len(x)
             yield x
-        if self.keep:
-            self._set_rows(torch.cat(parts) if parts else torch.zeros((0, *self.input_shape)))
 
     def load(self, batch_size: int) -> int:
         """Read the shard once and keep its rows (owned rows in shard-key order, so a restarted rank holds the same

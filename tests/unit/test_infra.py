@@ -7,6 +7,7 @@ import datetime as dt
 import importlib.util
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import kubernetes_validate
 import pytest
 import typer
 import yaml
+from packaging.specifiers import SpecifierSet
 from typer.testing import CliRunner
 
 from jobs.cli import app
@@ -128,7 +130,15 @@ def test_raycluster_has_cpu_and_gpu_worker_groups():
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     limits = {n: g["template"]["spec"]["containers"][0]["resources"]["limits"] for n, g in groups.items()}
     assert "nvidia.com/gpu" not in limits["cpu"] and int(limits["gpu"]["nvidia.com/gpu"]) >= 1
-    assert cluster["spec"]["rayVersion"] == "2.60.0"
+    # the cluster runs the Ray of the image it is built from, a version aepipe's own requirement accepts
+    image = re.search(r"ARG RAY_IMAGE=rayproject/ray:([\d.]+)-", (INFRA / "docker/Dockerfile").read_text())
+    assert image and cluster["spec"]["rayVersion"] == image.group(1)
+    ray_pin = next(
+        r
+        for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        if r.startswith("ray[")
+    )
+    assert SpecifierSet(ray_pin.split("]", 1)[1].split(";")[0].strip()).contains(image.group(1)), ray_pin
 
 
 def test_entrypoints_and_configs_exist():

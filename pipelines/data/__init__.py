@@ -71,15 +71,17 @@ def load_dataset(
     quarantine_dir: str | None = None,
     root: str | None = None,
     for_model: tuple[int, ...] | None = None,
+    labels: bool = True,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
     ``root`` is the corpus root that file names in derived ids (``FILE:ROW``, image ids) are relative to:
     ``path`` itself by default; scoring opens one shard at a time and passes the root the user gave, so a
-    shard's ids are the ones training derived from the whole corpus. ``for_model`` (scoring): the model's
-    input shape, which Parquet samples are read at (see :func:`read_parquet_records`)."""
+    shard's ids are the ones training derived from the whole corpus. ``for_model``: the model's input shape,
+    which Parquet samples are read at; ``labels``: read labels where the files have them (see
+    :func:`read_parquet_records`)."""
     if cfg.source == "parquet":
-        records, shape = read_parquet_records(path, cfg, root or path, for_model)
+        records, shape = read_parquet_records(path, cfg, root or path, for_model, labels)
     else:
         records, shape = _READERS[cfg.source](path, cfg, root or path)
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)

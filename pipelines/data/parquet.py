@@ -215,18 +215,23 @@ def sample_length(files: list[str], cfg: DataConfig) -> tuple[str, int]:
     )
 
 
+def _column_names(path: str) -> list[str]:
+    """The columns of a Parquet file; none for a file that cannot be opened (the tasks report it)."""
+    try:
+        return list(pq.ParquetFile(open_file(path)).schema_arrow.names)
+    except Exception:
+        return []
+
+
 def read_parquet_records(
-    path: str, cfg: DataConfig, root: str, for_model: tuple[int, ...] | None = None
+    path: str, cfg: DataConfig, root: str, for_model: tuple[int, ...] | None = None, labels: bool = True
 ) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Records of every shard under ``path`` and the sample shape ``(D,)``; derived ids name files relative to
-    ``root``. ``for_model`` (scoring): the model's input shape; samples are read flat at its size whatever the
-    files hold (a shard of other lengths is bad row by row), labels are not read and no file is opened here."""
+    ``root``. ``for_model``: the model's input shape; samples are read flat at its size whatever the files hold
+    (a shard of other lengths is bad row by row, wherever it sorts); without it the length is the first usable
+    file's. ``labels``: read the label column when the files have one (training's pictures; scoring does not)."""
     files = list_files(path, (".parquet",))
-    if for_model is not None:
-        length, with_label = int(np.prod(for_model)), False
-    else:
-        first, length = sample_length(files, cfg)
-        names = pq.ParquetFile(open_file(first)).schema_arrow.names
-        with_label = bool(cfg.label_column) and cfg.label_column in names
+    first, length = (files[0], int(np.prod(for_model))) if for_model is not None else sample_length(files, cfg)
+    with_label = labels and bool(cfg.label_column) and cfg.label_column in _column_names(first)
     items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

@@ -146,7 +146,12 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
         storage.delete_dir(job.quarantine_dir)
     parts = [
         load_dataset(
-            job.data_cfg, s.path, quarantine_dir=str(job.quarantine_dir), root=job.root, for_model=job.input_shape
+            job.data_cfg,
+            s.path,
+            quarantine_dir=job.quarantine_dir,
+            root=job.root,
+            for_model=job.input_shape,
+            labels=False,
         )
         for s in shards
     ]

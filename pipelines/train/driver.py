@@ -102,7 +102,11 @@ def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     normalizer on the training split and cache both splits when they fit."""
     quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
     corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine)
-    _check_shape(job, corpus.sample_shape)
+    if job.data.on_bad_records == "fail" or job.data.source != "parquet":
+        _check_shape(job, corpus.sample_shape)  # a model.input_shape that does not suit the corpus: say so
+    if job.data.source == "parquet":  # read at the model's size: a shard of other lengths is bad wherever it sorts
+        shape = tuple(job.model["input_shape"])
+        corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
     log("validating the corpus ...")
     corpus = validate_corpus(corpus)
     assert corpus.report is not None  # validate_corpus always reports

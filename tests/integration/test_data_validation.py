@@ -273,3 +273,21 @@ def test_bad_series_fail_or_are_quarantined(ray_local, tmp_path):
         "long@2024-01-01T00:04:00",
         "long@2024-01-01T00:08:00",
     ]
+
+
+@pytest.mark.parametrize("bad_name", ["a-short.parquet", "z-short.parquet"])  # sorting first, or last
+def test_training_reads_at_the_models_size_so_a_wrong_length_shard_is_bad_wherever_it_sorts(
+    ray_local, tmp_path, bad_name
+):
+    from pipelines.config import load_config
+    from pipelines.train.driver import prepare_data
+
+    _good_shard(tmp_path / "data")
+    _bad_rows(tmp_path / "data" / bad_name, ["b0", "b1", "b2"], [[1.0] * 4] * 3)  # 4 values, the model takes 5
+    settings = [f"data.path={tmp_path / 'data'}", "model.input_shape=[5]", "model.hidden=[4]", "model.latent_dim=2"]
+    job = load_config(None, [*settings, "data.on_bad_records=skip", "name=lengths"], home=str(tmp_path))
+    prepared = prepare_data(job, log=lambda _m: None)
+    assert (prepared.records, prepared.skipped) == (6, 3)  # the good shard is used, the short one quarantined
+    q = pd.read_parquet(tmp_path / "checkpoints" / "quarantine" / "lengths")
+    assert set(q["file"].map(lambda f: Path(f).name)) == {bad_name} and q["rows"].sum() == 3
+    assert all("length" in reason for reason in q["reason"]), q["reason"].tolist()

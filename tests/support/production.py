@@ -216,6 +216,8 @@ def node_env(s3: S3, mlflow: MLflowServer, token: str) -> dict[str, str]:
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
+        # SIGTERM stops a node at once; by default it first drains for up to 30 s (for Serve replicas)
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         **s3.env(),
         "MLFLOW_TRACKING_USERNAME": mlflow.username,
         "MLFLOW_TRACKING_PASSWORD": mlflow.password,
@@ -352,7 +354,9 @@ def create_buckets(s3: S3, proc: subprocess.Popen, log: Path) -> None:
 
 
 def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[MLflowServer, subprocess.Popen]:
-    """``mlflow server`` on PostgreSQL, artifacts proxied to S3, basic auth with an admin we choose."""
+    """``mlflow server`` on PostgreSQL, artifacts proxied to S3, basic auth as ``infra/mlflow/k8s/mlflow.yaml``
+    runs it: the user store in SQLite apart from the backend store, the admin's password from the environment
+    (``MLFLOW_AUTH_ADMIN_PASSWORD``, read on the first start only), never in the ini file."""
     mlf = root / "mlflow"
     mlf.mkdir()
     password = secrets.token_urlsafe(18)
@@ -362,10 +366,8 @@ def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[ML
         "default_permission = READ\n"
         f"database_uri = sqlite:///{mlf / 'basic_auth.db'}\n"
         "admin_username = admin\n"
-        f"admin_password = {password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
-    ini.chmod(0o600)
     port = free_port()
     server = MLflowServer(f"http://127.0.0.1:{port}", "admin", password, s3.url("mlflow"))
     cmd = [
@@ -384,9 +386,17 @@ def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[ML
         server.artifacts_destination,
         "--app-name",
         "basic-auth",
+        # on SIGTERM uvicorn otherwise waits for every client's keep-alive connection to close
+        "--uvicorn-opts",
+        "--timeout-graceful-shutdown 2",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
-    env.update(**s3.env(), MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16))
+    env.update(
+        **s3.env(),
+        MLFLOW_AUTH_CONFIG_PATH=str(ini),
+        MLFLOW_AUTH_ADMIN_PASSWORD=password,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+    )
     proc = start(cmd, env, root / "mlflow.log")
     procs.add(proc)
     return server, proc

@@ -1,4 +1,4 @@
-"""A production-shaped environment on one machine, every server on loopback, each in its own process group:
+"""A production-shaped environment on one machine, each server in its own process group, stopped by its id:
 
 - PostgreSQL 15 (Debian's binaries): MLflow's backend store, password authentication over TCP;
 - ``moto_server``: the object store (S3 API), with one bucket per role (:data:`BUCKETS`);
@@ -10,7 +10,12 @@
 credential and environment a test needs; leaving the ``with`` block stops them all, also after a failure.
 The Ray nodes hold the cluster's secrets as a KubeRay pod would (object-store keys, MLflow credentials, the
 Ray token) and nothing of the test process's ``AEPIPE_*``, ``MLFLOW_*``, ``RAY_*``, ``AWS_*`` or ``PYTHONPATH``:
-a job sees its own working dir, so a relative ``AEPIPE_HOME`` (the default ``./.aepipe``) is per job.
+a job's code comes from its own working dir, so a relative ``AEPIPE_HOME`` (the default ``./.aepipe``) is
+per job.
+
+PostgreSQL, moto and MLflow listen on 127.0.0.1 only. Ray cannot be held to loopback: ``ray start`` replaces
+``--node-ip-address=127.0.0.1`` by the machine's address, and its GCS, raylets and agents listen on all
+interfaces or on that address (token auth guards them; the dashboard and the Jobs API are on 127.0.0.1).
 
 ``python -m tests.support.production`` starts it, prints the client environment and waits for Ctrl-C.
 """
@@ -40,8 +45,10 @@ from tests.support.services import BIN, as_user, free_port, start, stop, sweep, 
 BUCKETS = {"data": "data", "checkpoints": "checkpoints", "scores": "scores", "mlflow": "mlflow-artifacts"}
 #: A custom resource only the Ray worker node has: ``.options(resources={WORKER_RESOURCE: 0.01})`` pins there.
 WORKER_RESOURCE = "worker_node"
+#: The servers the others use: started first, stopped last.
+STORES = ("postgres", "s3")
 #: Variables of the test process that never reach the servers or the clients this module builds.
-PRIVATE_PREFIXES = ("RAY_", "MLFLOW_", "AEPIPE_", "AWS_", "PYTHONPATH")
+PRIVATE_PREFIXES = ("RAY_", "MLFLOW_", "AEPIPE_", "AWS_")
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, postgres) not found: install them with `apt-get install postgresql` "
     "(Debian/Ubuntu; or run `make postgres`), or set AEPIPE_PG_BIN to the directory holding them"
@@ -191,12 +198,15 @@ class ProductionEnv:
     logs: dict[str, Path]
     #: Seconds from the first process started to the environment ready.
     startup_s: float
+    #: Seconds each server took to stop (by the names of :attr:`logs`), filled when the environment stops.
+    stop_s: dict[str, float] = field(default_factory=dict)
 
     def client_env(self, home: Path | str | None = None, **extra: str) -> dict[str, str]:
         """The environment of a user's shell pointed at this environment, for ``aepipe`` subprocesses: the test
-        process's environment without its ``AEPIPE_*``/``MLFLOW_*``/``RAY_*``/``AWS_*``, plus the MLflow URI
-        and credentials, the S3 endpoint and keys, the Ray Jobs API address and token; ``AEPIPE_HOME=home``
-        when given, and ``extra`` last."""
+        process's environment (``PYTHONPATH`` included: the code under test) without its ``AEPIPE_*``,
+        ``MLFLOW_*``, ``RAY_*`` and ``AWS_*``, plus the MLflow URI and credentials, the S3 endpoint and keys,
+        the Ray Jobs API address (``--address``'s default) and token; ``AEPIPE_HOME=home`` when given, and
+        ``extra`` last."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
         env.update(PATH=f"{BIN}:{os.environ['PATH']}", **self.s3.env(), **self.mlflow.env(), **self.ray.env())
         if home is not None:
@@ -209,7 +219,8 @@ class ProductionEnv:
 
 
 def node_env(s3: S3, mlflow: MLflowServer, token: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+    # no PYTHONPATH either: as on a real cluster, a job's code comes with its working_dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith((*PRIVATE_PREFIXES, "PYTHONPATH"))}
     return {
         **env,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -228,20 +239,34 @@ class Processes:
     """The servers started so far; :meth:`stop_all` stops them side by side (Ray's nodes take seconds each)."""
 
     def __init__(self) -> None:
-        self.procs: list[tuple[subprocess.Popen, signal.Signals]] = []
+        self.procs: dict[str, tuple[subprocess.Popen, signal.Signals]] = {}
         self.markers: list[str] = []
+        #: Seconds each server took to stop, filled by :meth:`stop_all`.
+        self.stop_s: dict[str, float] = {}
 
-    def add(self, proc: subprocess.Popen, first: signal.Signals = signal.SIGTERM, marker: str | None = None) -> None:
+    def add(
+        self, name: str, proc: subprocess.Popen, first: signal.Signals = signal.SIGTERM, marker: str | None = None
+    ) -> None:
         """Track ``proc`` (stopped with ``first``, then SIGKILL); ``marker``: a path only its processes name,
         swept afterwards (Ray starts some helpers in sessions of their own)."""
-        self.procs.append((proc, first))
+        self.procs[name] = (proc, first)
         if marker:
             self.markers.append(marker)
 
     def stop_all(self) -> None:
-        if self.procs:
-            with ThreadPoolExecutor(len(self.procs)) as pool:
-                list(pool.map(lambda pf: stop(pf[0], 15.0, pf[1]), self.procs))
+        """Ray and MLflow side by side, then what MLflow uses (PostgreSQL, S3), so that no client is left retrying
+        a connection to a store that went away; then sweep the markers."""
+
+        def stop_one(name: str) -> None:
+            t0 = time.monotonic()
+            stop(self.procs[name][0], 15.0, self.procs[name][1])
+            self.stop_s[name] = round(time.monotonic() - t0, 1)
+
+        stores = [n for n in self.procs if n in STORES]
+        for wave in ([n for n in self.procs if n not in STORES], stores):
+            if wave:
+                with ThreadPoolExecutor(len(wave)) as pool:
+                    list(pool.map(stop_one, wave))
         for marker in self.markers:
             sweep(marker)
 
@@ -311,7 +336,7 @@ def start_postgres(root: Path, procs: Processes) -> tuple[Postgres, subprocess.P
     # a throwaway cluster: no durability, so startup and MLflow's migrations stay quick
     cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     proc = start(cmd, dict(os.environ), root / "postgres.log", user=user)
-    procs.add(proc, signal.SIGINT)  # PostgreSQL's fast shutdown (SIGTERM waits for clients to leave)
+    procs.add("postgres", proc, signal.SIGINT)  # PostgreSQL's fast shutdown (SIGTERM waits for clients to leave)
     return info, proc
 
 
@@ -342,7 +367,7 @@ def start_s3(root: Path, procs: Processes) -> tuple[S3, subprocess.Popen]:
     s3 = S3(f"http://127.0.0.1:{port}", "aepipe-test-key", secrets.token_hex(16))
     env = {k: v for k, v in os.environ.items() if not k.startswith(PRIVATE_PREFIXES)}
     proc = start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env, root / "s3.log")
-    procs.add(proc)
+    procs.add("s3", proc)
     return s3, proc
 
 
@@ -396,9 +421,12 @@ def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[ML
         MLFLOW_AUTH_CONFIG_PATH=str(ini),
         MLFLOW_AUTH_ADMIN_PASSWORD=password,
         MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        # MLflow's own job runner (GenAI scorers, trace rollups: nothing aepipe uses) is 8 more Python processes
+        # that import MLflow: on 2 cores it doubles the server's startup and delays its shutdown
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
     )
     proc = start(cmd, env, root / "mlflow.log")
-    procs.add(proc)
+    procs.add("mlflow", proc)
     return server, proc
 
 
@@ -429,7 +457,7 @@ def start_ray_head(
     extra = ["--head", f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1"]
     extra += [f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}"]
     proc = start(ray_node_cmd(temp, num_cpus, extra), env, root / "ray-head.log")
-    procs.add(proc, marker=str(temp))
+    procs.add("ray-head", proc, marker=str(temp))
     return RayCluster(f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}", token), proc
 
 
@@ -439,7 +467,7 @@ def start_ray_worker(
     temp = root / "rw"
     extra = [f"--address={ray.gcs_address}", f"--resources={json.dumps({ray.worker_resource: 1})}"]
     proc = start(ray_node_cmd(temp, num_cpus, extra), env, root / "ray-worker.log")
-    procs.add(proc, marker=str(temp))
+    procs.add("ray-worker", proc, marker=str(temp))
     return proc
 
 
@@ -448,7 +476,7 @@ def production_environment(
     root: Path | None = None, head_cpus: int = 2, worker_cpus: int = 2, timeout_s: float = 240.0
 ) -> Iterator[ProductionEnv]:
     """Start the environment under ``root`` (a new short temp dir by default, removed afterwards), yield it,
-    stop every process side by side (also when startup or the body fails). PostgreSQL and moto take a second;
+    stop every process (also when startup or the body fails). PostgreSQL and moto take a second;
     MLflow (its migrations) and the Ray head then come up together, and the worker node joins the head."""
     own_root = root is None
     root = Path(tempfile.mkdtemp(prefix="aepx-", dir="/tmp")) if root is None else root
@@ -471,7 +499,7 @@ def production_environment(
         worker = start_ray_worker(root, procs, ray, env, worker_cpus)
         wait_http(f"{mlflow.uri}/health", mlflow_proc, logs["mlflow"], timeout_s)
         wait_for(lambda: ray.has_nodes(2), worker, logs["ray-worker"], "the Ray worker node", timeout_s)
-        yield ProductionEnv(root, pg, s3, mlflow, ray, logs, time.monotonic() - t0)
+        yield ProductionEnv(root, pg, s3, mlflow, ray, logs, time.monotonic() - t0, procs.stop_s)
     finally:
         procs.stop_all()
         if own_root:

@@ -36,4 +36,4 @@ def production_env() -> Iterator[ProductionEnv]:
         print(f"\nproduction environment up in {env.startup_s:.1f}s under {env.root}")
         yield env
         t0 = time.monotonic()
-    print(f"\nproduction environment stopped in {time.monotonic() - t0:.1f}s")
+    print(f"\nproduction environment stopped in {time.monotonic() - t0:.1f}s: {env.stop_s}")

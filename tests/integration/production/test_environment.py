@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support import REPO
 from tests.support.production import ProductionEnv
+from tests.support.services import BIN
 
 PROBE = """\
 import json, os, sys
@@ -119,3 +122,11 @@ def test_ray_cluster_has_two_nodes_and_needs_the_token(production_env: Productio
     assert sorted(production_env.s3.keys("scores", "env-smoke/")) == sorted(
         f"env-smoke/{n['node_id']}" for n in (head, worker)
     )
+
+
+def test_client_env_points_aepipe_at_the_environment(production_env: ProductionEnv, tmp_path):
+    env = production_env.client_env(home=tmp_path / "home")
+    for args in (["runs", "list", "--experiment", "Default"], ["jobs", "list"]):
+        done = subprocess.run([str(BIN / "aepipe"), *args], cwd=REPO, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert not (tmp_path / "home").exists()  # the server, not a SQLite file under AEPIPE_HOME, answered

@@ -22,6 +22,7 @@ interfaces or on that address (token auth guards them; the dashboard and the Job
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -130,14 +131,19 @@ class S3:
 
 @dataclass(frozen=True)
 class MLflowServer:
-    """``mlflow server`` with basic auth: :attr:`username` is its admin."""
+    """``mlflow server`` with basic auth. As ``infra/README.md`` sets it up, the jobs and their users log in as
+    :attr:`username` (``aepipe-jobs``, an admin because jobs create experiments and registered models); the
+    ``admin`` account is for administration only."""
 
     uri: str
     username: str
     password: str
+    admin_username: str
+    admin_password: str
     artifacts_destination: str
 
     def env(self) -> dict[str, str]:
+        """The MLflow variables of a user's shell (and, without the URI, of a Ray node)."""
         return {
             "MLFLOW_TRACKING_URI": self.uri,
             "MLFLOW_TRACKING_USERNAME": self.username,
@@ -381,7 +387,8 @@ def create_buckets(s3: S3, proc: subprocess.Popen, log: Path) -> None:
 def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[MLflowServer, subprocess.Popen]:
     """``mlflow server`` on PostgreSQL, artifacts proxied to S3, basic auth as ``infra/mlflow/k8s/mlflow.yaml``
     runs it: the user store in SQLite apart from the backend store, the admin's password from the environment
-    (``MLFLOW_AUTH_ADMIN_PASSWORD``, read on the first start only), never in the ini file."""
+    (``MLFLOW_AUTH_ADMIN_PASSWORD``, read on the first start only), never in the ini file. The jobs user is
+    created once the server answers (:func:`create_jobs_user`)."""
     mlf = root / "mlflow"
     mlf.mkdir()
     password = secrets.token_urlsafe(18)
@@ -394,7 +401,8 @@ def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[ML
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     port = free_port()
-    server = MLflowServer(f"http://127.0.0.1:{port}", "admin", password, s3.url("mlflow"))
+    jobs_password = secrets.token_urlsafe(18)
+    server = MLflowServer(f"http://127.0.0.1:{port}", "aepipe-jobs", jobs_password, "admin", password, s3.url("mlflow"))
     cmd = [
         str(BIN / "mlflow"),
         "server",
@@ -428,6 +436,21 @@ def start_mlflow(root: Path, procs: Processes, pg: Postgres, s3: S3) -> tuple[ML
     proc = start(cmd, env, root / "mlflow.log")
     procs.add("mlflow", proc)
     return server, proc
+
+
+def create_jobs_user(server: MLflowServer) -> None:
+    """The ``aepipe-jobs`` user, made an admin, with the admin's credentials (infra/README.md's two requests)."""
+    auth = base64.b64encode(f"{server.admin_username}:{server.admin_password}".encode()).decode()
+    headers = {"Authorization": f"Basic {auth}", "Content-Type": "application/json"}
+    for method, path, body in (
+        ("POST", "users/create", {"username": server.username, "password": server.password}),
+        ("PATCH", "users/update-admin", {"username": server.username, "is_admin": True}),
+    ):
+        req = urllib.request.Request(
+            f"{server.uri}/api/2.0/mlflow/{path}", json.dumps(body).encode(), headers, method=method
+        )
+        with urllib.request.urlopen(req, timeout=30):
+            pass
 
 
 def ray_node_cmd(temp: Path, num_cpus: int, extra: list[str]) -> list[str]:
@@ -489,7 +512,7 @@ def production_environment(
         s3, s3_proc = start_s3(root, procs)  # moto imports for a second meanwhile initdb runs
         pg, pg_proc = start_postgres(root, procs)
         token = secrets.token_hex(16)
-        # the Ray nodes' environment needs the MLflow admin's password: settle it before starting Ray
+        # the Ray nodes' environment holds the MLflow jobs user's password: settle it before starting Ray
         create_buckets(s3, s3_proc, logs["s3"])
         create_database(pg, pg_proc, logs["postgres"])
         mlflow, mlflow_proc = start_mlflow(root, procs, pg, s3)
@@ -498,6 +521,7 @@ def production_environment(
         wait_http(f"{ray.dashboard_url}/api/jobs/", head, logs["ray-head"], timeout_s, ray.headers())
         worker = start_ray_worker(root, procs, ray, env, worker_cpus)
         wait_http(f"{mlflow.uri}/health", mlflow_proc, logs["mlflow"], timeout_s)
+        create_jobs_user(mlflow)
         wait_for(lambda: ray.has_nodes(2), worker, logs["ray-worker"], "the Ray worker node", timeout_s)
         yield ProductionEnv(root, pg, s3, mlflow, ray, logs, time.monotonic() - t0, procs.stop_s)
     finally:
@@ -506,11 +530,18 @@ def production_environment(
             shutil.rmtree(root, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    with production_environment() as prod:
-        print(f"ready in {prod.startup_s:.1f}s under {prod.root}; a client's environment:")
+def main() -> None:
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    with contextlib.suppress(KeyboardInterrupt), production_environment() as prod:
+        print(f"ready in {prod.startup_s:.1f}s under {prod.root}; Ctrl-C stops it. A client's environment:")
         for k, v in sorted(prod.client_env().items()):
             if k.startswith(("AWS_", "MLFLOW_", "RAY_")):
-                print(f"export {k}={v}")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+                print(f"export {k}={v}", flush=True)
+        signal.pause()
+
+
+if __name__ == "__main__":
+    main()

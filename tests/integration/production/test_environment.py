@@ -31,7 +31,8 @@ def probe(prefix):
     fs, path = pafs.FileSystem.from_uri(f"{prefix}/{node}")
     with fs.open_output_stream(path) as out:
         out.write(b"ok")
-    return {"node": node, "cwd": os.getcwd(), "aepipe_home": os.environ.get("AEPIPE_HOME")}
+    env = {k: os.environ.get(k) for k in ("AEPIPE_HOME", "MLFLOW_TRACKING_USERNAME")}
+    return {"node": node, "cwd": os.getcwd(), **env}
 
 
 on_worker = ray.remote(num_cpus=0.1, resources={worker_resource: 0.01})(probe)
@@ -75,11 +76,12 @@ def test_mlflow_runs_in_postgres_and_artifacts_in_s3(production_env: ProductionE
     keys = production_env.s3.keys("mlflow")
     assert [k for k in keys if run.info.run_id in k and k.endswith("/hello.txt")], keys
 
-    # no credentials, or a wrong password: 401; the admin's: 200
+    # no credentials, or a wrong password: 401; the jobs user's or the admin's: 200
     search = f"{mlflow.uri}/api/2.0/mlflow/experiments/search?max_results=1"
     assert http_status(search) == 401
     assert http_status(search, basic(mlflow.username, "not-" + mlflow.password)) == 401
     assert http_status(search, basic(mlflow.username, mlflow.password)) == 200
+    assert http_status(search, basic(mlflow.admin_username, mlflow.admin_password)) == 200
 
 
 def test_ray_cluster_has_two_nodes_and_needs_the_token(production_env: ProductionEnv, tmp_path, monkeypatch):
@@ -115,10 +117,13 @@ def test_ray_cluster_has_two_nodes_and_needs_the_token(production_env: Productio
     assert status == "SUCCEEDED", logs
     probe = json.loads(next(line for line in logs.splitlines() if line.startswith("PROBE "))[6:])
     assert probe["driver"]["node"] == head["node_id"] and probe["worker"]["node"] == worker["node_id"]
-    # each node unpacked the job's working dir under its own temp dir; no AEPIPE_HOME is shared between jobs
+    # each node unpacked the job's working dir under its own temp dir; no AEPIPE_HOME is shared between jobs;
+    # the nodes log in to MLflow as the jobs user
     assert Path(probe["driver"]["cwd"]).is_relative_to(production_env.root / "rh")
     assert Path(probe["worker"]["cwd"]).is_relative_to(production_env.root / "rw")
-    assert probe["driver"]["aepipe_home"] is None and probe["worker"]["aepipe_home"] is None
+    for side in ("driver", "worker"):
+        assert probe[side]["AEPIPE_HOME"] is None
+        assert probe[side]["MLFLOW_TRACKING_USERNAME"] == production_env.mlflow.username != "admin"
     assert sorted(production_env.s3.keys("scores", "env-smoke/")) == sorted(
         f"env-smoke/{n['node_id']}" for n in (head, worker)
     )

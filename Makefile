@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export AEPIPE_HOME ?= $(CURDIR)/.aepipe
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench bench-quick clean
+.PHONY: install demo test test-fast integration postgres lint format bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The production-shaped environment alone (PostgreSQL-backed mlflow server with basic auth and S3 artifacts,
+# moto as S3, a two-node Ray cluster with token auth; tests/support/production.py). `make test` runs it too.
+integration: install postgres
+	$(BIN)/python -m pytest tests/integration/production $(PYTEST_ARGS)
+
+# PostgreSQL's server binaries (initdb, postgres) for the integration environment; as root on Debian/Ubuntu,
+# installed with apt-get when missing.
+postgres:
+	@[ -x "$${AEPIPE_PG_BIN:-/nonexistent}/initdb" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
+	  { echo "error: PostgreSQL server binaries not found: apt-get install postgresql (as root), or set AEPIPE_PG_BIN" >&2; exit 2; }
 
 # ruff (lint + format check) and mypy (strict on aecore/, checked on pipelines/ and jobs/), as CI runs them
 lint: install

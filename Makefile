@@ -33,7 +33,7 @@ demo: install
 	@echo "MLflow database: $(AEPIPE_HOME)/mlflow.db (artifacts in $(AEPIPE_HOME)/mlartifacts)"
 	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AEPIPE_HOME)/mlflow.db"
 
-test: install
+test: install postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The production-shaped environment alone (PostgreSQL-backed mlflow server with basic auth and S3 artifacts,

@@ -3,23 +3,14 @@ registry, loaded by ``mlflow.pyfunc.load_model`` in a fresh virtualenv that cann
 ``pipelines`` or ``jobs``, predicts what the in-repo scorer predicts without importing Ray; and
 ``mlflow models serve --env-manager local`` from that virtualenv answers ``POST /invocations``.
 
-The fresh virtualenv is made with ``python -m venv --without-pip`` (its own interpreter and an empty
-site-packages); a ``.pth`` file there lists this interpreter's site-packages as a plain path, which gives it
-the packages the model's requirements name (torch, safetensors, numpy, pandas, pydantic, mlflow) without
-running that directory's own ``.pth`` files, so aepipe's editable-install finder is never installed and the
-repository is not on the path (the working directory is an empty temp dir, PYTHONPATH is unset). Installing
-the requirements for real takes over a minute and needs the network (torch, mlflow and their dependencies),
-so it is not done here; the requirements themselves are checked in ``tests/unit/test_pyfunc_code.py``.
+How the fresh virtualenv is made and why: ``tests/support/fresh_venv.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
-import sysconfig
 import urllib.request
 from pathlib import Path
 
@@ -32,29 +23,10 @@ from aecore import build_model
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, Normalizer, calibrate, predict_frame
 from pipelines.tracking.promotion import CHAMPION
+from tests.support.fresh_venv import LOAD_AND_PREDICT, fresh_venv, isolated_env
 from tests.support.services import free_port, start, stop, wait_http
 
 MODEL, EXPERIMENT, SHAPE = "portable", "portable", 6
-
-# Run by the fresh virtualenv's interpreter: argv = tracking URI, model URI, input JSON, output JSON.
-LOAD_AND_PREDICT = """
-import importlib.util, json, sys
-leaks = [m for m in ("aecore", "pipelines", "jobs") if importlib.util.find_spec(m) is not None]
-import mlflow, numpy as np, pandas as pd
-mlflow.set_tracking_uri(sys.argv[1])
-model = mlflow.pyfunc.load_model(sys.argv[2])
-rows = json.load(open(sys.argv[3]))
-out = model.predict(pd.DataFrame({"x": [np.asarray(r, dtype=np.float64) for r in rows]}))
-import pipelines.bundle
-json.dump({
-    "leaks_before_load": leaks,
-    "bundle_file": pipelines.bundle.__file__,
-    "ray_imported": any(m == "ray" or m.startswith("ray.") for m in sys.modules),
-    "score": out["score"].tolist(),
-    "is_anomaly": out["is_anomaly"].astype(bool).tolist(),
-    "embedding": [list(map(float, e)) for e in out["embedding"]],
-}, open(sys.argv[4], "w"))
-"""
 
 
 def _register(root: Path, uri: str) -> tuple[Path, pd.DataFrame]:
@@ -75,32 +47,6 @@ def _register(root: Path, uri: str) -> tuple[Path, pd.DataFrame]:
     return bundle, rows
 
 
-def _write_script(venv: Path, name: str, entry: str) -> None:
-    """A console script in ``venv/bin`` run by the venv's interpreter (what pip writes on install)."""
-    module, func = entry.split(":")
-    script = venv / "bin" / name
-    script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n")
-    script.chmod(0o755)
-
-
-def _fresh_venv(root: Path) -> Path:
-    """A new virtualenv that sees this interpreter's installed packages but not aepipe (see the module doc)."""
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    (site / "installed-packages.pth").write_text("\n".join(paths) + "\n")
-    _write_script(venv, "uvicorn", "uvicorn.main:main")  # `mlflow models serve` runs `uvicorn` from PATH
-    return venv
-
-
-def _isolated_env(venv: Path, uri: str) -> dict[str, str]:
-    """The environment of the fresh-venv processes: no PYTHONPATH, no inherited MLflow settings."""
-    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MLFLOW_")}
-    return {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri}
-
-
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     """(root, SQLite tracking URI, bundle dir, input rows, fresh venv, empty working dir)."""
@@ -109,7 +55,7 @@ def registered(tmp_path_factory):
     bundle, rows = _register(root, uri)
     work = root / "work"
     work.mkdir()
-    return root, uri, bundle, rows, _fresh_venv(root), work
+    return root, uri, bundle, rows, fresh_venv(root), work
 
 
 def test_champion_loads_and_predicts_in_a_fresh_venv_without_aepipe(registered):
@@ -119,7 +65,7 @@ def test_champion_loads_and_predicts_in_a_fresh_venv_without_aepipe(registered):
     subprocess.run(
         [venv / "bin" / "python", "-c", LOAD_AND_PREDICT, *args],
         cwd=work,
-        env=_isolated_env(venv, uri),
+        env=isolated_env(venv, uri),
         check=True,
         timeout=180,
     )
@@ -152,7 +98,7 @@ def test_models_serve_from_the_fresh_venv_answers_invocations(registered):
     port = _bindable_port()
     cmd = [str(venv / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@{CHAMPION}"]
     cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = start(cmd, {**_isolated_env(venv, uri), "TMPDIR": str(work)}, root / "serve.log")
+    proc = start(cmd, {**isolated_env(venv, uri), "TMPDIR": str(work)}, root / "serve.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", proc, root / "serve.log", timeout_s=120)
         body = json.dumps({"dataframe_records": [{"x": r.tolist()} for r in rows["x"]]}).encode()

@@ -25,6 +25,7 @@ SUITE = [
     "bench.score_throughput",
     "bench.data_memory",
     "bench.scale",
+    "bench.cluster_scoring",
 ]
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 

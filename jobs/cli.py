@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from jobs.commands import data, models, ray_jobs, runs, score, submit, train, zoo
@@ -23,5 +25,25 @@ app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknow
 app.add_typer(ray_jobs.app, name="jobs")
 
 
+def main() -> None:
+    """The ``aepipe`` entry point: a usage error (an unknown option, a value outside a closed choice) is one
+    ``error:`` line and exit status 2, like every other user error, instead of a framed box."""
+    # typer vendors click; BadParameter (public) derives from its UsageError
+    usage_error = typer.BadParameter.__mro__[1]
+    try:
+        code = app(standalone_mode=False, prog_name="aepipe")
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help
+            exc.show()
+            raise SystemExit(2) from None
+        command = " ".join(exc.ctx.command_path.split()[1:]) if exc.ctx else ""
+        message = exc.format_message().replace("Value error, ", "")
+        print(f"error: {message} (see: aepipe {command} --help)".replace("aepipe  ", "aepipe "), file=sys.stderr)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

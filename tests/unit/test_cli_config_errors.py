@@ -97,3 +97,23 @@ def test_mistakes_are_refused_while_parsing(home, no_ray, args, fragments):
     assert_clean_error(result, "error: ", *fragments)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["score", "--model", "m", "--input", "i", "--output", "o", "--mode", "foo"], "'foo' is not one of"),
+        (["train", "--resume", "maybe"], "'maybe' is not one of 'auto', 'never', 'require'"),
+        (["models", "list", "--bogus"], "No such option: --bogus (see: aepipe models list --help)"),
+        (["nosuch"], "No such command 'nosuch'"),
+    ],
+)
+def test_usage_errors_are_one_error_line_from_the_installed_command(args, expected):
+    """What a user's shell runs (the ``aepipe`` entry point, not the test runner's wrapper): one line, exit 2."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert expected in result.stderr and "Traceback" not in result.stderr

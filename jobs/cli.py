@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 
@@ -29,7 +30,7 @@ def main() -> None:
     """The ``aepipe`` entry point: a usage error (an unknown option, a value outside a closed choice) is one
     ``error:`` line and exit status 2, like every other user error, instead of a framed box."""
     # typer vendors click; BadParameter (public) derives from its UsageError
-    usage_error = typer.BadParameter.__mro__[1]
+    usage_error: Any = typer.BadParameter.__mro__[1]
     try:
         code = app(standalone_mode=False, prog_name="aepipe")
     except usage_error as exc:

@@ -100,6 +100,8 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
 def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
     normalizer on the training split and cache both splits when they fit."""
+    for path in (job.data_path, job.checkpoint_path):  # an unusable store stops here, before any work
+        storage.check_reachable(path)
     quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
     corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine)
     if job.data.on_bad_records == "fail" or job.data.source != "parquet":

@@ -95,3 +95,14 @@ def test_an_unusable_output_store_is_one_error_line(s3, user_env, output, expect
     result = _aepipe(*args, env=user_env)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
     assert f"error: {expected}" in result.stderr.replace("\n", " ")
+
+
+def test_an_unusable_checkpoint_store_stops_training_before_any_work(s3, user_env):
+    result = _aepipe(
+        *("train", "--config", "jobs/configs/mnist_dense.yaml", "data.path=s3://data/mnist"),
+        "storage_path=s3://no-such-bucket/aepipe",
+        env=user_env,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert "error: s3://no-such-bucket/aepipe: bucket 'no-such-bucket' does not exist" in result.stderr
+    assert "validating" not in result.stdout  # before the corpus was read

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from aecore import build_model
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, Normalizer, calibrate, predict_frame
 from pipelines.tracking.promotion import CHAMPION
-from tests.support.fresh_venv import LOAD_AND_PREDICT, fresh_venv, isolated_env
-from tests.support.services import free_port, start, stop, wait_http
+from tests.support.fresh_venv import LOAD_AND_PREDICT, fresh_venv, isolated_env, serve_and_predict
+from tests.support.services import free_port
 
 MODEL, EXPERIMENT, SHAPE = "portable", "portable", 6
 
@@ -82,33 +81,22 @@ def test_champion_loads_and_predicts_in_a_fresh_venv_without_aepipe(registered):
     assert 0 < sum(got["is_anomaly"]) < len(rows)  # the threshold really splits the rows
 
 
-def _bindable_port() -> int:
-    """A free loopback port, or skip when none can be bound."""
+def _skip_without_loopback() -> None:
+    """Skip when no loopback port can be bound (the model server needs one)."""
     try:
-        port = free_port()
         with socket.socket() as s:
-            s.bind(("127.0.0.1", port))
+            s.bind(("127.0.0.1", free_port()))
     except OSError as exc:
         pytest.skip(f"cannot bind a loopback port: {exc}")
-    return port
 
 
 def test_models_serve_from_the_fresh_venv_answers_invocations(registered):
     root, uri, bundle, rows, venv, work = registered
-    port = _bindable_port()
-    cmd = [str(venv / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@{CHAMPION}"]
-    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = start(cmd, {**isolated_env(venv, uri), "TMPDIR": str(work)}, root / "serve.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc, root / "serve.log", timeout_s=120)
-        body = json.dumps({"dataframe_records": [{"x": r.tolist()} for r in rows["x"]]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-    finally:
-        stop(proc)
+    _skip_without_loopback()
+    env = {**isolated_env(venv, uri), "TMPDIR": str(work)}
+    predictions = serve_and_predict(
+        venv, f"models:/{MODEL}@{CHAMPION}", env, [r.tolist() for r in rows["x"]], root / "serve.log"
+    )
     want = predict_frame(ModelBundle.load(bundle), rows)
     np.testing.assert_allclose([p["score"] for p in predictions], want["score"].to_numpy(), rtol=1e-12)
     assert [p["is_anomaly"] for p in predictions] == want["is_anomaly"].tolist()

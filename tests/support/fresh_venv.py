@@ -63,3 +63,25 @@ def isolated_env(venv: Path, uri: str, **extra: str) -> dict[str, str]:
     drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MLFLOW_")}
     return {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", "MLFLOW_TRACKING_URI": uri, **extra}
+
+
+def serve_and_predict(venv: Path, model_uri: str, env: dict[str, str], rows: list[list[float]], log: Path) -> list:
+    """``mlflow models serve -m MODEL_URI --env-manager local`` from ``venv`` on a free loopback port (its own
+    process group, stopped by id): POST ``rows`` (column ``x``) to ``/invocations``; the predictions."""
+    import json
+    import urllib.request
+
+    from tests.support.services import free_port, start, stop, wait_http
+
+    port = free_port()
+    cmd = [str(venv / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    proc = start([*cmd, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, log, timeout_s=180)
+        body = json.dumps({"dataframe_records": [{"x": r} for r in rows]}).encode()
+        url = f"http://127.0.0.1:{port}/invocations"
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return list(json.loads(response.read())["predictions"])
+    finally:
+        stop(proc)

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipelines.data.corpora import mnist_arrays, write_vector_shards
-from tests.support.fresh_venv import LOAD_AND_PREDICT, fresh_venv, isolated_env
-from tests.support.services import free_port, start, stop, wait_http
+from tests.support.fresh_venv import LOAD_AND_PREDICT, fresh_venv, isolated_env, serve_and_predict
 
 AEPIPE = str(Path(sys.executable).with_name("aepipe"))
 NAME, MODEL = "prod-job", "prod-dense"
@@ -213,18 +211,5 @@ def test_the_champion_loads_and_serves_from_a_fresh_venv_without_aepipe(trained,
     assert got["leaks_before_load"] == [] and got["ray_imported"] is False
     assert len(got["score"]) == 4 and all(s > 0 for s in got["score"])
 
-    port = free_port()
-    cmd = [str(venv / "bin" / "python"), "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = start(cmd, {**env, "TMPDIR": str(work)}, tmp_path / "serve.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc, tmp_path / "serve.log", timeout_s=180)
-        body = json.dumps({"dataframe_records": [{"x": r} for r in x.tolist()]}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-    finally:
-        stop(proc)
+    predictions = serve_and_predict(venv, uri, {**env, "TMPDIR": str(work)}, x.tolist(), tmp_path / "serve.log")
     np.testing.assert_allclose([p["score"] for p in predictions], got["score"], rtol=1e-6)

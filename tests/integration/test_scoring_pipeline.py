@@ -65,8 +65,8 @@ def _corpus(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _score(inp: Path, out: Path, *extra: str):
-    return _cli("score", "--model", MODEL, "--input", str(inp), "--output", str(out), *extra)
+def _score(inp: Path, out: Path, *extra: str, model: str = MODEL):
+    return _cli("score", "--model", model, "--input", str(inp), "--output", str(out), *extra)
 
 
 def _tables(out: Path) -> dict[str, pa.Table]:
@@ -243,54 +243,19 @@ def test_incremental_after_a_new_champion_scores_only_new_shards_and_rescore_sco
     newer = _second_version(env)
     quiet = ("--psi-limit", "100", "--ks-alpha", "1e-300")
 
-    night = _cli(
-        "score",
-        "--model",
-        newer,
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--incremental",
-        "--partition",
-        "dt=night2",
-        *quiet,
-    )
+    night = _score(inp, out, "--incremental", "--partition", "dt=night2", *quiet, model=newer)
     assert night.exit_code == 0, night.output
     manifest = publish.read_manifest(str(out / "dt=night2"))
     assert manifest["plan"] == {"to_score": 1, "resumed": 0, "carried": 0}  # not the 4 shards v1 scored
     assert manifest["rows"] == 100 and manifest["model"]["version"] == newer.rsplit("/", 1)[1]
 
-    again = _cli(
-        "score",
-        "--model",
-        newer,
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--incremental",
-        "--partition",
-        "dt=night3",
-    )
+    again = _score(inp, out, "--incremental", "--partition", "dt=night3", model=newer)
     assert again.exit_code == 0 and "no-op" in again.output
 
-    rescored = _cli(
-        "score",
-        "--model",
-        newer,
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--rescore",
-        "--partition",
-        "dt=rescore",
-        *quiet,
-    )
+    rescored = _score(inp, out, "--rescore", "--partition", "dt=rescore", *quiet, model=newer)
     assert rescored.exit_code == 0, rescored.output
     assert publish.read_manifest(str(out / "dt=rescore"))["plan"] == {"to_score": 4, "resumed": 0, "carried": 0}
-    assert "no-op" in _cli("score", "--model", newer, "--input", str(inp), "--output", str(out), "--rescore").output
+    assert "no-op" in _score(inp, out, "--rescore", model=newer).output
 
 
 def test_shape_mismatch_fails_before_any_work(env, tmp_path):

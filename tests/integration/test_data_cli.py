@@ -63,7 +63,7 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
     assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
     assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
     assert _metric(home, run_id, "data_cached_in_memory") == 1.0  # cache=auto: 1,797 x 64 floats fit
-    quarantined = pd.read_parquet(home / "outputs" / "quarantine" / "digits-dense")
+    quarantined = pd.read_parquet(home / "checkpoints" / "quarantine" / "digits-dense")  # beside the checkpoints
     assert list(quarantined["file"]) == [str(corrupt)]
     assert quarantined["reason"][0].startswith("not a readable Parquet file")
     at_scoring = pd.read_parquet(home / "scores" / "_quarantine")

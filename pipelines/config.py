@@ -77,7 +77,8 @@ class DataConfig(_Section):
 
     on_bad_records: Literal["fail", "skip"] = "fail"
     """fail: the first bad file or row stops the job with an error naming it; skip: bad files and rows are
-    left out and each is written, with its reason, to a quarantine Parquet under the job's outputs."""
+    left out and each is written, with its reason, to a quarantine Parquet under STORAGE_PATH/quarantine/JOB
+    (training) or the partition's _quarantine/ (scoring)."""
 
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     """Fraction of ids (by a stable hash of the id) held out for validation: above 0 (the validation split sets

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from jobs.commands import data, models, ray_jobs, runs, score, submit, train, zoo
+from jobs.commands import config, data, models, ray_jobs, runs, score, submit, train, zoo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("zoo")(zoo.zoo)
 app.add_typer(runs.app, name="runs")
 app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit.submit)
 app.add_typer(ray_jobs.app, name="jobs")
+app.add_typer(config.app, name="config")
 
 
 def version_text() -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 #: Benchmark modules in run order; each exposes ``run(quick, out_dir) -> list[dict]``.
 SUITE = [
+    "bench.cli_startup",
     "bench.quality",
     "bench.peers",
     "bench.train_throughput",

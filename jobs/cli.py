@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from jobs.commands import data, models, ray_jobs, runs, score, submit, train, zoo
+from jobs.commands import config, data, models, ray_jobs, runs, score, submit, train, zoo
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 app = typer.Typer(
     help="aepipe: train autoencoders on Ray, track them in MLflow, score whole corpora.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
@@ -24,6 +25,38 @@ app.command("zoo")(zoo.zoo)
 app.add_typer(runs.app, name="runs")
 app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit.submit)
 app.add_typer(ray_jobs.app, name="jobs")
+app.add_typer(config.app, name="config")
+
+
+def version_text() -> str:
+    """``aepipe VERSION`` of the installed package, with the code's commit when git (or AEPIPE_GIT_COMMIT) tells."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from jobs.runtime import code_commit
+    from pipelines.provenance import git_commit
+
+    try:
+        text = f"aepipe {version('aepipe')}"
+    except PackageNotFoundError:
+        text = "aepipe (not installed)"
+    commit = git_commit(PROJECT_ROOT) or code_commit()
+    return f"{text} ({commit[:12]})" if commit else text
+
+
+def show_version(value: bool) -> None:
+    """``--version``: print the version and stop."""
+    if value:
+        print(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="Print aepipe's version and exit."
+    ),
+) -> None:
+    """aepipe: train autoencoders on Ray, track them in MLflow, score whole corpora."""
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -23,12 +24,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from aecore import UnknownModelError
 from pipelines.config import ConfigError, JobConfig, load_config
-from pipelines.data import DataError
-from pipelines.data.errors import find_in_chain
-from pipelines.storage import StorageError
-from pipelines.tracking import RegistryError, auth_failure_status
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -37,16 +33,26 @@ class CredentialsError(ValueError):
     """Credentials in the wrong place (inside a URI) or a credentials file that cannot be read."""
 
 
-#: Exceptions that are the user's input, shown as one clear line instead of a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    DataError,
-    UnknownModelError,
-    RegistryError,
-    FileNotFoundError,
-    CredentialsError,
-    StorageError,
-)
+@functools.cache
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input, shown as one clear line instead of a traceback. Built on the first
+    error, not at import: their modules import torch, Ray and MLflow, which ``aepipe --help`` never needs."""
+    from aecore import UnknownModelError
+    from pipelines.data import DataError
+    from pipelines.storage import StorageError
+    from pipelines.tracking import RegistryError
+
+    return (
+        ConfigError,
+        DataError,
+        UnknownModelError,
+        RegistryError,
+        FileNotFoundError,
+        CredentialsError,
+        StorageError,
+    )
+
+
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 COMMIT_VAR = "AEPIPE_GIT_COMMIT"
 
@@ -120,7 +126,18 @@ def job_config(path: str | None, overrides: list[str], values: Mapping[str, Any]
 
 def _user_error(exc: BaseException) -> BaseException | None:
     """The first user-input error in an exception's chain (Ray wraps task errors several times)."""
-    return find_in_chain(exc, USER_ERRORS)
+    if isinstance(exc, (ConfigError, CredentialsError, FileNotFoundError)):
+        return exc  # the chain's first: no need to import the modules of the others
+    from pipelines.data.errors import find_in_chain
+
+    return find_in_chain(exc, user_error_types())
+
+
+def _auth_failure_status(exc: BaseException) -> int | None:
+    """The HTTP status when ``exc`` is an MLflow server refusing the credentials (MLflow imported only here)."""
+    from pipelines.tracking import auth_failure_status
+
+    return auth_failure_status(exc)
 
 
 @contextlib.contextmanager
@@ -133,7 +150,7 @@ def user_errors(tracking: str | None = None) -> Iterator[None]:
         raise
     except Exception as exc:
         found = _user_error(exc)
-        status = auth_failure_status(exc) if found is None else None
+        status = _auth_failure_status(exc) if found is None else None
         if status is not None:
             uri = tracking or os.environ.get("MLFLOW_TRACKING_URI") or "the MLflow server"
             fail(
@@ -182,3 +199,10 @@ def echo(message: str) -> None:
 def print_table(table: object) -> None:
     """Print a rich table to stdout; wide when stdout is not a terminal, so ids are never cut."""
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def echo_json(document: object) -> None:
+    """Print ``document`` as one JSON document on stdout (``--json``: for scripts, keys documented per command)."""
+    import json
+
+    print(json.dumps(document, indent=1, sort_keys=True, default=str), file=sys.stdout, flush=True)

@@ -15,8 +15,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aecore import model_class
-
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used; the message says which key and why."""
@@ -338,6 +336,8 @@ class JobConfig(_Section):
     @field_validator("model")
     @classmethod
     def _model_config_is_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from aecore import model_class  # torch: only when a config is validated, never for ``aepipe --help``
+
         family = model_class(value.get("name", "dense"))
         return family.config_cls.model_validate(value).model_dump(mode="json")
 

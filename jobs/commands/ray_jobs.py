@@ -14,12 +14,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from jobs.runtime import echo, fail, print_table
+from jobs.runtime import echo, echo_json, fail, print_table
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
@@ -101,12 +101,31 @@ def exit_status(client: JobSubmissionClient, job_id: str, poll_s: float = 0.5) -
     return info.driver_exit_code or 1
 
 
+JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout instead of text.")
+#: The keys of a job in ``jobs status --json`` and ``jobs list --json`` (times: milliseconds since the epoch).
+JOB_KEYS = ("submission_id", "job_id", "status", "entrypoint", "message", "driver_exit_code", "start_time", "end_time")
+
+
+def job_document(info: Any) -> dict[str, Any]:
+    """A Ray ``JobDetails`` / ``JobInfo`` as a dict of :data:`JOB_KEYS` (a value Ray does not give is null)."""
+    doc = {k: getattr(info, k, None) for k in JOB_KEYS}
+    doc["status"] = None if doc["status"] is None else str(getattr(doc["status"], "value", doc["status"]))
+    return doc
+
+
 @app.command("status")
-def status(job_id: str = typer.Argument(..., help="Submission id."), address: str = AddressOpt) -> None:
-    """A job's status, entrypoint, start/end times and driver exit code."""
+def status(
+    job_id: str = typer.Argument(..., help="Submission id."), address: str = AddressOpt, as_json: bool = JsonOpt
+) -> None:
+    """A job's status, entrypoint, start/end times and driver exit code.
+
+    ``--json``: ``{submission_id, job_id, status, entrypoint, message, driver_exit_code, start_time, end_time}``."""
     client = jobs_client(address)
     with ray_errors(address):
         info = client.get_job_info(job_id)
+    if as_json:
+        echo_json({**job_document(info), "submission_id": job_id})
+        return
     echo(f"{job_id}: {info.status}" + (f" (exit {info.driver_exit_code})" if info.driver_exit_code is not None else ""))
     echo(f"entrypoint: {info.entrypoint}")
     if info.message:
@@ -140,11 +159,16 @@ def stop(job_id: str = typer.Argument(...), address: str = AddressOpt) -> None:
 
 
 @app.command("list")
-def list_jobs(address: str = AddressOpt) -> None:
-    """Every job the cluster knows, newest first."""
+def list_jobs(address: str = AddressOpt, as_json: bool = JsonOpt) -> None:
+    """Every job the cluster knows, newest first.
+
+    ``--json``: a list of jobs with the keys of ``jobs status --json``."""
     client = jobs_client(address)
     with ray_errors(address):
         jobs = sorted(client.list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
+    if as_json:
+        echo_json([job_document(j) for j in jobs])
+        return
     table = Table("submission id", "status", "exit", "entrypoint")
     for j in jobs:
         table.add_row(

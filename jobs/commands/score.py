@@ -15,8 +15,19 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 import typer
+from rich.table import Table
 
-from jobs.runtime import console, echo, home, ray_session, registry_uri, tracking_uri, user_errors
+from jobs.runtime import (
+    console,
+    echo,
+    echo_json,
+    home,
+    print_table,
+    ray_session,
+    registry_uri,
+    tracking_uri,
+    user_errors,
+)
 from pipelines.config import ScoreConfig, load_config
 
 if TYPE_CHECKING:
@@ -160,8 +171,12 @@ def report(result: ScoreResult) -> None:
 def show(
     path: str = typer.Argument(..., help="A published partition directory."),
     rows: int = typer.Option(5, min=0, help="Rows to print."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document: the summary and a head list of rows."),
 ) -> None:
-    """Print a partition's manifest summary and its first rows; refuses a partition without _SUCCESS."""
+    """Print a partition's manifest summary and its first rows; refuses a partition without _SUCCESS.
+
+    ``--json``: ``{model, rows, plan, drift, published_at, scoring_run_id, shards, head}`` (``shards``: how many;
+    ``head``: the first rows as objects, without the embedding)."""
     from pipelines.score.publish import read_manifest, read_scores
 
     with user_errors():
@@ -169,6 +184,51 @@ def show(
         df = read_scores(path)
     summary = {k: manifest[k] for k in ("model", "rows", "plan", "drift", "published_at", "scoring_run_id")}
     summary["shards"] = len(manifest["shards"])
+    head = df.head(rows).drop(columns=[c for c in ("embedding",) if c in df.columns])
+    if as_json:
+        echo_json({**summary, "head": json.loads(head.to_json(orient="records"))})
+        return
     echo(json.dumps(summary, indent=1))
     if rows:
-        echo(df.head(rows).drop(columns=[c for c in ("embedding",) if c in df.columns]).to_string(index=False))
+        echo(head.to_string(index=False))
+
+
+def history_table(rows: list[dict[str, Any]]) -> Table:
+    """``scores history`` as a rich table: one partition a line."""
+    table = Table("partition", "model", "rows", "anomaly rate", "PSI", "drift", "published (UTC)", "plan")
+    for r in rows:
+        table.add_row(
+            r["partition"],
+            r["model"] or "-",
+            str(r["rows"]),
+            "-" if r["anomaly_rate"] is None else f"{r['anomaly_rate']:.2%}",
+            "-" if r["psi"] is None else f"{r['psi']:.3f}",
+            {None: "-", True: "[bold red]ALARM[/]", False: "ok"}[r["drifted"]],
+            (r["published_at"] or "-")[:19].replace("T", " "),
+            str(r["plan"] or "-"),
+        )
+    return table
+
+
+@app.command("history")
+def history(
+    output: str = typer.Argument(..., help="A scores output (local path or URI) whose sub-folders are partitions."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON list of partitions instead of a table."),
+    plot: str | None = typer.Option(None, "--plot", help="Also draw anomaly rate and PSI per partition to this PNG."),
+) -> None:
+    """Every published partition under OUTPUT: model, rows, anomaly rate, drift PSI and alarm, when, plan.
+
+    ``--json``: a list of ``{partition, path, model, rows, anomalies, anomaly_rate, psi, drifted, published_at,
+    plan}`` (``anomalies``, ``anomaly_rate``, ``psi``, ``drifted``: null where the partition does not say)."""
+    from pipelines.score.history import partition_history, plot_history
+
+    with user_errors():
+        rows = partition_history(output)
+        if plot:
+            plot_history(rows, plot)
+    if as_json:
+        echo_json(rows)
+    else:
+        print_table(history_table(rows))
+    if plot:
+        console.print(f"plot: {plot}", highlight=False)

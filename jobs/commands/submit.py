@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from jobs.commands.ray_jobs import AddressOpt, exit_status, follow_logs, jobs_client, ray_errors
-from jobs.runtime import COMMIT_VAR, CredentialsError, code_commit, echo, no_userinfo, user_errors
+from jobs.runtime import COMMIT_VAR, CredentialsError, code_commit, echo, fail, no_userinfo, user_errors
 from pipelines.provenance import git_commit
 
 if TYPE_CHECKING:
@@ -90,6 +90,42 @@ def nightly_submission_id(args: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "-", f"aepipe-nightly-{params['model_name']}-{night}")
 
 
+def parse_locally(command: str, args: list[str]) -> list[str]:
+    """Parse ``args`` with ``aepipe COMMAND``'s own parser (no command runs); returns what it left over.
+
+    Raises:
+        click's UsageError: an unknown option, a missing or malformed value, a value outside a closed choice.
+    """
+    import typer.main
+
+    from jobs.cli import app
+
+    group: Any = typer.main.get_command(app)
+    ctx = group.commands[command].make_context(f"aepipe {command}", list(args))
+    return list(ctx.args)
+
+
+def check_remote_args(kind: Kind, args: list[str]) -> None:
+    """Refuse, before contacting the cluster, arguments the job's command would refuse: ``train`` and ``score``
+    parse them with their own parsers; ``nightly-score`` with its entrypoint's, then what it passes on to
+    ``aepipe score``. A mistake is one ``error:`` line and exit status 2."""
+    import typer.main
+
+    from jobs.entrypoints import nightly_score
+
+    usage_error: Any = typer.BadParameter.__mro__[1]  # typer vendors click: its UsageError
+    try:
+        if kind == Kind.nightly_score:
+            nightly: Any = typer.main.get_command(nightly_score.app)
+            passed_on = nightly.make_context("aepipe submit nightly-score", list(args)).args
+            parse_locally("score", passed_on)
+        else:
+            parse_locally(kind.value, args)
+    except usage_error as exc:
+        message = exc.format_message().replace("Value error, ", "")
+        fail(f"aepipe {kind.value} would refuse its arguments: {message} (nothing was submitted)")
+
+
 def submit_or_attach(client: JobSubmissionClient, spec: JobSpec) -> str:
     """Submit ``spec``; when a job with its submission id already exists, follow that job while it is pending,
     running or succeeded, and replace it (delete, submit again) when it failed or was stopped."""
@@ -148,6 +184,7 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the job (entrypoint, runtime env) and stop."),
 ) -> None:
     """Submit ``aepipe KIND ARGS`` (ARGS: everything after the options, e.g. --config ... train.epochs=3)."""
+    check_remote_args(kind, list(ctx.args))
     with user_errors():
         spec = JobSpec(
             entrypoint=entrypoint(kind, list(ctx.args)),

@@ -104,6 +104,38 @@ def test_jobs_api_needs_the_token(ray_head, tmp_path):
     assert wrong_token not in wrong.stdout + wrong.stderr and token not in wrong.stdout + wrong.stderr
 
 
+def test_jobs_status_and_list_json(ray_head, tmp_path):
+    """``jobs status --json`` and ``jobs list --json``: one JSON document with the documented keys."""
+    from ray.job_submission import JobSubmissionClient
+
+    from jobs.commands.ray_jobs import JOB_KEYS
+
+    url, token = ray_head
+    client = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"})
+    job_id = client.submit_job(entrypoint="exit 5")
+    env = user_env(tmp_path, token)
+    finished = aepipe("jobs", "logs", "--follow", job_id, "--address", url, env=env)
+    assert finished.returncode == 5, finished.stdout + finished.stderr
+    status = aepipe("jobs", "status", job_id, "--address", url, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert sorted(doc) == sorted(JOB_KEYS)
+    assert (doc["submission_id"], doc["status"], doc["driver_exit_code"], doc["entrypoint"]) == (
+        job_id,
+        "FAILED",
+        5,
+        "exit 5",
+    )
+    assert doc["start_time"] <= doc["end_time"]
+    listed = aepipe("jobs", "list", "--address", url, "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    jobs = json.loads(listed.stdout)
+    assert all(sorted(j) == sorted(JOB_KEYS) for j in jobs)
+    assert {"submission_id": job_id, "status": "FAILED"}.items() <= next(
+        j for j in jobs if j["submission_id"] == job_id
+    ).items()
+
+
 def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
     from ray.job_submission import JobSubmissionClient
 

@@ -117,3 +117,30 @@ def test_usage_errors_are_one_error_line_from_the_installed_command(args, expect
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_show_prints_the_resolved_config(home):
+    """``aepipe config show``: the file under the overrides with every default filled in, as YAML or JSON."""
+    import json
+
+    import yaml
+
+    shown = invoke("config", "show", "--config", "jobs/configs/mnist_dense.yaml", "train.epochs=3")
+    assert shown.exit_code == 0, shown.output
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["train"]["epochs"] == 3 and resolved["model"]["name"] == "dense"
+    assert resolved["home"] == str(home) and "score" in resolved and "batch_size" in resolved["score"]
+    as_json = invoke("config", "show", "--config", "jobs/configs/mnist_dense.yaml", "train.epochs=3", "--json")
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == resolved
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train.epochz=2"], "train.epochz: no such config key"),
+        (["model.name=transformer"], "unknown model 'transformer'"),
+        (["--config", "missing.yaml"], "error: config file missing.yaml does not exist"),
+    ],
+)
+def test_config_show_errors(home, args, message):
+    assert_clean_error(invoke("config", "show", *args), message)

@@ -215,3 +215,41 @@ def test_closed_choices_match_what_the_pipelines_take():
         typing.get_args(ScoreRequest.model_fields["mode"].annotation)
     )
     assert tuple(SyntheticKind) == SYNTHETIC_KINDS
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["train", "--config", "x.yaml", "--bogus-flag"],
+            "aepipe train would refuse its arguments: No such option: --bogus-flag",
+        ),
+        (["train", "--resume", "maybe"], "'maybe' is not one of 'auto', 'never', 'require'"),
+        (["score", "--mode", "foo"], "aepipe score would refuse its arguments: Invalid value for '--mode'"),
+        (["nightly-score", "--date", "2024-06-01"], "Missing option '--model-name'"),
+        (["nightly-score", "--model-name", "m", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_submit_refuses_arguments_the_job_would_refuse(tmp_path, args, message):
+    """Checked on the submitting machine with the job command's own parser: one error line, nothing submitted
+    (the address is unreachable: a contacted cluster would fail otherwise)."""
+    kind, *rest = args
+    result = runner.invoke(
+        app,
+        ["submit", kind, "--address", "http://127.0.0.1:1", "--dry-run", *rest],
+        env={**CLEAN, "AEPIPE_HOME": str(tmp_path)},
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and message in " ".join(result.output.split())
+
+
+def test_submit_passes_arguments_the_job_accepts(tmp_path):
+    args = ["nightly-score", "--model-name", "m", "--batch-size", "4", "--date", "2024-06-01", "score.ks_min=1"]
+    result = runner.invoke(
+        app,
+        ["submit", args[0], "--address", "http://127.0.0.1:1", "--dry-run", *args[1:]],
+        env={**CLEAN, "AEPIPE_HOME": str(tmp_path)},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["entrypoint"].endswith("--batch-size 4 --date 2024-06-01 score.ks_min=1")

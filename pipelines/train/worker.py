@@ -293,7 +293,7 @@ class _Worker:
         if self.metrics_out is not None:
             self.metrics_out.add(epoch, _loggable(metrics))
         if gather_objects(self.cadence.due(epoch, stop))[0]:
-            if self.pending_best is not None:
+            if self.pending_best is not None and not improved:  # superseded when this epoch is the new best
                 self._write(self.pending_best)
             self._write(self._capture(epoch, metrics, local_scores, hold=False))
             self.pending_best = None

@@ -23,6 +23,7 @@ SUITE = [
     "bench.quality",
     "bench.peers",
     "bench.train_throughput",
+    "bench.train_overhead",
     "bench.score_throughput",
     "bench.data_memory",
     "bench.scale",

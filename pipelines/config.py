@@ -209,6 +209,23 @@ class TrainConfig(_Section):
     early_stopping_min_delta: float = Field(default=0.0, ge=0.0)
     """Smallest decrease of val_loss that counts as an improvement."""
 
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    """Write a checkpoint every this many epochs (epoch % N == 0); null = only by ``checkpoint_every_s``. An epoch
+    is checkpointed when any rule holds: this one, ``checkpoint_every_s``, the last epoch, an early stop. An epoch
+    that sets a new best val_loss between checkpoints is kept in memory (weights and state) and written just before
+    the next checkpoint, so the best epoch is always among the kept checkpoints (what gets registered); a failure
+    resumes from the latest written checkpoint and re-runs the epochs after it. 1 = every epoch."""
+
+    checkpoint_every_s: float | None = Field(default=60.0, gt=0)
+    """Also checkpoint the first epoch ending at least this many seconds (rank 0's clock) after the previous
+    checkpoint (or the start of training): epochs longer than this are all checkpointed, short ones cost a
+    checkpoint a minute at most. null = only by ``checkpoint_every``, the last epoch and an early stop."""
+
+    metrics_flush_s: float = Field(default=10.0, ge=0)
+    """Rank 0 buffers each epoch's metrics and sends them to MLflow in one batch at every checkpoint and when this
+    many seconds passed since the last send (0 = every epoch). An epoch's metrics are logged once, also when a
+    restart re-runs it."""
+
     keep_checkpoints: int = Field(default=2, ge=1)
     """Checkpoints kept per run: the best by val_loss, and always the latest (the resume point)."""
 

@@ -166,10 +166,26 @@ def log_metrics_once(
 ) -> bool:
     """Log ``metrics`` at ``step`` unless ``key`` already has a value there (a re-run epoch after a restart
     keeps its first record, so each step appears once in the history). Returns whether it logged."""
-    if step in {m.step for m in client(tracking_uri).get_metric_history(run_id, key)}:
-        return False
-    log_metrics(tracking_uri, run_id, metrics, step)
-    return True
+    return bool(log_steps_once(tracking_uri, run_id, [(step, metrics)], key))
+
+
+#: MLflow's limit of metrics in one ``log_batch`` call.
+_BATCH_METRICS = 1000
+
+
+def log_steps_once(
+    tracking_uri: str, run_id: str, steps: list[tuple[int, dict[str, float]]], key: str = "val_loss"
+) -> list[int]:
+    """Log each ``(step, metrics)`` whose step ``key`` has no value at yet, in as few ``log_batch`` calls as MLflow
+    allows (one history read, then one call per 1,000 values). Returns the steps logged."""
+    c = client(tracking_uri)
+    seen = {m.step for m in c.get_metric_history(run_id, key)}
+    now = int(time.time() * 1000)
+    fresh = [(step, metrics) for step, metrics in steps if step not in seen]
+    batch = [Metric(k, float(v), now, step) for step, metrics in fresh for k, v in metrics.items()]
+    for i in range(0, len(batch), _BATCH_METRICS):
+        c.log_batch(run_id, metrics=batch[i : i + _BATCH_METRICS])
+    return [step for step, _ in fresh]
 
 
 def metric_histories(

@@ -17,19 +17,21 @@ from pipelines.config import FaultInjection
 
 
 class FaultInjector:
-    """``check(epoch, rank, batches_done)`` kills this process when the configured point is reached."""
+    """``check(epoch, rank, batches_done, checkpointed)`` kills this process when the configured point is reached."""
 
     def __init__(self, fault: FaultInjection | None, run_dir: str):
         self.fault = fault
         self.marker = storage.join(run_dir, f"fault-injected-epoch{fault.epoch}-rank{fault.rank}") if fault else ""
 
-    def check(self, epoch: int, rank: int, batches_done: int) -> None:
+    def check(self, epoch: int, rank: int, batches_done: int, checkpointed: int) -> None:
+        """Kill this process at the configured (epoch, rank, batch), once, after the controller has registered the
+        checkpoint of epoch ``checkpointed`` (the latest this worker wrote; 0 = none)."""
         f = self.fault
         if f is None or (epoch, rank, batches_done) != (f.epoch, f.rank, f.after_batches):
             return
         if storage.info(self.marker).type != pafs.FileType.NotFound:
             return
-        self._await_checkpoint(epoch - 1)
+        self._await_checkpoint(checkpointed)
         storage.write_bytes(self.marker, f"killed rank {rank} in epoch {epoch} after {batches_done} batches\n".encode())
         os.kill(os.getpid(), signal.SIGKILL)
 

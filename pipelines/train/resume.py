@@ -50,6 +50,9 @@ NOT_FINGERPRINTED = (
     "train.threads_per_worker",
     "train.keep_freed_memory",
     "train.ddp_bucket_cap_mb",
+    "train.checkpoint_every",  # how often state is saved and metrics sent
+    "train.checkpoint_every_s",
+    "train.metrics_flush_s",
     "train.keep_checkpoints",  # retention, retries and pictures
     "train.max_failures",
     "train.plot_rows",

@@ -5,11 +5,16 @@ kept when the splits are cached), reshuffled every epoch. Validation rows, and t
 owned by rank through a hash of the id (:class:`RowOwner`): every row counts once, and a training rank with
 fewer rows repeats some so that every rank takes the same number of steps. The model is wrapped in DDP through
 :class:`aecore.PhaseObjective`, so every optimizer phase a family declares goes through DDP's gradient sync.
-Rank 0 alone writes checkpoints and logs to MLflow; every rank reports to Ray Train each epoch.
+Every rank reports to Ray Train each epoch; rank 0 alone writes checkpoints (on the epochs
+:class:`~pipelines.train.cadence.CheckpointCadence` names, uploaded in the background, plus the best epoch since the
+previous checkpoint, held in memory until then) and sends metrics to MLflow in batches
+(:class:`~pipelines.train.cadence.MetricsBuffer`).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import tempfile
 import time
@@ -26,6 +31,7 @@ from pipelines import tracking
 from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import JobConfig
 from pipelines.train import checkpoint as ckpt
+from pipelines.train.cadence import CheckpointCadence, MetricsBuffer
 from pipelines.train.faults import FaultInjector
 from pipelines.train.input import RowOwner, ShardInput
 from pipelines.train.metrics import LossSums, gather_array, gather_objects, max_over_ranks, sum_over_ranks_
@@ -92,6 +98,18 @@ def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 @dataclass
+class _Snapshot:
+    """One epoch's checkpoint contents: the model (a copy while held in memory), its loop state and the
+    validation scores the calibration is drawn from (every rank's; empty on ranks other than 0)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: Autoencoder
+    state: dict[str, Any]
+    val_scores: np.ndarray
+
+
+@dataclass
 class _Worker:
     """One rank's model, inputs and loop state, and the steps of its loop."""
 
@@ -106,8 +124,17 @@ class _Worker:
     train_in: ShardInput
     val_in: ShardInput
     faults: FaultInjector
+    cadence: CheckpointCadence
+    metrics_out: MetricsBuffer | None
+    """Rank 0's buffer of epochs on their way to MLflow; None on other ranks."""
     pad_to: int = 0
     """Rows every rank's training epoch yields (its own, repeated): the largest owned shard; 0 = no padding."""
+    best_val: float = math.inf
+    """The lowest val_loss of any epoch so far."""
+    pending_best: _Snapshot | None = None
+    """The epoch with ``best_val`` when no checkpoint holds it yet: written before the next checkpoint."""
+    checkpointed: int = 0
+    """The latest epoch this worker reported a checkpoint of (0 = none)."""
 
     @classmethod
     def set_up(cls, spec: WorkerSpec) -> _Worker:
@@ -146,7 +173,10 @@ class _Worker:
         )
         pad_to = max_over_ranks(train_in.load(tc.batch_size)) if spec.keep_in_worker else 0
         faults = FaultInjector(tc.fault_injection, spec.run_dir)
-        return cls(spec, rank, world_size, device, model, objective, loop, train_in, val_in, faults, pad_to)
+        out = MetricsBuffer(spec.tracking_uri, spec.run_id, tc.metrics_flush_s) if rank == 0 else None
+        cadence = CheckpointCadence(tc)
+        parts = (model, objective, loop, train_in, val_in, faults, cadence, out)
+        return cls(spec, rank, world_size, device, *parts, pad_to=pad_to)
 
     def resume(self) -> int | None:
         """The first epoch to run: after the latest checkpoint's, or 1 for a fresh run (whose initial validation
@@ -158,18 +188,24 @@ class _Worker:
         with checkpoint.as_directory() as d:
             state = ckpt.restore(d, self.model)
         self.loop.load(state, self.rank, self.world_size, self.spec.job.train.seed)
-        if self.rank == 0:  # the previous attempt may have died between its report and its MLflow log
-            uri, run_id, epoch = self.spec.tracking_uri, self.spec.run_id, state["epoch"]
-            tracking.log_metrics_once(uri, run_id, _loggable(state["metrics"]), step=epoch)
+        epoch = int(state["epoch"])
+        self.best_val = float(state.get("best_val_loss", state["metrics"]["val_loss"]))
+        self.checkpointed = epoch
+        if self.rank == 0:  # the previous attempt may have died between its report and its MLflow send
+            uri, run_id = self.spec.tracking_uri, self.spec.run_id
+            unsent = state.get("unsent") or [(epoch, _loggable(state["metrics"]))]
+            tracking.log_steps_once(uri, run_id, [(int(e), m) for e, m in unsent])
             tracking.log_metrics(uri, run_id, {"resumed_from_epoch": epoch}, step=epoch)
             print(f"[aepipe] resumed from the epoch {epoch} checkpoint", flush=True)
-        return None if self.loop.stopped_early else int(state["epoch"]) + 1
+        return None if self.loop.stopped_early else epoch + 1
 
     def run_epochs(self, start: int) -> None:
         """Train, validate and report each epoch from ``start``; stop early when patience runs out."""
         for epoch in range(start, self.spec.job.train.epochs + 1):
             if self._run_epoch(epoch):
                 break
+        if self.metrics_out is not None:
+            self.metrics_out.flush()
 
     def _run_epoch(self, epoch: int) -> bool:
         """One epoch; True when early stopping ends the run."""
@@ -177,7 +213,7 @@ class _Worker:
         t0 = time.perf_counter()
         sums = self._train_epoch(epoch).all_reduce()
         train_s = time.perf_counter() - t0
-        val_metrics, val_scores = self._validate()
+        val_metrics, local_scores = self._validate()
         sum_over_ranks_(self.model.epoch_tallies())  # e.g. codebook usage: every rank's batches, not rank 0's
         metrics: dict[str, float] = {
             **sums.means("train"),
@@ -192,7 +228,7 @@ class _Worker:
         }
         self.loop.schedule.end_epoch(metrics["val_loss"])
         stop = self.loop.stopping.update(metrics["val_loss"])  # the same all-reduced val_loss on every rank
-        self._report(epoch, metrics, val_scores, stop)
+        self._report(epoch, metrics, local_scores, stop)
         return stop
 
     def _row_counts(self, train: LossSums, val_rows: int) -> dict[str, float]:
@@ -210,7 +246,7 @@ class _Worker:
         self.model.train()
         sums = LossSums(self.device)
         for b, x in enumerate(self.train_in.batches(tc.batch_size, epoch, shuffle=tc.shuffle, pad_to=self.pad_to)):
-            self.faults.check(epoch, self.rank, b)
+            self.faults.check(epoch, self.rank, b, self.checkpointed)
             terms = run_update_phases(self.model, x, self.loop.optimizers, self._objective, self._step)
             sums.add(terms, len(x))
         sums.rows = self.train_in.epoch_rows
@@ -228,7 +264,7 @@ class _Worker:
     @torch.no_grad()
     def _validate(self) -> tuple[dict[str, float], np.ndarray]:
         """Validation loss terms (``val_*``: exact means over every validation row, each read by the one rank that
-        owns it), ``val_rows``, and every rank's per-sample scores (fp32, concatenated in rank order)."""
+        owns it), ``val_rows``, and this rank's per-sample scores (fp32)."""
         self.model.eval()
         sums = LossSums(self.device)
         scores: list[np.ndarray] = []
@@ -238,7 +274,7 @@ class _Worker:
         local = np.concatenate(scores) if scores else np.zeros(0, np.float32)
         sums.rows = self.val_in.epoch_rows
         total = sums.all_reduce()
-        return {**total.means("val"), "val_rows": total.rows}, gather_array(local)
+        return {**total.means("val"), "val_rows": total.rows}, local
 
     def _log_initial_validation(self) -> None:
         initial, _ = self._validate()
@@ -248,23 +284,64 @@ class _Worker:
             tunables = os.environ.get("GLIBC_TUNABLES") or "unset"
             tracking.set_tags(uri, run_id, {"aepipe.worker.glibc_tunables": tunables})
 
-    def _report(self, epoch: int, metrics: dict[str, float], val_scores: np.ndarray, stop: bool) -> None:
-        """Report the epoch to Ray Train on every rank; rank 0 attaches the checkpoint and logs to MLflow."""
-        rngs = gather_objects(ckpt.rng_state())  # every rank's generators, so a restart replays the same draws
-        if self.rank != 0:
+    def _report(self, epoch: int, metrics: dict[str, float], local_scores: np.ndarray, stop: bool) -> None:
+        """Report the epoch to Ray Train on every rank: with a checkpoint when the cadence says so (after the
+        pending best epoch's, if any), else without one, keeping a new best epoch in memory. Every rank takes the
+        same branch (val_loss is all-reduced; the time rule is rank 0's), so all call ``report`` equally often."""
+        improved = metrics["val_loss"] < self.best_val
+        self.best_val = min(self.best_val, metrics["val_loss"])
+        if self.metrics_out is not None:
+            self.metrics_out.add(epoch, _loggable(metrics))
+        if gather_objects(self.cadence.due(epoch, stop))[0]:
+            if self.pending_best is not None and not improved:  # superseded when this epoch is the new best
+                self._write(self.pending_best)
+            self._write(self._capture(epoch, metrics, local_scores, hold=False))
+            self.pending_best = None
+            self.cadence.written()
+            if self.metrics_out is not None:
+                self.metrics_out.flush()
+        else:
+            if improved:
+                self.pending_best = self._capture(epoch, metrics, local_scores, hold=True)
             ray.train.report(metrics, checkpoint=None)
+        if self.rank == 0:
+            self._print(epoch, metrics, stop)
+
+    def _capture(self, epoch: int, metrics: dict[str, float], local_scores: np.ndarray, hold: bool) -> _Snapshot:
+        """This epoch's checkpoint contents (collective: every rank calls it). ``hold``: copies of the weights and
+        the loop state, kept in memory while training goes on."""
+        rngs = gather_objects(ckpt.rng_state())  # every rank's generators, so a restart replays the same draws
+        scores = gather_array(local_scores)
+        if self.rank != 0:
+            return _Snapshot(epoch, metrics, self.model, {}, scores[:0])
+        unsent = list(self.metrics_out.pending) if self.metrics_out is not None else []
+        state = {**self.loop.state(epoch, metrics, rngs), "best_val_loss": self.best_val, "unsent": unsent}
+        if hold:
+            return _Snapshot(epoch, dict(metrics), copy.deepcopy(self.model), copy.deepcopy(state), scores)
+        return _Snapshot(epoch, metrics, self.model, state, scores)
+
+    def _write(self, snap: _Snapshot) -> None:
+        """Report ``snap`` to Ray Train: rank 0 with its checkpoint (written to a local folder that Ray uploads in
+        the background and then deletes), the others without."""
+        self.checkpointed = snap.epoch
+        if self.rank != 0:
+            ray.train.report(snap.metrics, checkpoint=None)
             return
         tc = self.spec.job.train
-        with tempfile.TemporaryDirectory() as tmp:
-            calibration = calibrate(val_scores, tc.threshold_quantile, tc.threshold_k_std)
-            bundle = ModelBundle(
-                self.model, self.spec.normalizer, calibration, self.spec.job.data.model_dump(mode="json")
-            )
-            ckpt.save(tmp, bundle, self.loop.state(epoch, metrics, rngs))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        tracking.log_metrics_once(self.spec.tracking_uri, self.spec.run_id, _loggable(metrics), step=epoch)
+        folder = tempfile.mkdtemp(prefix="aepipe-checkpoint-")
+        calibration = calibrate(snap.val_scores, tc.threshold_quantile, tc.threshold_k_std)
+        data = self.spec.job.data.model_dump(mode="json")
+        ckpt.save(folder, ModelBundle(snap.model, self.spec.normalizer, calibration, data), snap.state)
+        ray.train.report(
+            snap.metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+        )
+
+    def _print(self, epoch: int, metrics: dict[str, float], stop: bool) -> None:
+        """One progress line for the epoch."""
         print(
-            f"[aepipe] epoch {epoch}/{tc.epochs} train_loss={metrics['train_loss']:.5f} "
+            f"[aepipe] epoch {epoch}/{self.spec.job.train.epochs} train_loss={metrics['train_loss']:.5f} "
             f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={metrics['lr']:.3g}"
             + (" (early stop)" if stop else ""),
             flush=True,

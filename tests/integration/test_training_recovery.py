@@ -38,6 +38,7 @@ def _job(home: Path, data: Path, name: str, *extra: str):
             "train.lr_schedule=cosine",
             "train.warmup_epochs=1",
             "train.grad_clip=5.0",
+            "train.checkpoint_every=1",  # recovery resumes from the epoch before the kill
             *extra,
         ],
         home=str(home),

@@ -39,6 +39,7 @@ def _command(data: Path) -> list[str]:
         "train.early_stopping_patience=4",
         "train.early_stopping_min_delta=1.0",
         "train.keep_checkpoints=1",
+        "train.checkpoint_every=1",  # the kill comes after a given epoch's checkpoint
     ]
 
 

@@ -21,6 +21,7 @@ def _base(data) -> list[str]:
         f"data.path={data}",
         f"tracking.registered_model={NAME}",
         "train.epochs=2",
+        "train.checkpoint_every=1",
         "train.num_workers=1",
         "train.batch_size=64",
         "train.plot_rows=16",

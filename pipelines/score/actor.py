@@ -21,9 +21,12 @@ class Scorer:
     (:meth:`OutputSpec.write`); the actor returns only their summaries, so no row passes through the driver.
     """
 
-    def __init__(self, bundle_files: dict[str, bytes] | ray.ObjectRef, batch_size: int, output: OutputSpec):
+    def __init__(
+        self, bundle_files: dict[str, bytes] | ray.ObjectRef, batch_size: int, output: OutputSpec | None = None
+    ):
         """``bundle_files``: :func:`pipelines.bundle.bundle_files` output, or a reference to it in the object
-        store (one copy for the whole pool instead of one inside every actor's constructor arguments)."""
+        store (one copy for the whole pool instead of one inside every actor's constructor arguments).
+        ``output``: where the scored rows go; without it the scorer only infers (:meth:`infer`)."""
         files = ray.get(bundle_files) if isinstance(bundle_files, ray.ObjectRef) else bundle_files
         self.bundle = ModelBundle.from_files(files)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,4 +49,5 @@ class Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if SHARD not in batch or not len(batch[SHARD]):  # an empty block (a shard without good rows)
             return {c: np.zeros(0, SUMMARY_COLUMNS[c]) for c in SUMMARY_COLUMNS}
+        assert self.output is not None, "a scorer made without an output spec only infers"
         return self.output.write(self.infer(batch))

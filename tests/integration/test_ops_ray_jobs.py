@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import tracking
+from pipelines.provenance import git_commit
 from pipelines.score.publish import read_scores
 from tests.support import REPO
 from tests.support.services import BIN, free_port, start, stop, sweep, wait_http
@@ -170,7 +171,9 @@ def test_submit_train_then_score(ray_head, mnist_small, tmp_path):
     assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if CLUSTER_SECRET in v]
     jobs = JobSubmissionClient(url, headers={"Authorization": f"Bearer {token}"})
     info = jobs.get_job_info(submission_id(train.stdout))
-    assert info.runtime_env["env_vars"] == {"AEPIPE_HOME": str(home)}
+    # non-secret settings only: the home and the code's commit (the uploaded working dir has no .git)
+    assert info.runtime_env["env_vars"] == {"AEPIPE_HOME": str(home), "AEPIPE_GIT_COMMIT": git_commit(REPO)}
+    assert run.data.tags["aepipe.git_commit"] == git_commit(REPO)
     assert info.entrypoint.startswith("python -m jobs.entrypoints.train --config jobs/configs/mnist_dense.yaml")
 
     # scoring, submitted without following; the forced drift alarm's exit status 3 comes back through Ray

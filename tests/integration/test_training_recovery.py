@@ -16,7 +16,8 @@ import pytest
 from pipelines import tracking
 from pipelines.bundle import bundle_files
 from pipelines.config import load_config
-from pipelines.score.actor import SHARD, Scorer
+from pipelines.score.actor import Scorer
+from pipelines.score.output import SHARD
 from pipelines.train.driver import KEEP_FREED_MEMORY, ray_run_name, run_training
 
 EPOCHS = 4
@@ -131,7 +132,7 @@ def test_registered_version_and_pyfunc_round_trip(trained, mnist_small):
         batch_size=1024,
     )
     batch = {"id": rows["id"].to_numpy(), "x": np.stack(rows["x"]).astype(np.float32)}
-    expected = scorer({**batch, SHARD: np.zeros(len(rows), np.int32)})
+    expected = scorer.infer({**batch, SHARD: np.zeros(len(rows), np.int32)})
     np.testing.assert_allclose(predicted["score"].to_numpy(), expected["score"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.stack(predicted["embedding"]), expected["embedding"], rtol=0, atol=1e-5)
     assert (predicted["is_anomaly"].to_numpy() == expected["is_anomaly"]).all()

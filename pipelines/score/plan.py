@@ -1,4 +1,5 @@
-"""What a scoring run has to do: the corpus's input shards against what is already published or staged."""
+"""What a scoring run has to do: the corpus's input shards against what is already published or finished by a
+killed run (its shard markers)."""
 
 from __future__ import annotations
 

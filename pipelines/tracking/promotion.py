@@ -79,13 +79,21 @@ def gate(
         reason = f"champion v{champion_version} takes {champion.input_shape}, not rows of {np.shape(rows)[1:]}"
         return GateDecision(False, reason, cand, None, champion_version)
     champ = held_out_score(champion, rows)
+    names = (f"{len(rows)}", "challenger", f"champion v{champion_version}")
+    return _verdict(cand, champ, margin, names, champion_version)
+
+
+def _verdict(cand: float, champ: float, margin: float, names: tuple[str, str, str], champion: str) -> GateDecision:
+    """Pass when the challenger's held-out score ``cand`` <= the champion's ``champ`` x (1 - margin); ``names``:
+    how the reason names the rows, the challenger and the champion."""
+    rows, challenger, champion_name = names
     bar = champ * (1 - margin)
     verdict = cand <= bar
     reason = (
-        f"raw-space reconstruction MSE on {len(rows)} held-out rows: challenger={cand:.6g} "
-        f"{'<=' if verdict else '>'} champion v{champion_version}={champ:.6g} x (1 - {margin:g}) = {bar:.6g}"
+        f"raw-space reconstruction MSE on {rows} held-out rows: {challenger}={cand:.6g} "
+        f"{'<=' if verdict else '>'} {champion_name}={champ:.6g} x (1 - {margin:g}) = {bar:.6g}"
     )
-    return GateDecision(verdict, reason, cand, champ, champion_version)
+    return GateDecision(verdict, reason, cand, champ, champion)
 
 
 def load_version(tracking_uri: str, name: str, version: str, registry_uri: str | None = None) -> ModelBundle:
@@ -155,13 +163,7 @@ def recorded_gate(
         reason = f"v{version} was compared on held-out rows with {against}, not with the current champion v{current}"
         return GateDecision(False, reason, champion=current)
     cand, champ = float(tags[CHALLENGER_SCORE]), float(tags[CHAMPION_SCORE])
-    bar = champ * (1 - margin)
-    verdict = cand <= bar
-    reason = (
-        f"raw-space reconstruction MSE on v{version}'s held-out rows: v{version}={cand:.6g} "
-        f"{'<=' if verdict else '>'} v{current}={champ:.6g} x (1 - {margin:g}) = {bar:.6g}"
-    )
-    return GateDecision(verdict, reason, cand, champ, current)
+    return _verdict(cand, champ, margin, (f"v{version}'s", f"v{version}", f"v{current}"), current)
 
 
 def promote(

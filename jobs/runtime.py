@@ -17,14 +17,17 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipelines.config import ConfigError, JobConfig, load_config
+from pipelines.config_base import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.config import JobConfig
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -113,6 +116,8 @@ def code_commit() -> str | None:
 def job_config(path: str | None, overrides: list[str], values: Mapping[str, Any] | None = None) -> JobConfig:
     """Load a job config with the environment's defaults under the file, the overrides and ``values`` (dotted
     keys set from a command's explicit flags)."""
+    from pipelines.config import load_config  # pydantic: not for --help
+
     job = load_config(path, overrides, values=values, home=str(home()))
     load_credentials()
     tracking = job.tracking.model_copy(

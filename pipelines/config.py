@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message says which key and why."""
+from pipelines.config_base import ConfigError, ResumePolicy
 
 
 class _Section(BaseModel):
@@ -117,17 +114,6 @@ class FaultInjection(_Section):
 
     after_batches: int = Field(default=0, ge=0)
     """Training batches the worker finishes in that epoch before it dies."""
-
-
-class ResumePolicy(StrEnum):
-    """Whether a training job continues an unfinished run of the same name (see pipelines/train/resume.py)."""
-
-    auto = "auto"
-    """Continue an unfinished run with the same config and corpus fingerprints; else start a new run and say why."""
-    never = "never"
-    """Always start a new run."""
-    require = "require"
-    """Continue a matching unfinished run, or stop with an error saying why none matches."""
 
 
 class TrainConfig(_Section):

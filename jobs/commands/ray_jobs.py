@@ -7,7 +7,6 @@ The Jobs API lives on the head node's dashboard (``http://HEAD:8265``). With tok
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sys
@@ -82,6 +81,7 @@ def jobs_client(address: str) -> JobSubmissionClient:
 
 def follow_logs(client: JobSubmissionClient, job_id: str) -> None:
     """Stream the job's driver log to stdout until the job ends."""
+    import asyncio  # only to follow logs: not for --help
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):

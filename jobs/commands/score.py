@@ -28,9 +28,10 @@ from jobs.runtime import (
     tracking_uri,
     user_errors,
 )
-from pipelines.config import ScoreConfig, load_config
+from pipelines.config_base import field_help
 
 if TYPE_CHECKING:
+    from pipelines.config import ScoreConfig
     from pipelines.score.driver import ScoreResult
 
 DRIFT_EXIT = 3
@@ -59,9 +60,8 @@ class ScoreMode(StrEnum):
 
 def setting(name: str) -> Any:
     """The flag of ``ScoreConfig.NAME``: default None (= take the config's value), help from its docstring."""
-    field = ScoreConfig.model_fields[name]
-    text = " ".join((field.description or "").split())
-    default = "null" if field.default is None else field.default
+    text, default = field_help("ScoreConfig", name)
+    default = "null" if default is None else default
     return typer.Option(None, help=f"{text} (score.{name}; default {default})", show_default=False)
 
 
@@ -72,6 +72,8 @@ def score_settings(config: str | None, overrides: list[str], flags: dict[str, An
     Raises:
         ConfigError: a missing file, an override outside ``score.*``, or a key or value ScoreConfig refuses.
     """
+    from pipelines.config import load_config  # pydantic: not for --help
+
     given = {f"score.{name}": value for name, value in flags.items() if value is not None}
     return load_config(config, overrides, values=given, sections=("score",)).score
 

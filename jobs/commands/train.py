@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from jobs.runtime import code_commit, echo, job_config, ray_session, user_errors
-from pipelines.config import ResumePolicy, TrainConfig
+from pipelines.config_base import ResumePolicy, field_help
 
-RESUME_HELP = " ".join((TrainConfig.model_fields["resume"].description or "").split())
+RESUME_HELP = field_help("TrainConfig", "resume")[0]
 
 
 def train(

@@ -306,6 +306,10 @@ class ScoreConfig(_Section):
     drift_bins: int = Field(default=10, ge=2, le=100)
     """Equal-mass baseline bins for the PSI (must divide 100)."""
 
+    gallery_size: int = Field(default=16, ge=0, le=64)
+    """Highest-scored rows the scoring run draws next to their reconstructions (plots/top_anomalies.png); 0: no
+    gallery."""
+
     @field_validator("drift_bins")
     @classmethod
     def _bins_divide_100(cls, value: int) -> int:

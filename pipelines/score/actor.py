@@ -9,6 +9,7 @@ import ray
 import torch
 
 from pipelines.bundle import ModelBundle
+from pipelines.score import top
 from pipelines.score.output import SHARD, SUMMARY_COLUMNS, OutputSpec
 
 
@@ -18,7 +19,8 @@ class Scorer:
     Each block ``{"id" [B], "x" [B, *input_shape], SHARD [B]}`` is cut into forward passes of ``batch_size``
     rows that never span two input shards, so a row's score depends only on its own shard (a resumed run
     reproduces an uninterrupted one bit for bit). The scored rows go straight to the partition as data files
-    (:meth:`OutputSpec.write`); the actor returns only their summaries, so no row passes through the driver.
+    (:meth:`OutputSpec.write`); the actor returns only their summaries, so no row passes through the driver
+    but the few that enter the actor's highest scores, for the run's gallery (:mod:`pipelines.score.top`).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Scorer:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bundle.model.to(self.device).eval()
         self.batch_size, self.output = batch_size, output
+        self.top_scores = np.zeros(0)  # the highest scores this actor has seen, for the run's gallery
 
     def infer(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``id``, SHARD, ``score`` [B], ``is_anomaly`` [B] and ``embedding`` [B, k] of a block."""
@@ -50,4 +53,8 @@ class Scorer:
         if SHARD not in batch or not len(batch[SHARD]):  # an empty block (a shard without good rows)
             return {c: np.zeros(0, SUMMARY_COLUMNS[c]) for c in SUMMARY_COLUMNS}
         assert self.output is not None, "a scorer made without an output spec only infers"
-        return self.output.write(self.infer(batch))
+        out = self.infer(batch)
+        offered = None
+        if self.output.top_k and "score" in self.output.schema.names:
+            offered, self.top_scores = top.pick(out["score"], self.top_scores, self.output.top_k)
+        return self.output.write({**out, "x": batch["x"]}, offered)

@@ -30,6 +30,7 @@ from pipelines.score.drift import DriftReport, check_drift, sketch_edges
 from pipelines.score.output import OutputSpec, output_schema
 from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards
 from pipelines.score.plan import Plan, corpus_shards, make_plan
+from pipelines.score.top import TopRows
 
 Log = Callable[[str], None]
 
@@ -162,6 +163,7 @@ def _score_job(
         model_version=model.version,
         shard_names=(),
         edges=None if edges is None else tuple(float(e) for e in edges),
+        top_k=req.settings.gallery_size if req.mode != "embed" else 0,
     )
     identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
     return ScoreJob(model, data_cfg, req.settings, output, identity, ray.put(files), req.input_path, bundle.input_shape)
@@ -195,14 +197,14 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
 
 def _score_all(
     job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log
-) -> tuple[list[dict[str, Any]], Warmup, float]:
+) -> tuple[list[dict[str, Any]], Warmup, TopRows, float]:
     """Score the pending (validated) shards, up to ``shards_per_pass`` per actor pool start; their markers,
-    the warm-up and the seconds it took."""
-    t0, new, warmup = time.perf_counter(), [], Warmup()
+    the warm-up, the highest-scored rows and the seconds it took."""
+    t0, new, warmup, top = time.perf_counter(), [], Warmup(), TopRows(job.output.top_k)
     step = job.settings.shards_per_pass
     for k in range(0, len(to_score), step):
-        new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log).run(warmup)
-    return new, warmup, time.perf_counter() - t0
+        new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log).run(warmup, top)
+    return new, warmup, top, time.perf_counter() - t0
 
 
 def _commit(
@@ -219,7 +221,7 @@ def _commit(
 ) -> report.RunOutcome:
     """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
     unique, and commit the manifest."""
-    new, warmup, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
+    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     rows = publish.verify(job.partition, markers, job.schema)
@@ -241,6 +243,7 @@ def _commit(
         warmup_rows=warmup.rows,
         drift=_drift(job, this_run, calibration),
         run_id=run_id,
+        top=top,
     )
     publish.commit(job.partition, job.output.attempt, report.manifest(outcome, job.schema, time.perf_counter() - t0))
     swept = publish.sweep(
@@ -312,7 +315,7 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
             )
             seconds = time.perf_counter() - t0
             sketch = report.merged_sketch(job.edges, outcome.this_run)
-            report.log_run(req.tracking_uri, outcome, sketch, bundle.calibration, partition)
+            report.log_run(req.tracking_uri, outcome, sketch, bundle, job.data_cfg, partition)
             tracking.end_run(req.tracking_uri, run_id)
         except BaseException:
             tracking.end_run(req.tracking_uri, run_id, "FAILED")

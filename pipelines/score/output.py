@@ -1,5 +1,6 @@
 """What a scoring actor writes: scored rows as Parquet data files straight into the partition, and the small
-per-file summary (rows, anomalies, score sketch) it hands back to the driver instead of the rows.
+per-file summary (rows, anomalies, score sketch, top-score candidates) it hands back to the driver instead of
+the rows.
 
 Light on purpose (numpy, pyarrow, the storage layer): it is imported by every scoring actor.
 """
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 from pipelines import storage
 from pipelines.score.drift import ScoreSketch
 from pipelines.score.publish import data_file_name
+from pipelines.score.top import encode
 
 SHARD = "__shard"
 #: Columns (and dtypes) of the summary rows the actors return, one row per data file written.
@@ -26,6 +28,7 @@ SUMMARY_COLUMNS: dict[str, type] = {
     "rows": np.int64,
     "anomalies": np.int64,
     "sketch": object,
+    "top": object,
 }
 
 
@@ -42,8 +45,8 @@ def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
 @dataclass(frozen=True)
 class OutputSpec:
     """Where and how the actors of one scoring run write: the partition, the run's attempt token, the output
-    schema, the model's name and version (columns of every row), the shard names by index and the sketch
-    edges (None in ``embed`` mode)."""
+    schema, the model's name and version (columns of every row), the shard names by index, the sketch
+    edges (None in ``embed`` mode) and how many highest-scored rows the run's gallery shows (0: none)."""
 
     partition: str
     attempt: str
@@ -52,6 +55,7 @@ class OutputSpec:
     model_version: str
     shard_names: tuple[str, ...]
     edges: tuple[float, ...] | None
+    top_k: int = 0
 
     def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
         """The rows of a scored batch that ``sel`` [B] picks, as an output table."""
@@ -67,10 +71,11 @@ class OutputSpec:
         cols["model_version"] = pa.array([self.model_version] * n, pa.string())
         return pa.table(cols, schema=self.schema)
 
-    def write(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def write(self, out: dict[str, np.ndarray], top: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Write a scored block (``id``, SHARD, ``score``, ``is_anomaly``, ``embedding``; [B] each) as one data
-        file per shard it holds; returns one summary row per file written."""
-        rows: list[tuple[int, str, int, int, str]] = []
+        file per shard it holds; returns one summary row per file written. ``top`` [B] marks the rows offered to
+        the gallery (:func:`pipelines.score.top.pick`), whose raw samples ``out["x"]`` the summary carries."""
+        rows: list[tuple[int, str, int, int, str, str]] = []
         tags = out[SHARD]
         for shard in np.unique(tags).tolist():
             sel = tags == shard
@@ -81,5 +86,7 @@ class OutputSpec:
             if self.edges is not None:
                 sketch = json.dumps(ScoreSketch.empty(np.asarray(self.edges)).add(out["score"][sel]).to_dict())
                 anomalies = int(out["is_anomaly"][sel].sum())
-            rows.append((shard, name, int(sel.sum()), anomalies, sketch))
+            offered = sel & top if top is not None else np.zeros(0, bool)
+            candidates = encode(out["id"][offered], out["score"][offered], out["x"][offered]) if offered.any() else ""
+            rows.append((shard, name, int(sel.sum()), anomalies, sketch, candidates))
         return {c: np.asarray([r[k] for r in rows], t) for k, (c, t) in enumerate(SUMMARY_COLUMNS.items())}

@@ -29,6 +29,7 @@ from pipelines.score import publish
 from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
 from pipelines.score.output import SHARD, OutputSpec
+from pipelines.score.top import TopRows
 from pipelines.tracking import ResolvedModel
 
 
@@ -217,7 +218,8 @@ class ScorePass:
             num_gpus=_gpus(s),
         )
 
-    def run(self, warmup: Warmup) -> list[dict[str, Any]]:
+    def run(self, warmup: Warmup, top: TopRows) -> list[dict[str, Any]]:
+        """Score the pass; ``warmup`` and ``top`` (the highest-scored rows) accumulate over the passes."""
         self.started = time.perf_counter()
         first = True
         for summary in self._summaries().iter_rows():
@@ -225,6 +227,7 @@ class ScorePass:
                 warmup.seconds += time.perf_counter() - self.started
                 warmup.rows += int(summary["rows"])
                 first = False
+            top.add(summary["top"])
             i = int(summary[SHARD])
             self._progress(i).add(summary, self.job.edges)
             if self.progress[i].rows == self._expected_rows(i):

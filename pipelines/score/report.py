@@ -1,4 +1,5 @@
-"""What a scoring run records: the partition's manifest, the scoring run's metrics and its score histogram."""
+"""What a scoring run records: the partition's manifest, the scoring run's metrics and its pictures (the score
+histogram against the threshold, the highest-scored rows next to their reconstructions)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines import storage, tracking
+from pipelines.bundle import ModelBundle
+from pipelines.config import DataConfig
 from pipelines.score import publish
 from pipelines.score.drift import DriftReport, ScoreSketch, baseline_cdf
 from pipelines.score.plan import Plan
+from pipelines.score.top import TopRows
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
@@ -41,6 +45,8 @@ class RunOutcome:
     warmup_rows: int
     drift: DriftReport | None
     run_id: str
+    top: TopRows
+    """The highest-scored rows this run scored (not those of resumed shards, scored by a killed run)."""
 
     @property
     def steady_rows_per_s(self) -> float:
@@ -112,18 +118,40 @@ def run_metrics(outcome: RunOutcome, sketch: ScoreSketch | None) -> dict[str, fl
     return metrics
 
 
+def feature_names(data_cfg: DataConfig) -> list[str] | None:
+    """Names of a sample's features for the gallery: a window's value columns or the tabular feature columns;
+    None for images and vector columns (a square vector is drawn as an image)."""
+    if data_cfg.source == "timeseries":
+        return list(data_cfg.value_columns)
+    return list(data_cfg.feature_columns) if data_cfg.source == "parquet" and data_cfg.feature_columns else None
+
+
 def log_run(
-    tracking_uri: str, outcome: RunOutcome, sketch: ScoreSketch | None, calibration: dict[str, Any], partition: str
+    tracking_uri: str,
+    outcome: RunOutcome,
+    sketch: ScoreSketch | None,
+    bundle: ModelBundle,
+    data_cfg: DataConfig,
+    partition: str,
 ) -> None:
-    """Metrics, the drift tag, the score histogram against the baseline and the manifest on the scoring run."""
+    """Metrics, the drift tag and the manifest on the scoring run, and under ``plots/`` the score histogram
+    against the baseline and the gallery of the highest-scored rows."""
     tracking.log_metrics(tracking_uri, outcome.run_id, run_metrics(outcome, sketch), step=0)
     drifted = bool(outcome.drift and outcome.drift.drifted)
     tracking.set_tags(tracking_uri, outcome.run_id, {"aepipe.drift": str(drifted).lower()})
     with tempfile.TemporaryDirectory() as tmp:
-        if sketch is not None and sketch.n:
-            plot_scores(sketch, calibration, Path(tmp) / "score_histogram.png")
         (Path(tmp) / "manifest.json").write_bytes(storage.read_bytes(storage.join(partition, publish.MANIFEST)))
         tracking.log_artifacts(tracking_uri, outcome.run_id, tmp, "scoring")
+    with tempfile.TemporaryDirectory() as tmp:
+        if sketch is not None and sketch.n:
+            plot_scores(sketch, bundle.calibration, Path(tmp) / "score_histogram.png")
+        if len(outcome.top):
+            from pipelines.tracking.plots import render_top  # matplotlib: only once there is something to draw
+
+            top, names = outcome.top, feature_names(data_cfg)
+            render_top(bundle, top.ids, top.scores, top.x, names, tmp)
+        if any(Path(tmp).iterdir()):
+            tracking.log_artifacts(tracking_uri, outcome.run_id, tmp, "plots")
 
 
 def plot_scores(sketch: ScoreSketch, calibration: dict[str, Any], path: Path) -> Path:

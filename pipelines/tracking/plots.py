@@ -262,3 +262,130 @@ def render(
         fig.savefig(paths[-1])
     (out / "plot_rows.json").write_text(json.dumps(shows, indent=1, default=str))
     return paths, shows
+
+
+# The scoring run's gallery: its highest-scored rows next to their reconstructions, in the data's raw units.
+
+GALLERY_COLUMNS, TABLE_FEATURES = 4, 12
+
+
+def _short(text: str, width: int = 36) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def top_images(titles: list[str], x: np.ndarray, x_hat: np.ndarray, input_shape: tuple[int, ...]) -> Figure:
+    """Input | reconstruction | absolute error of each image ``x``, ``x_hat`` ``[N, *input_shape]`` (raw values),
+    four triptychs to a row under their ``titles``; input and reconstruction share the input's grey scale, the
+    errors one colour scale for the whole gallery."""
+    images, recons = as_images(x, input_shape), as_images(x_hat, input_shape)
+    assert images is not None and recons is not None, "top_images draws image-shaped samples"
+    errors = np.abs(images - recons)
+    errors = errors.mean(axis=-1) if errors.ndim == 4 else errors  # RGB: mean over channels
+    columns = min(GALLERY_COLUMNS, len(x))
+    fig = _figure(3.6 * columns, 1.55 * math.ceil(len(x) / columns) + 0.4)
+    fig.set_layout_engine("constrained")  # lays out the panels' titles (tight_layout ignores subfigures)
+    panels = fig.subfigures(math.ceil(len(x) / columns), columns, squeeze=False, wspace=0.04).reshape(-1)
+    for i, panel in enumerate(panels):
+        if i >= len(x):
+            continue
+        lo, hi = float(images[i].min()), float(images[i].max())
+        shown = [images[i], np.clip(recons[i], lo, hi)]
+        if images.ndim == 4:  # imshow takes RGB floats in 0..1
+            shown = [(v - lo) / (hi - lo or 1.0) for v in shown]
+        axes = panel.subplots(1, 3)
+        for ax, picture in zip(axes, shown, strict=False):
+            ax.imshow(picture, cmap="gray", vmin=lo, vmax=hi)
+        axes[2].imshow(errors[i], cmap="inferno", vmin=0, vmax=float(errors.max()) or 1.0)
+        for ax in axes:
+            ax.set_xticks([]), ax.set_yticks([])
+        panel.suptitle(titles[i], fontsize=8)
+    return fig
+
+
+def top_series(
+    titles: list[str], x: np.ndarray, x_hat: np.ndarray, input_shape: tuple[int, ...], names: list[str]
+) -> Figure:
+    """Each window ``x`` [N, T, F] (raw values) as one solid line per feature with its reconstruction ``x_hat``
+    dashed in the same colour, four windows to a row under their ``titles``."""
+    x, x_hat = x.reshape(len(x), *input_shape), x_hat.reshape(len(x), *input_shape)
+    columns = min(GALLERY_COLUMNS, len(x))
+    fig = _figure(3.6 * columns, 2.3 * math.ceil(len(x) / columns))
+    axes = fig.subplots(math.ceil(len(x) / columns), columns, squeeze=False).reshape(-1)
+    for i, ax in enumerate(axes):
+        if i >= len(x):
+            ax.axis("off")
+            continue
+        for f in range(x.shape[2]):
+            ax.plot(x[i, :, f], color=f"C{f}", linewidth=1.0, label=names[f])
+            ax.plot(x_hat[i, :, f], color=f"C{f}", linewidth=1.0, linestyle="--")
+        ax.set_title(titles[i], fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", fontsize=7, ncol=min(x.shape[2], 6))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def top_features(titles: list[str], x: np.ndarray, x_hat: np.ndarray, errors: np.ndarray, names: list[str]) -> Figure:
+    """Rows ``x`` [N, D] (raw values) by their largest per-feature reconstruction errors ``errors`` [N, D]: a
+    heatmap of the features with the largest errors (each row's largest among them), every cell annotated
+    with the input value and its reconstruction ``x_hat`` [N, D]."""
+    own = list(dict.fromkeys(errors.argmax(axis=1).tolist()))  # each row's largest error
+    ranked = [f for f in np.argsort(-errors.max(axis=0), kind="stable").tolist() if f not in own]
+    features = sorted((own + ranked)[: max(TABLE_FEATURES, len(own))], key=lambda f: -errors[:, f].max())
+    cells = errors[:, features]
+    fig = _figure(2.5 + 1.05 * len(features), 1.2 + 0.42 * len(x))
+    ax = fig.subplots()
+    image = ax.imshow(cells, cmap="Reds", aspect="auto", vmin=0)
+    for r in range(len(x)):
+        for c, f in enumerate(features):
+            dark = cells[r, c] > 0.6 * cells.max()
+            text = f"{x[r, f]:.3g}\n→{x_hat[r, f]:.3g}"
+            ax.text(c, r, text, ha="center", va="center", fontsize=6, color="white" if dark else "black")
+    ax.set_xticks(range(len(features)), [_short(names[f], 16) for f in features], rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(x)), titles, fontsize=7)
+    ax.set_title("cell: input → reconstruction; colour: that feature's reconstruction error", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01).ax.tick_params(labelsize=6)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+@torch.no_grad()
+def render_top(
+    bundle: ModelBundle,
+    ids: list[Any],
+    scores: np.ndarray,
+    x_raw: np.ndarray,
+    names: list[str] | None,
+    out_dir: str | Path,
+) -> Path:
+    """Draw the highest-scored rows (``ids`` [N], ``scores`` [N] descending, raw samples ``x_raw`` [N, D]) next to
+    their reconstructions as ``top_anomalies.png`` in ``out_dir`` (with ``top_anomalies.json``: the rows shown):
+    images as input | reconstruction | error, windows (T, F) as lines, other vectors as their largest
+    per-feature errors, named by ``names`` [D or F] (None: images, or a vector drawn as an image when square)."""
+    model, shape = bundle.model.eval(), bundle.input_shape
+    x = torch.from_numpy(bundle.normalize(x_raw))
+    logits = model.decode_logits(model.encode(x))
+    recon = bundle.normalizer.invert_flat(model.output_activation(logits).float().numpy().reshape(len(x), -1))
+    raw = np.asarray(x_raw, np.float32).reshape(len(x), -1)
+    titles = [
+        f"#{i + 1} {_short(str(row_id))}\nscore {s:.4g}" for i, (row_id, s) in enumerate(zip(ids, scores, strict=True))
+    ]
+    if names is None and as_images(raw[:1].reshape(1, *shape), shape) is not None:
+        kind, fig = "images", top_images(titles, raw.reshape(len(x), *shape), recon.reshape(len(x), *shape), shape)
+    elif len(shape) == 2:
+        kind, fig = "windows", top_series(titles, raw, recon, shape, names or [f"feature {f}" for f in range(shape[1])])
+    else:
+        errors = model.entry_error(logits, x).float().numpy().reshape(len(x), -1)
+        titles = [t.replace("\n", "  ") for t in titles]
+        kind, fig = "table", top_features(titles, raw, recon, errors, names or [f"x[{f}]" for f in range(raw.shape[1])])
+    what = {
+        "images": "input | reconstruction | |error| (bright: large)",
+        "windows": "input solid, reconstruction dashed",
+        "table": "the features they reconstruct worst",
+    }[kind]
+    fig.suptitle(f"the {len(ids)} highest anomaly scores: {what}", fontsize=10)
+    out = Path(out_dir)
+    fig.savefig(out / "top_anomalies.png")
+    shows = {"kind": kind, "ids": [str(i) for i in ids], "scores": [float(s) for s in scores]}
+    (out / "top_anomalies.json").write_text(json.dumps(shows, indent=1))
+    return out / "top_anomalies.png"

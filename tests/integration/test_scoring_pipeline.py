@@ -3,6 +3,7 @@ nightly mode, shape errors and the drift alarm. One tiny model is trained once f
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from pipelines import tracking
+from pipelines.config import ScoreConfig
 from pipelines.data.corpora import mnist_arrays, write_vector_shards
 from pipelines.score import publish
 
@@ -131,7 +133,7 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     assert m["score_p50"] == pytest.approx(df["score"].median(), rel=0.05)
     assert run.data.tags["aepipe.drift"] == "false" and run.info.status == "FINISHED"
     arts = {a.path for a in tracking.client(uri).list_artifacts(run.info.run_id, "scoring")}
-    assert arts == {"scoring/score_histogram.png", "scoring/manifest.json"}
+    assert arts == {"scoring/manifest.json"}
     # runs:/RUN_ID/model names the same pinned version as the alias did
     pinned = tracking.resolve_model_uri(uri, f"runs:/{manifest['model']['run_id']}/model")
     assert (pinned.name, pinned.version) == ("scoring-test", "1")
@@ -147,6 +149,24 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
 
     shown = _cli("scores", "show", str(out), "--rows", "2")
     assert shown.exit_code == 0 and '"rows": 600' in shown.output and "mnist-00000" in shown.output
+
+
+def test_scoring_run_draws_the_highest_scored_rows(env, clean, tmp_path):
+    _, out, _ = clean
+    manifest = publish.read_manifest(str(out))
+    run_id, uri = manifest["scoring_run_id"], f"sqlite:///{env / 'mlflow.db'}"
+    plots = {a.path for a in tracking.client(uri).list_artifacts(run_id, "plots")}
+    assert plots == {"plots/score_histogram.png", "plots/top_anomalies.png", "plots/top_anomalies.json"}
+    local = Path(tracking.client(uri).download_artifacts(run_id, "plots", str(tmp_path)))
+    assert all((local / name).stat().st_size > 20_000 for name in ("score_histogram.png", "top_anomalies.png"))
+
+    shows = json.loads((local / "top_anomalies.json").read_text())
+    published = publish.read_scores(str(out)).sort_values(["score", "id"], ascending=[False, True])
+    k = ScoreConfig().gallery_size
+    assert shows["kind"] == "images" and len(shows["ids"]) == k  # MNIST rows, 784 values: 28 x 28 pictures
+    # the 4 shards were scored by separate blocks; their candidates merge to the corpus's own top k
+    assert shows["ids"] == published["id"].head(k).tolist()
+    assert shows["scores"] == pytest.approx(published["score"].head(k).tolist(), rel=1e-6)
 
 
 def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):

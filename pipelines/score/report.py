@@ -173,6 +173,8 @@ def plot_scores(sketch: ScoreSketch, calibration: dict[str, Any], path: Path) ->
     ax.axvline(calibration.get("threshold", hi), color="red", linestyle="--", label="anomaly threshold")
     ax.set_xlabel("anomaly score")
     ax.set_ylabel("fraction of rows")
-    ax.legend()
+    ax.set_title("scores of the rows this run scored vs the model's validation scores", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     fig.savefig(path)
     return path

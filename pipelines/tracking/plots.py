@@ -340,7 +340,7 @@ def top_features(titles: list[str], x: np.ndarray, x_hat: np.ndarray, errors: np
         for c, f in enumerate(features):
             dark = cells[r, c] > 0.6 * cells.max()
             text = f"{x[r, f]:.3g}\n→{x_hat[r, f]:.3g}"
-            ax.text(c, r, text, ha="center", va="center", fontsize=6, color="white" if dark else "black")
+            ax.text(c, r, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(range(len(features)), [_short(names[f], 16) for f in features], rotation=30, ha="right", fontsize=7)
     ax.set_yticks(range(len(x)), titles, fontsize=7)
     ax.set_title("cell: input → reconstruction; colour: that feature's reconstruction error", fontsize=8)

@@ -1,8 +1,10 @@
-"""Each source kind through the CLI: build the corpus (``aepipe data ...``), train one epoch, score it; plus
-bad input stopping ``aepipe train`` before any training starts."""
+"""Each source kind through the CLI: build the corpus (``aepipe data ...``), train one epoch, score it and draw
+its highest-scored rows the way that kind is read; plus bad input stopping ``aepipe train`` before any training
+starts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 from jobs.cli import app
 from pipelines import tracking
 from pipelines.data import corpora
+from pipelines.score import publish
 
 runner = CliRunner()
 FAST = ["train.epochs=1", "train.num_workers=1", "train.batch_size=64"]  # DDP is covered by test_e2e
@@ -47,6 +50,18 @@ def _train_and_score(
     return run_id, scores
 
 
+def _gallery(home: Path, scores: pd.DataFrame) -> str:
+    """The kind of the scoring run's gallery, after checking that it shows the highest published scores."""
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    run_id = publish.read_manifest(str(home / "scores"))["scoring_run_id"]
+    shows = json.loads(
+        Path(tracking.client(uri).download_artifacts(run_id, "plots/top_anomalies.json", str(home))).read_text()
+    )
+    top = scores.sort_values(["score", "id"], ascending=[False, True]).head(len(shows["ids"]))
+    assert shows["ids"] == top["id"].astype(str).tolist() and len(shows["ids"]) == min(16, len(scores))
+    return shows["kind"]
+
+
 def _metric(home: Path, run_id: str, key: str) -> float:
     return tracking.metric_history(f"sqlite:///{home.resolve() / 'mlflow.db'}", run_id, key)[-1][1]
 
@@ -60,6 +75,7 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
     run_id, scores = _train_and_score(
         home, "digits_dense.yaml", data, "digits", "data.on_bad_records=skip", "model.hidden=[32]"
     )
+    assert _gallery(home, scores) == "images"  # 64 values: 8 x 8 pictures
     assert len(scores) == 1797 and set(scores["id"]) == {f"digits-{i:04d}" for i in range(1797)}
     assert _metric(home, run_id, "data_skipped_records") == 1 and _metric(home, run_id, "data_records") == 1797
     assert _metric(home, run_id, "data_cached_in_memory") == 1.0  # cache=auto: 1,797 x 64 floats fit
@@ -78,7 +94,7 @@ def test_images_conv(ray_local, home):
         home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]", "data.cache=stream"
     )
     assert _metric(home, run_id, "data_cached_in_memory") == 0.0
-    assert len(scores) == 160
+    assert len(scores) == 160 and _gallery(home, scores) == "images"
     _, labels = corpora.mnist_arrays()
     assert set(scores["id"]) == {f"{labels[i]}/mnist-{i:05d}.png" for i in range(160)}
 
@@ -88,8 +104,30 @@ def test_series_recurrent(ray_local, home):
     _ok("data", "synthetic", "--kind", "series", "--rows", "2048", "--shards", "3", "--out", str(data))
     _, scores = _train_and_score(home, "series_recurrent.yaml", data, "series", "model.hidden_size=8")
     # 2048 steps = 8 series of 256 hourly steps; windows of 32 every 16 steps: 15 per series
-    assert len(scores) == 8 * 15
+    assert len(scores) == 8 * 15 and _gallery(home, scores) == "windows"
     assert "series-3@2024-01-01T16:00:00" in set(scores["id"])
+
+
+def test_tabular_named_columns_dense(ray_local, home):
+    data, names = home / "tabular", ["temperature", "pressure", "flow", "rpm", "torque", "voltage"]
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for shard in range(2):
+        x = rng.normal(50, 10, (200, len(names)))
+        table = {"id": [f"t{shard}-{i:03d}" for i in range(200)], **{n: x[:, j] for j, n in enumerate(names)}}
+        pq.write_table(pa.table(table), data / f"part-{shard:05d}.parquet")
+    columns = f"data.feature_columns={json.dumps(names)}"
+    _, scores = _train_and_score(
+        home,
+        "digits_dense.yaml",
+        data,
+        "tabular",
+        columns,
+        "model.input_shape=[6]",
+        "model.hidden=[8]",
+        "model.latent_dim=3",
+    )
+    assert len(scores) == 400 and _gallery(home, scores) == "table"  # named columns: their worst errors
 
 
 def test_bad_input_stops_training_before_it_starts(ray_local, home):

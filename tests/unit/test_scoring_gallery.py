@@ -13,6 +13,7 @@ from aecore import build_model
 from pipelines.bundle import ModelBundle, Normalizer, calibrate
 from pipelines.score.top import TopRows, encode, pick
 from pipelines.tracking import plots
+from tests.unit.test_models_contract import FAMILIES, example_shape, small_model
 
 
 def _offer(top: TopRows, ids: np.ndarray, scores: np.ndarray, x: np.ndarray, block: int) -> int:
@@ -68,3 +69,15 @@ def test_gallery_draws_every_kind_of_sample(tmp_path, model_cfg, names, kind):
     path = plots.render_top(bundle, ids, scores[order], x[order].reshape(6, -1), names, tmp_path)
     shows = json.loads((tmp_path / "top_anomalies.json").read_text())
     assert shows["kind"] == kind and shows["ids"] == ids and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_gets_a_gallery(tmp_path, name):
+    model = small_model(name).eval()
+    x = np.random.default_rng(0).random((4, *example_shape(name)), dtype=np.float32)
+    with torch.no_grad():
+        scores = model.score(torch.from_numpy(x)).numpy()
+    bundle = ModelBundle(model, Normalizer("none"), calibrate(scores), {})
+    plots.render_top(bundle, ["a", "b", "c", "d"], scores, x.reshape(4, -1), None, tmp_path)
+    kind = {3: "images", 2: "windows", 1: "table"}[len(example_shape(name))]
+    assert json.loads((tmp_path / "top_anomalies.json").read_text())["kind"] == kind

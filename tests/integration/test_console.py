@@ -50,10 +50,8 @@ def _train(data: Path, name: str) -> list[str]:
 
 
 def _score(data: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", "score", "--model", "models:/console@champion", "-i", str(data)] + [
-        "-o",
-        str(out),
-    ]
+    cli = [sys.executable, "-m", "jobs.cli", "score", "--model", "models:/console@champion"]
+    return [*cli, "--input", str(data), "--output", str(out)]
 
 
 @pytest.fixture()

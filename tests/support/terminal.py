@@ -27,7 +27,9 @@ class Screen:
         return ANSI.sub("", self.raw)
 
 
-def on_terminal(argv: Sequence[str], env: Mapping[str, str], cwd: str, columns: int = 120, timeout: float = 600) -> Screen:
+def on_terminal(
+    argv: Sequence[str], env: Mapping[str, str], cwd: str, columns: int = 120, timeout: float = 600
+) -> Screen:
     """Run ``argv`` with stdin, stdout and stderr on a fresh pseudo-terminal of ``columns`` columns."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))

@@ -165,9 +165,9 @@ def report(result: ScoreResult, tracking_uri: str) -> None:
         f"{result.model.uri} in {result.seconds:.1f}s -> {result.output_path}"
     )
     if result.run_id is not None:
-        echo(f"run:       {result.run_id}  look: {tracking.where_to_look(tracking_uri, result.run_id)}")
+        echo(f"run:      {result.run_id}  look: {tracking.where_to_look(tracking_uri, result.run_id)}")
     if console.log_path() is not None:
-        echo(f"log:       {console.log_path()}")
+        echo(f"log:      {console.log_path()}")
     if result.drift is not None:
         d = result.drift
         echo(f"drift: PSI {d.psi:.3f}, KS {d.ks:.3f} (p={d.ks_pvalue:.2g}), mean shift {d.mean_shift_std:+.2f} std")

@@ -78,7 +78,7 @@ def test_on_a_terminal_the_bars_draw_and_the_summary_shows_once(env, home, mnist
     assert "epoch 1/2" in trained.text and "training" in trained.text
     _no_internals(trained.text)
     [run_id] = re.findall(r"run:\s+([0-9a-f]{32})", trained.text)  # the summary once
-    for line in ("model:     models:/console/1", "val_loss:  ", "look:      mlflow ui", "bundle:    "):
+    for line in ("model:    models:/console/1", "val_loss: ", "look:     mlflow ui", "bundle:   "):
         assert trained.text.count(line) == 1, trained.text
     for k in (1, 2):
         assert len(re.findall(rf"epoch {k}/2 train_loss=\S+ val_loss=", trained.text)) == 1

@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from jobs import console
 from pipelines.config_base import ConfigError
 
 if TYPE_CHECKING:
     from pipelines.config import JobConfig
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 class CredentialsError(ValueError):
@@ -165,14 +162,16 @@ def user_errors(tracking: str | None = None) -> Iterator[None]:
         if found is None:
             raise
         message = str(found.args[0]) if isinstance(found, KeyError) and found.args else str(found)
-        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        console.error(message)
         raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Connect to ``address`` / ``RAY_ADDRESS``, else start a local Ray instance, for the block."""
+    """Connect to ``address`` / ``RAY_ADDRESS``, else start a local Ray instance, for the block. Inside a quiet
+    :func:`jobs.console.session` Ray Data draws no progress bars of its own (the console draws aepipe's)."""
     import ray
+    from ray.data import DataContext
 
     target = address or os.environ.get("RAY_ADDRESS") or "local"
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -185,24 +184,38 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             logging_level=logging.WARNING,
             configure_logging=True,
         )
+    context = DataContext.get_current()
+    bars = context.enable_progress_bars
+    context.enable_progress_bars = bars and console.verbose()
     try:
         yield
     finally:
+        context.enable_progress_bars = bars
         if started:
             ray.shutdown()
 
 
+@contextlib.contextmanager
+def command_session(command: str, verbose: bool = False) -> Iterator[None]:
+    """A command that runs Ray: quiet terminal, everything in ``AEPIPE_HOME/logs`` (see :mod:`jobs.console`)."""
+    with console.session(command, home(), verbose):
+        yield
+
+
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.error(message)
     raise typer.Exit(code)
 
 
 def echo(message: str) -> None:
-    print(message, file=sys.stdout, flush=True)
+    """One line for the user (stdout; inside a command session also in its log)."""
+    console.line(message)
 
 
 def print_table(table: object) -> None:
     """Print a rich table to stdout; wide when stdout is not a terminal, so ids are never cut."""
+    from rich.console import Console
+
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 

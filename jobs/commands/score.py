@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import typer
 from rich.table import Table
 
+from jobs import console
+from jobs.commands.train import VERBOSE_HELP
 from jobs.runtime import (
-    console,
+    command_session,
     echo,
     echo_json,
     home,
@@ -113,6 +115,7 @@ def score(
     ks_min: float | None = setting("ks_min"),
     address: str | None = typer.Option(None, help="Ray address (default: RAY_ADDRESS or a local instance)."),
     tracking: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help=VERBOSE_HELP),
 ) -> None:
     """Score the corpus with a pinned model version; publish one Parquet file per input shard exactly once."""
     from pipelines.score.driver import ScoreRequest, run_scoring
@@ -128,7 +131,7 @@ def score(
         "ks_alpha": ks_alpha,
         "ks_min": ks_min,
     }
-    with user_errors():
+    with command_session("score", verbose), user_errors():
         settings = score_settings(config, overrides or [], flags)
         req = ScoreRequest(
             model_uri=model,
@@ -144,12 +147,18 @@ def score(
             settings=settings,
         )
         with ray_session(address):
-            result = run_scoring(req, log=echo)
-    report(result)
+            result = run_scoring(req, log=echo, progress=console.TerminalProgress())
+        if result.run_id is not None and console.log_path() is not None:
+            from pipelines import tracking as mlflow_tracking
+
+            mlflow_tracking.log_artifact(req.tracking_uri, result.run_id, str(console.log_path()), "logs")
+        report(result, req.tracking_uri)
 
 
-def report(result: ScoreResult) -> None:
-    """What the run published, and its drift check; exit status 3 when the scores drifted."""
+def report(result: ScoreResult, tracking_uri: str) -> None:
+    """What the run published, where to look at it, and its drift check; exit status 3 when the scores drifted."""
+    from pipelines import tracking
+
     if result.noop:
         echo(f"no-op: nothing new to score with {result.model.uri}; {result.output_path} unchanged")
         return
@@ -157,14 +166,18 @@ def report(result: ScoreResult) -> None:
         f"published {result.rows} rows ({result.rows_scored} scored now; plan {result.plan}) with "
         f"{result.model.uri} in {result.seconds:.1f}s -> {result.output_path}"
     )
+    if result.run_id is not None:
+        echo(f"run:      {result.run_id}  look: {tracking.where_to_look(tracking_uri, result.run_id)}")
+    if console.log_path() is not None:
+        echo(f"log:      {console.log_path()}")
     if result.drift is not None:
         d = result.drift
         echo(f"drift: PSI {d.psi:.3f}, KS {d.ks:.3f} (p={d.ks_pvalue:.2g}), mean shift {d.mean_shift_std:+.2f} std")
         if d.drifted:
-            console.print(
-                f"[bold red]DRIFT ALARM:[/] scores of {d.rows} rows moved away from the validation "
-                f"baseline of {result.model.uri}: {d.reason} (MLflow run {result.run_id})",
-                highlight=False,
+            console.error(
+                f"scores of {d.rows} rows moved away from the validation baseline of {result.model.uri}: "
+                f"{d.reason} (MLflow run {result.run_id})",
+                label="DRIFT ALARM",
             )
             raise typer.Exit(DRIFT_EXIT)
 
@@ -233,4 +246,4 @@ def history(
     else:
         print_table(history_table(rows))
     if plot:
-        console.print(f"plot: {plot}", highlight=False)
+        echo(f"plot: {plot}")

@@ -25,10 +25,12 @@ from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import Corpus, DataError, load_dataset
 from pipelines.data.records import group_by
+from pipelines.progress import SILENT, Progress
+from pipelines.progress import step as progress_step
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
 from pipelines.score.output import OutputSpec, output_schema
-from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards
+from pipelines.score.passes import ScoreJob, ScorePass, ScoringProgress, Warmup, id_type, open_shards
 from pipelines.score.plan import Plan, corpus_shards, make_plan
 from pipelines.score.top import TopRows
 
@@ -196,14 +198,18 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
 
 
 def _score_all(
-    job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log
+    job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log, progress: Progress
 ) -> tuple[list[dict[str, Any]], Warmup, TopRows, float]:
     """Score the pending (validated) shards, up to ``shards_per_pass`` per actor pool start; their markers,
     the warm-up, the highest-scored rows and the seconds it took."""
     t0, new, warmup, top = time.perf_counter(), [], Warmup(), TopRows(job.output.top_k)
     step = job.settings.shards_per_pass
-    for k in range(0, len(to_score), step):
-        new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log).run(warmup, top)
+    counts = [s.rows for s in to_score]
+    total = None if None in counts else sum(c for c in counts if c is not None)
+    with progress_step(progress, "scoring", total) as task:
+        tally = ScoringProgress(task, len(to_score))
+        for k in range(0, len(to_score), step):
+            new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log, tally).run(warmup, top)
     return new, warmup, top, time.perf_counter() - t0
 
 
@@ -217,11 +223,12 @@ def _commit(
     run_id: str,
     calibration: dict[str, Any],
     log: Log,
+    progress: Progress,
     t0: float,
 ) -> report.RunOutcome:
     """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
     unique, and commit the manifest."""
-    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
+    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpora, log, progress)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     rows = publish.verify(job.partition, markers, job.schema)
@@ -267,8 +274,9 @@ def _check_unique_ids(partition: str, markers: list[dict[str, Any]]) -> None:
         raise DataError(f"{partition}: ids occur in more than one shard (e.g. {shown}); they must be unique")
 
 
-def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
+def run_scoring(req: ScoreRequest, log: Log = print, progress: Progress = SILENT) -> ScoreResult:
     """Score ``req.input_path`` with one pinned model version and publish the partition; needs ``ray.init``.
+    ``log`` gets the lines worth keeping, ``progress`` the live state of validation and scoring.
 
     Raises:
         RegistryError: the model URI does not resolve.
@@ -298,8 +306,8 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
         return ScoreResult(partition, 0, 0, model, time.perf_counter() - t0, noop=True)
     log(f"plan: {the_plan.describe()} (into {partition})")
     with _lease(partition, job.output.attempt, log):
-        log(f"validating the shards to score (on_bad_records={data_cfg.on_bad_records}) ...")
-        corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
+        with progress_step(progress, f"validating {len(the_plan.to_score)} shards"):
+            corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
         run_id = _start_run(req, model, partition)
         try:
             outcome = _commit(
@@ -311,6 +319,7 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
                 run_id=run_id,
                 calibration=bundle.calibration,
                 log=log,
+                progress=progress,
                 t0=t0,
             )
             seconds = time.perf_counter() - t0

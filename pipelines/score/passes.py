@@ -25,6 +25,7 @@ from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, load_dataset, validate_parts
 from pipelines.data.records import quarantine_folder
+from pipelines.progress import Task
 from pipelines.score import publish
 from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
@@ -180,14 +181,36 @@ def _gpus(settings: ScoreConfig) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
 
 
+@dataclass
+class ScoringProgress:
+    """Rows and shards scored so far, over every pass of a run, drawn on one :class:`~pipelines.progress.Task`."""
+
+    task: Task
+    shards: int
+    started: float = field(default_factory=time.perf_counter)
+    rows: int = 0
+    finished: int = 0
+
+    def scored(self, rows: int = 0, shards: int = 0) -> None:
+        self.rows += rows
+        self.finished += shards
+        rate = self.rows / max(time.perf_counter() - self.started, 1e-9)
+        self.task.update(self.rows, status=f"{self.finished}/{self.shards} shards, {rate:,.0f} rows/s")
+
+
 class ScorePass:
     """Streams ``shards`` (validated: :func:`open_shards` gives their ``corpora``) through one actor pool;
     :meth:`run` returns the finished shards' markers, one per shard, a shard without good rows included."""
 
     def __init__(
-        self, job: ScoreJob, shards: list[publish.Shard], corpora: list[Corpus], log: Callable[[str], None]
+        self,
+        job: ScoreJob,
+        shards: list[publish.Shard],
+        corpora: list[Corpus],
+        log: Callable[[str], None],
+        progress: ScoringProgress,
     ) -> None:
-        self.job, self.log = job, log
+        self.job, self.log, self.tally = job, log, progress
         self.shards, self.corpora = shards, corpora
         self.markers: list[dict[str, Any]] = []
         self.progress: dict[int, _ShardProgress] = {}
@@ -230,6 +253,7 @@ class ScorePass:
             top.add(summary["top"])
             i = int(summary[SHARD])
             self._progress(i).add(summary, self.job.edges)
+            self.tally.scored(rows=int(summary["rows"]))
             if self.progress[i].rows == self._expected_rows(i):
                 self._finish(i)
         for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
@@ -256,4 +280,5 @@ class ScorePass:
         }
         publish.write_marker(self.job.partition, self.job.identity, marker)
         self.markers.append(marker)
+        self.tally.scored(shards=1)
         self.log(f"  shard {self.shards[i].name}: {p.rows} rows")

@@ -25,6 +25,7 @@ from pipelines.tracking.mlflow_client import (
     ensure_experiment,
     find_run,
     flatten,
+    log_artifact,
     log_artifacts,
     log_metrics,
     log_metrics_once,
@@ -48,6 +49,7 @@ from pipelines.tracking.mlflow_client import (
     start_run,
     tag_version,
     unfinished_runs,
+    where_to_look,
 )
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "ensure_experiment",
     "find_run",
     "flatten",
+    "log_artifact",
     "log_artifacts",
     "log_metrics",
     "log_metrics_once",
@@ -91,4 +94,5 @@ __all__ = [
     "start_run",
     "tag_version",
     "unfinished_runs",
+    "where_to_look",
 ]

@@ -210,6 +210,18 @@ def log_artifacts(tracking_uri: str, run_id: str, local_dir: str | Path, artifac
     client(tracking_uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+def log_artifact(tracking_uri: str, run_id: str, local_file: str, artifact_path: str | None = None) -> None:
+    client(tracking_uri).log_artifact(run_id, local_file, artifact_path)
+
+
+def where_to_look(tracking_uri: str, run_id: str) -> str:
+    """How a person opens the run: its page on an MLflow server, else the ``mlflow ui`` command for the store."""
+    if not embedded_store(tracking_uri):
+        experiment = client(tracking_uri).get_run(run_id).info.experiment_id
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}  (then run {run_id})"
+
+
 def set_tags(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
     c = client(tracking_uri)
     for k, v in tags.items():

@@ -36,11 +36,13 @@ from pipelines.data import (
     validate_corpus,
     with_shard_key,
 )
+from pipelines.progress import SILENT, Progress, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
 from pipelines.tracking.plot_rows import summarize_scores
 from pipelines.train import checkpoint as ckpt
 from pipelines.train import resume
+from pipelines.train.feed import DriverFeed
 from pipelines.train.spec import WorkerSpec
 from pipelines.train.worker import train_loop_per_worker
 
@@ -71,6 +73,8 @@ class TrainResult:
     aliases: dict[str, str]
     bundle_dir: str
     metrics: dict[str, float]
+    threshold: float
+    """The anomaly threshold calibrated on the validation scores (``score > threshold``: anomalous)."""
 
 
 @dataclass
@@ -97,7 +101,7 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
         )
 
 
-def prepare_data(job: JobConfig, log: Log) -> PreparedData:
+def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
     normalizer on the training split and cache both splits when they fit."""
     for path in (job.data_path, job.checkpoint_path):  # an unusable store stops here, before any work
@@ -109,19 +113,21 @@ def prepare_data(job: JobConfig, log: Log) -> PreparedData:
     if job.data.source == "parquet":  # read at the model's size: a shard of other lengths is bad wherever it sorts
         shape = tuple(job.model["input_shape"])
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
-    log("validating the corpus ...")
-    corpus = validate_corpus(corpus)
+    with step(progress, "validating the corpus"):
+        corpus = validate_corpus(corpus)
     assert corpus.report is not None  # validate_corpus always reports
+    log(f"corpus: {corpus.report.records} records ({corpus.report.skipped} skipped) in {job.data_path}")
     train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
-    log("fitting normalization on the training split ...")
-    normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
+    with step(progress, "fitting normalization on the training split"):
+        normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
     normalized = {
         name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))
     }
     caching = cache.decide(job.data.cache, corpus.report.records, corpus.sample_shape, job.data.cache_max_fraction)
     log(f"training input: {caching.reason}")
-    splits = cache.prepare(normalized, caching)
+    with step(progress, "caching the splits" if caching.in_memory else "planning the streamed splits"):
+        splits = cache.prepare(normalized, caching)
     return PreparedData(splits, val_ds, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
 
 
@@ -198,11 +204,13 @@ def _trainer(job: JobConfig, spec: WorkerSpec, splits: dict[str, ray.data.Datase
 
 
 def _fit(
-    job: JobConfig, spec: WorkerSpec, splits: dict[str, ray.data.Dataset]
+    job: JobConfig, spec: WorkerSpec, splits: dict[str, ray.data.Dataset], feed: DriverFeed
 ) -> list[tuple[Checkpoint, dict[str, Any]]]:
-    """Train on Ray; the run's kept checkpoints with their metrics. A failed fit marks the MLflow run FAILED."""
+    """Train on Ray, following rank 0's progress; the run's kept checkpoints with their metrics. A failed fit
+    marks the MLflow run FAILED."""
     try:
-        result = _trainer(job, spec, splits).fit()
+        with feed.following():
+            result = _trainer(job, spec, splits).fit()
     except Exception:
         tracking.end_run(spec.tracking_uri, spec.run_id, "FAILED")
         raise
@@ -218,7 +226,12 @@ def _export_bundle(job: JobConfig, run_id: str, best: Checkpoint) -> Path:
 
 
 def _finish(
-    job: JobConfig, spec: WorkerSpec, data: PreparedData, kept: list[tuple[Checkpoint, dict[str, Any]]], log: Log
+    job: JobConfig,
+    spec: WorkerSpec,
+    data: PreparedData,
+    kept: list[tuple[Checkpoint, dict[str, Any]]],
+    log: Log,
+    progress: Progress,
 ) -> TrainResult:
     """Export the best checkpoint, plot, log the model, register it and close the MLflow run."""
     uri, run_id, tr = job.tracking_uri, spec.run_id, job.tracking
@@ -227,9 +240,11 @@ def _finish(
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), val_rows=data.val_rows, log=log)
-    example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
-    version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
+    with step(progress, "plotting"):
+        _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), val_rows=data.val_rows, log=log)
+    with step(progress, "logging and registering the model"):
+        example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
+        version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     if version is not None:
         held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
         decision = promotion.register_version(
@@ -244,11 +259,17 @@ def _finish(
         tracking.aliases(uri, tr.registered_model, tr.registry_uri),
         str(bundle_dir),
         {k: float(v) for k, v in best_metrics.items()},
+        float(bundle.calibration["threshold"]),
     )
 
 
-def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = None) -> TrainResult:
+def run_training(
+    job: JobConfig, log: Log = print, *, code_commit: str | None = None, progress: Progress = SILENT
+) -> TrainResult:
     """Train ``job`` on the connected Ray cluster and register the model; needs ``ray.init``.
+
+    ``log`` gets the lines worth keeping (one per step and per epoch), ``progress`` the live state of the long
+    steps (see :mod:`pipelines.progress`).
 
     ``code_commit``: the commit of this code when git cannot tell (a Ray job's working_dir comes without
     ``.git``); the run records git's answer for :data:`~pipelines.provenance.CODE_ROOT` first, else this, else
@@ -262,7 +283,7 @@ def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = 
     decision, current = resume.plan(job, JOB_TAG)
     if decision.reason:
         log(decision.reason)
-    data = prepare_data(job, log)
+    data = prepare_data(job, log, progress)
     run_id = open_run(job, decision, current, git_commit(CODE_ROOT) or code_commit or "unknown")
     uri = job.tracking_uri
     counts = {
@@ -272,6 +293,7 @@ def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = 
     }
     tracking.log_metrics(uri, run_id, counts, step=0)
     run_name = ray_run_name(job, run_id)
+    feed = DriverFeed(job.train.epochs, log, progress)
     spec = WorkerSpec(
         job=job,
         normalizer=data.normalizer,
@@ -280,10 +302,11 @@ def run_training(job: JobConfig, log: Log = print, *, code_commit: str | None = 
         run_dir=f"{job.checkpoint_path.rstrip('/')}/{run_name}",
         keep_in_worker=data.cached,
         records=data.records,
+        progress=feed.worker_end(),
     )
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
-    kept = _fit(job, spec, data.splits)
-    return _finish(job, spec, data, kept, log)
+    kept = _fit(job, spec, data.splits, feed)
+    return _finish(job, spec, data, kept, log, progress)
 
 
 def _log_plots(

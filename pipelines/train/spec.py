@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.bundle import Normalizer
 from pipelines.config import JobConfig
@@ -26,6 +27,8 @@ class WorkerSpec:
     """The splits are cached: each worker keeps its own rows (by shard key) instead of streaming them again."""
     records: int = 0
     """Good records in the corpus (training + validation rows): what ``train_rows_dropped`` is counted from."""
+    progress: Any = None
+    """The driver's progress queue (:class:`pipelines.train.feed.DriverFeed`) rank 0 sends to; None: no console."""
 
     def as_loop_config(self) -> dict[str, WorkerSpec]:
         """``TorchTrainer(train_loop_config=...)`` takes a dict."""

@@ -33,6 +33,7 @@ from pipelines.config import JobConfig
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.cadence import CheckpointCadence, MetricsBuffer
 from pipelines.train.faults import FaultInjector
+from pipelines.train.feed import WorkerFeed
 from pipelines.train.input import RowOwner, ShardInput
 from pipelines.train.metrics import LossSums, gather_array, gather_objects, max_over_ranks, sum_over_ranks_
 from pipelines.train.optim import LRSchedule, Patience, Precision
@@ -127,6 +128,8 @@ class _Worker:
     cadence: CheckpointCadence
     metrics_out: MetricsBuffer | None
     """Rank 0's buffer of epochs on their way to MLflow; None on other ranks."""
+    feed: WorkerFeed
+    """Progress for the driver's console (rank 0 sends; the others hold an empty feed)."""
     pad_to: int = 0
     """Rows every rank's training epoch yields (its own, repeated): the largest owned shard; 0 = no padding."""
     best_val: float = math.inf
@@ -175,7 +178,8 @@ class _Worker:
         faults = FaultInjector(tc.fault_injection, spec.run_dir)
         out = MetricsBuffer(spec.tracking_uri, spec.run_id, tc.metrics_flush_s) if rank == 0 else None
         cadence = CheckpointCadence(tc)
-        parts = (model, objective, loop, train_in, val_in, faults, cadence, out)
+        feed = WorkerFeed(spec.progress if rank == 0 else None)
+        parts = (model, objective, loop, train_in, val_in, faults, cadence, out, feed)
         return cls(spec, rank, world_size, device, *parts, pad_to=pad_to)
 
     def resume(self) -> int | None:
@@ -196,7 +200,7 @@ class _Worker:
             unsent = state.get("unsent") or [(epoch, _loggable(state["metrics"]))]
             tracking.log_steps_once(uri, run_id, [(int(e), m) for e, m in unsent])
             tracking.log_metrics(uri, run_id, {"resumed_from_epoch": epoch}, step=epoch)
-            print(f"[aepipe] resumed from the epoch {epoch} checkpoint", flush=True)
+            self.feed.note(f"resumed from the epoch {epoch} checkpoint")
         return None if self.loop.stopped_early else epoch + 1
 
     def run_epochs(self, start: int) -> None:
@@ -245,10 +249,12 @@ class _Worker:
         tc = self.spec.job.train
         self.model.train()
         sums = LossSums(self.device)
+        total = math.ceil(self.pad_to / tc.batch_size) if self.pad_to else None
         for b, x in enumerate(self.train_in.batches(tc.batch_size, epoch, shuffle=tc.shuffle, pad_to=self.pad_to)):
             self.faults.check(epoch, self.rank, b, self.checkpointed)
             terms = run_update_phases(self.model, x, self.loop.optimizers, self._objective, self._step)
             sums.add(terms, len(x))
+            self.feed.batches(epoch, b + 1, total)
         sums.rows = self.train_in.epoch_rows
         return sums
 
@@ -304,8 +310,7 @@ class _Worker:
             if improved:
                 self.pending_best = self._capture(epoch, metrics, local_scores, hold=True)
             ray.train.report(metrics, checkpoint=None)
-        if self.rank == 0:
-            self._print(epoch, metrics, stop)
+        self.feed.epoch(epoch, metrics, stop)
 
     def _capture(self, epoch: int, metrics: dict[str, float], local_scores: np.ndarray, hold: bool) -> _Snapshot:
         """This epoch's checkpoint contents (collective: every rank calls it). ``hold``: copies of the weights and
@@ -336,15 +341,6 @@ class _Worker:
             snap.metrics,
             checkpoint=ray.train.Checkpoint.from_directory(folder),
             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-        )
-
-    def _print(self, epoch: int, metrics: dict[str, float], stop: bool) -> None:
-        """One progress line for the epoch."""
-        print(
-            f"[aepipe] epoch {epoch}/{self.spec.job.train.epochs} train_loss={metrics['train_loss']:.5f} "
-            f"val_loss={metrics['val_loss']:.5f} {metrics['samples_per_s']:.0f} samples/s lr={metrics['lr']:.3g}"
-            + (" (early stop)" if stop else ""),
-            flush=True,
         )
 
 

@@ -175,9 +175,10 @@ def scoring(home, monkeypatch):
 
     requests = []
 
-    def fake_run_scoring(req, log=print):
+    def fake_run_scoring(req, log=print, progress=None):
         requests.append(req)
-        return SimpleNamespace(noop=True, model=SimpleNamespace(uri="models:/m/1"), output_path=req.output_path)
+        model = SimpleNamespace(uri="models:/m/1")
+        return SimpleNamespace(noop=True, model=model, output_path=req.output_path, run_id=None)
 
     monkeypatch.setattr(driver, "run_scoring", fake_run_scoring)
     monkeypatch.setattr(score_command, "ray_session", lambda address=None: contextlib.nullcontext())

@@ -139,19 +139,20 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
     shard keeps its good rows, possibly none."""
     if not shards:
         return []
-    if job.data_cfg.source == "parquet":
-        for s in shards:
-            storage.delete_dir(storage.join(job.quarantine_dir, quarantine_folder(s.path)))
-    else:  # one shard: the whole corpus
-        storage.delete_dir(job.quarantine_dir)
+    folders = {quarantine_folder(f) for s in shards for f in s.files}
+    for entry in storage.list_dir(job.quarantine_dir):
+        if entry.base_name in folders:
+            storage.delete_dir(storage.uri_of(job.quarantine_dir, entry))
+    whole = job.data_cfg.source != "parquet"  # images: the shard's files; time series: the windows ending in them
     parts = [
         load_dataset(
             job.data_cfg,
-            s.path,
+            job.root if whole else s.path,
             quarantine_dir=job.quarantine_dir,
             root=job.root,
             for_model=job.input_shape,
             labels=False,
+            only=s.files if whole else None,
         )
         for s in shards
     ]
@@ -159,11 +160,9 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
 
 
 def skipped_rows(job: ScoreJob, corpus: Corpus, shard: publish.Shard) -> int:
-    """Input rows of ``shard`` the validation pass quarantined (a whole-corpus shard: all of them)."""
+    """Input rows of ``shard``'s files the validation pass quarantined."""
     report = corpus.report
-    if report is None:
-        return 0
-    return report.skipped_by_file.get(shard.path, 0) if job.data_cfg.source == "parquet" else report.skipped
+    return 0 if report is None else sum(report.skipped_by_file.get(f, 0) for f in shard.files)
 
 
 def _tag(batch: dict[str, np.ndarray], shard: int) -> dict[str, np.ndarray]:
@@ -246,7 +245,7 @@ class ScorePass:
         p = self.progress.pop(i)
         seconds = time.perf_counter() - p.started
         marker = {
-            **self.shards[i].fingerprint,
+            **self.shards[i].entry,
             "files": p.files,
             "output_rows": p.rows,
             **self.job.marker(p.sketch, p.anomalies, seconds, p.skipped),

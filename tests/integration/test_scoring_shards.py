@@ -17,7 +17,6 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from pipelines.config import ScoreConfig, load_config
 from pipelines.data.corpora import write_synthetic
@@ -220,7 +219,7 @@ def test_incremental_image_folder_on_s3(home, images, tmp_path):
             for folder in ("00000", "00001"):
                 pafs.copy_files(str(images / folder), f"data/images/{folder}", pafs.LocalFileSystem(), fs)
             args = ["score", "--model", IMAGE_MODEL, "--input", "s3://data/images", "--output", "s3://scores/img"]
-            aepipe = [sys.executable, "-m", "jobs.cli", *args, "--incremental", "--partition"]
+            aepipe = [sys.executable, "-m", "jobs.cli", *args, "--psi-limit", "100", "--incremental", "--partition"]
 
             def score(partition: str) -> None:
                 done = subprocess.run([*aepipe, partition], env=env, capture_output=True, text=True, timeout=600)

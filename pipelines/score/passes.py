@@ -196,7 +196,7 @@ class ScorePass:
         return skipped_rows(self.job, self.corpora[i], self.shards[i])
 
     def _expected_rows(self, i: int) -> int | None:
-        """Good rows shard ``i`` will yield; None for derived sources (windows, images), known only at the end."""
+        """Good rows shard ``i`` will yield; None for time series (windows), known only at the end."""
         rows = self.shards[i].rows
         return None if rows is None else rows - self._skipped(i)
 
@@ -228,7 +228,7 @@ class ScorePass:
             self._progress(i).add(summary, self.job.edges)
             if self.progress[i].rows == self._expected_rows(i):
                 self._finish(i)
-        for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
+        for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows)
             if i not in self.finished:
                 self._progress(i)
                 self._finish(i)

@@ -99,7 +99,9 @@ def home(ray_local, images, tmp_path_factory):
 
 
 def _score(home, inp, out, model: str = IMAGE_MODEL, **kw) -> ScoreResult:
-    settings = ScoreConfig(images_per_shard=kw.pop("images_per_shard", 1000))
+    settings = ScoreConfig(
+        images_per_shard=kw.pop("images_per_shard", 1000), on_bad_records=kw.pop("on_bad_records", None)
+    )
     req = ScoreRequest(
         model_uri=model, input_path=str(inp), output_path=str(out), tracking_uri=home[1], settings=settings, **kw
     )
@@ -137,12 +139,15 @@ def test_incremental_image_folder_scores_only_new_files_and_a_rerun_is_a_noop(ho
     _copy_folders(images, inp, "00003")  # tonight's batch folder
     extra = inp / "00000" / "normal" / "img-99999999.png"  # and one late file in an old folder
     shutil.copy(next((images / "00003" / "normal").glob("*.png")), extra)
-    second = _score(home, inp, out, incremental=True)
-    new_files = len(_image_ids(images / "00003")) + 1
+    (inp / "00003" / "anomaly" / "broken.png").write_bytes(b"not a png")  # quarantined, counted in its shard
+    second = _score(home, inp, out, incremental=True, on_bad_records="skip")
+    good = _image_ids(inp) - {"00003/anomaly/broken.png"}
     assert second.plan == {"to_score": 3, "resumed": 0, "carried": 6}
-    assert second.rows_scored == new_files and second.rows == len(_image_ids(inp))
+    assert second.rows_scored == len(_image_ids(images / "00003")) + 1 and second.rows == len(good)
+    broken = [s for s in publish.read_manifest(str(out))["shards"] if s["name"].startswith("00003/anomaly/")]
+    assert [(s["skipped"], s["rows"] - s["output_rows"]) for s in broken] == [(1, 1)]
     scores = publish.read_scores(str(out))
-    assert scores["id"].is_unique and set(scores["id"]) == _image_ids(inp)
+    assert scores["id"].is_unique and set(scores["id"]) == good
     tables = _tables(out)
     assert all(tables[name].equals(old[name]) for name in old)  # the published shards were carried, not redone
     late = [s for s in publish.read_manifest(str(out))["shards"] if s["name"].startswith("00000/normal/img-99999999")]

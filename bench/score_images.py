@@ -21,8 +21,8 @@ images in 100 shards: planning 1.3 s (the bare listing 0.44 s); 427 rows/s end t
 4,452 in-process (the folder is decoded twice: the validation pass, then scoring); the nightly no-op 5.9 s
 with an 8.1 MB manifest. Driver peak 604 MB vs 11 MB at 10,000 images: not flat. It does not grow with the
 shard count: 50,000 images in one shard peaked at 226-471 MB, in 100 shards of 500 at 13 MB, and 20,000 images
-at 20-28 MB in 1 or 20 shards, so it tracks Ray Data's blocks rather than the plan (blocks of 128 tiny images
-are under Ray's 100 KiB inline limit, so they live in the driver's in-process object store while queued).
+at 20-28 MB in 1 or 20 shards. A guess, not yet checked: blocks of 128 tiny images are under Ray's 100 KiB
+inline limit, so queued blocks are held in the driver's in-process object store.
 """
 
 from __future__ import annotations

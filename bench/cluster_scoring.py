@@ -18,7 +18,7 @@ import time
 
 from bench.common import repeated_mnist
 from bench.memory import PeakMemory
-from bench.score_throughput import _register
+from bench.score_throughput import register
 
 BENCH = "cluster_scoring"
 
@@ -89,7 +89,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     rows = 4000 if quick else 20000
     with tempfile.TemporaryDirectory(prefix="aepipe-bench-cluster-") as tmp:
         root = pathlib.Path(tmp)
-        uri, _ = _register(root)
+        uri, _ = register(root)
         corpus = repeated_mnist(root / "in", rows, shards=8)
         cluster = _on_cluster(uri, corpus)
         local = _on_one_node(uri, corpus, root)

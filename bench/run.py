@@ -25,6 +25,7 @@ SUITE = [
     "bench.train_throughput",
     "bench.train_overhead",
     "bench.score_throughput",
+    "bench.score_images",
     "bench.data_memory",
     "bench.scale",
     "bench.cluster_scoring",

@@ -35,33 +35,33 @@ from bench.memory import PeakMemory
 BENCH = "score_throughput"
 
 
-def _register(root: pathlib.Path) -> tuple[str, object]:
-    """A dense model bundle logged and registered as ``bench-score``; returns (tracking URI, bundle)."""
+MNIST_DENSE = {"name": "dense", "input_shape": [784], "hidden": [1024, 512], "latent_dim": 32}
+
+
+def register(
+    root: pathlib.Path,
+    model_config: dict | None = None,
+    data_config: dict | None = None,
+    samples: np.ndarray | None = None,
+) -> tuple[str, object]:
+    """A freshly initialised model (``model_config``, default: dense on MNIST vectors) for pixels 0..255, calibrated
+    on ``samples`` (default: 1,000 MNIST digits), logged and registered as ``bench-score``; returns (tracking URI,
+    bundle)."""
     from aecore import build_model
     from pipelines import tracking
     from pipelines.bundle import ModelBundle, Normalizer, calibrate
     from pipelines.config import DataConfig
-
-    model = build_model(
-        {
-            "name": "dense",
-            "input_shape": [784],
-            "hidden": [1024, 512],
-            "latent_dim": 32,
-            "output_activation": "sigmoid",
-            "seed": 0,
-        }
-    ).eval()
-    bundle = ModelBundle(
-        model, Normalizer("minmax", 0.0, 255.0), {}, DataConfig(val_fraction=0.2).model_dump(mode="json")
-    )
     from pipelines.data.corpora import mnist_arrays
 
-    bundle.calibration = calibrate(bundle.infer(mnist_arrays()[0][:1000])["score"])
+    model = build_model({**(model_config or MNIST_DENSE), "output_activation": "sigmoid", "seed": 0}).eval()
+    data = DataConfig(val_fraction=0.2, **(data_config or {})).model_dump(mode="json")
+    bundle = ModelBundle(model, Normalizer("minmax", 0.0, 255.0), {}, data)
+    samples = mnist_arrays()[0][:1000] if samples is None else samples
+    bundle.calibration = calibrate(bundle.infer(samples)["score"])
     bundle_dir = bundle.save(root / "bundle")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     run_id = tracking.start_run(uri, "bench", "bench-score", {}, {}, artifact_root=str(root / "mlartifacts"))
-    example = pd.DataFrame({"x": [row.tolist() for row in mnist_arrays()[0][:2]]})
+    example = pd.DataFrame({"x": [row.reshape(-1).tolist() for row in samples[:2]]})
     tracking.log_model(uri, run_id, bundle_dir, example, "bench-score")
     tracking.end_run(uri, run_id)
     return uri, bundle
@@ -108,7 +108,7 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     rows_1x = 2 * shard_rows
     with ray_workspace("aepipe-bench-score-") as root:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        uri, bundle = _register(root)
+        uri, bundle = register(root)
         small = repeated_mnist(root / "in-1x", rows_1x, shards=rows_1x // shard_rows)
         big = repeated_mnist(root / "in-10x", 10 * rows_1x, shards=10 * rows_1x // shard_rows)
         _score(uri, small, root / "out-warm-up", cpus)  # first-call costs (imports, caches) stay out of 1x

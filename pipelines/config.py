@@ -283,6 +283,10 @@ class ScoreConfig(_Section):
     """Input shards streamed through one actor pool before the pool is rebuilt. Each shard is committed
     (file + marker) as soon as its last row is written, so a killed job loses at most the shards in flight."""
 
+    images_per_shard: int = Field(default=1000, ge=1)
+    """An image folder is scored in shards of at most this many files of one folder; each shard is committed on
+    its own, and a killed run resumes from the shards it finished."""
+
     on_bad_records: Literal["fail", "skip"] | None = None
     """fail: a bad file or row (or an id repeated across shards) stops scoring with an error naming it, before
     anything is published; skip: each bad file or row goes to _quarantine/ of the partition with its reason

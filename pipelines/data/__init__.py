@@ -38,7 +38,7 @@ __all__ = [
     "with_shard_key",
 ]
 
-_READERS = {"parquet": read_parquet_records, "images": read_image_records, "timeseries": read_series_records}
+_READERS = {"images": read_image_records, "timeseries": read_series_records}
 
 
 @dataclass
@@ -72,6 +72,7 @@ def load_dataset(
     root: str | None = None,
     for_model: tuple[int, ...] | None = None,
     labels: bool = True,
+    only: tuple[str, ...] | None = None,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
@@ -79,11 +80,12 @@ def load_dataset(
     ``path`` itself by default; scoring opens one shard at a time and passes the root the user gave, so a
     shard's ids are the ones training derived from the whole corpus. ``for_model``: the model's input shape,
     which Parquet samples are read at; ``labels``: read labels where the files have them (see
-    :func:`read_parquet_records`)."""
+    :func:`read_parquet_records`); ``only``: the input files of one scoring shard of an image folder (read just
+    them) or of a time-series corpus (every file is read, the windows ending in ``only`` are kept)."""
     if cfg.source == "parquet":
         records, shape = read_parquet_records(path, cfg, root or path, for_model, labels)
     else:
-        records, shape = _READERS[cfg.source](path, cfg, root or path)
+        records, shape = _READERS[cfg.source](path, cfg, root or path, only=only)
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 

@@ -33,20 +33,27 @@ def _listing(path: str) -> tuple[str, list[pafs.FileInfo] | None]:
     return root, [f for f in listed if f.type == pafs.FileType.File and not f.base_name.startswith(("_", "."))]
 
 
-def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
-    """Sorted files under ``path`` (recursively) whose names end in one of ``suffixes``.
+def list_file_infos(path: str, suffixes: tuple[str, ...]) -> list[tuple[str, pafs.FileInfo]]:
+    """Sorted ``(path, info)`` of the files under ``path`` (recursively) whose names end in one of ``suffixes``:
+    size and modification time (on object storage the object's Last-Modified) come with the one listing.
 
     Returned paths keep the URI scheme, so tasks read them from the same filesystem.
     Raises :class:`DataError` for a missing path or a directory with no matching files.
     """
     root, infos = _listing(path)
     if infos is None:
-        return [path if "://" in path else root]
-    names = sorted(f.path for f in infos if f.path.lower().endswith(suffixes))
-    if not names:
+        return [(path if "://" in path else root, storage.info(path))]
+    found = sorted((f for f in infos if f.path.lower().endswith(suffixes)), key=lambda f: f.path)
+    if not found:
         raise DataError(f"input directory {path} has no {'/'.join(suffixes)} files")
     prefix = path[: path.index("://") + 3] if "://" in path else ""
-    return [prefix + n for n in names]
+    return [(prefix + f.path, f) for f in found]
+
+
+def list_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
+    """Sorted files under ``path`` (recursively) whose names end in one of ``suffixes`` (see
+    :func:`list_file_infos`)."""
+    return [p for p, _ in list_file_infos(path, suffixes)]
 
 
 def corpus_fingerprint(path: str) -> str:

@@ -57,9 +57,11 @@ def _records(items: Batch, cfg: DataConfig) -> Iterator[Batch]:
     yield make_records(names, x, errors, items["path"], np.full(n, -1), labels)
 
 
-def read_image_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Records of every image under ``path`` and the sample shape ``(C, H, W)``; ids are paths relative to
-    ``root``."""
-    files = list_files(path, SUFFIXES)
+def read_image_records(
+    path: str, cfg: DataConfig, root: str, only: tuple[str, ...] | None = None
+) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Records of every image under ``path`` (or of the image files ``only``: one scoring shard) and the sample
+    shape ``(C, H, W)``; ids are paths relative to ``root``."""
+    files = list(only) if only is not None else list_files(path, SUFFIXES)
     items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg}, per_task=IMAGES_PER_TASK), sample_shape(cfg)

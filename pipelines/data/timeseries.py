@@ -10,6 +10,10 @@ ends at the series' last row (:func:`window_starts`): with ``stride <= window`` 
 least ``window`` rows is in at least one window, and a tail row is scored by that end-aligned window. A series
 of ``n`` rows gives ``ceil((n - window) / stride) + 1`` windows. Quarantined records count the input rows they
 stand for (a bad row 1, a too-short series its rows, a window spoiled by a bad row 0: the bad row is counted).
+
+A window is located at its last row (``_file``, ``_row``): scoring shards a corpus by file and a window that
+spans two files belongs to the file holding its end, so it is scored once, and when a later file extends a
+series, the windows the new rows complete belong to the new file while those already scored stay as they were.
 """
 
 from __future__ import annotations
@@ -168,7 +172,8 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
             n_bad = spoiled[s + t_len] - spoiled[s]
             err = f"window overlaps {n_bad} bad row(s) of series {series!r}" if n_bad else ""
             label = g["label"][s : s + t_len].max() if with_label else 0
-            emit(window_id, g[VALUES][s : s + t_len] if not n_bad else np.zeros(shape, np.float32), err, s, label)
+            xs = g[VALUES][s : s + t_len] if not n_bad else np.zeros(shape, np.float32)
+            emit(window_id, xs, err, s + t_len - 1, label)
     if not ids:
         return {}
     return make_records(
@@ -182,9 +187,18 @@ def _windows(group: Batch, cfg: DataConfig, datetime: bool, with_label: bool) ->
     )
 
 
-def read_series_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Window records of every series under ``path`` and the sample shape ``(T, F)``. Window ids come from the
-    series and the window's position, never from file names, so ``root`` is not needed."""
+def _located_in(batch: Batch, files: frozenset[str]) -> Batch:
+    keep = np.array([f in files for f in batch[FILE]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()} if keep.any() else {}
+
+
+def read_series_records(
+    path: str, cfg: DataConfig, root: str, only: tuple[str, ...] | None = None
+) -> tuple[ray.data.Dataset, tuple[int, ...]]:
+    """Window records of every series under ``path`` and the sample shape ``(T, F)``; with ``only`` (the files
+    of a scoring shard), every file is still read (a series may span files) but only the records located in
+    ``only`` are kept. Window ids come from the series and the window's position, never from file names, so
+    ``root`` is not needed."""
     files = list_files(path, (".parquet",))
     schema = first_readable(files)[1].schema_arrow
     datetime = cfg.timestamp_column in schema.names and TIMELIKE.accepts(schema.field(cfg.timestamp_column).type)
@@ -193,4 +207,6 @@ def read_series_records(path: str, cfg: DataConfig, root: str) -> tuple[ray.data
     rows = read_in_tasks([{"path": f} for f in files], _raw_rows, kwargs)
     to_windows = functools.partial(_windows, cfg=cfg, datetime=datetime, with_label=with_label)
     windows = group_by(rows, SERIES).map_groups(to_windows, batch_format="numpy")
+    if only is not None:
+        windows = windows.map_batches(functools.partial(_located_in, files=frozenset(only)), batch_format="numpy")
     return windows, (cfg.window, len(cfg.value_columns))

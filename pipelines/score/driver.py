@@ -31,7 +31,7 @@ from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
 from pipelines.score.output import OutputSpec, output_schema
 from pipelines.score.passes import ScoreJob, ScorePass, ScoringProgress, Warmup, id_type, open_shards
-from pipelines.score.plan import Plan, corpus_shards, make_plan
+from pipelines.score.plan import Plan, make_plan
 from pipelines.score.top import TopRows
 
 Log = Callable[[str], None]
@@ -153,6 +153,7 @@ def _score_job(
     files: dict[str, bytes],
     shards: list[publish.Shard],
     partition: str,
+    identity: dict[str, str],
 ) -> ScoreJob:
     embed_dim = bundle.infer(np.zeros((1, *bundle.input_shape), np.float32))["embedding"].shape[1]
     baseline = bundle.calibration.get("baseline_quantiles")
@@ -167,7 +168,6 @@ def _score_job(
         edges=None if edges is None else tuple(float(e) for e in edges),
         top_k=req.settings.gallery_size if req.mode != "embed" else 0,
     )
-    identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
     return ScoreJob(model, data_cfg, req.settings, output, identity, ray.put(files), req.input_path, bundle.input_shape)
 
 
@@ -289,21 +289,25 @@ def run_scoring(req: ScoreRequest, log: Log = print, progress: Progress = SILENT
         storage.check_reachable(path)
     model, bundle, files = _load_model(req, log)
     data_cfg = _data_config(bundle, req.settings)
-    shards = corpus_shards(req.input_path, data_cfg)
     _check_input(bundle, data_cfg, req.input_path)
     partition = _partition(req)
-    job = _score_job(req, model, bundle, data_cfg=data_cfg, files=files, shards=shards, partition=partition)
-    the_plan = make_plan(
-        shards,
+    identity = {"model_name": model.name, "model_version": model.version, "mode": req.mode}
+    shards, the_plan = make_plan(
+        req.input_path,
+        data_cfg,
+        images_per_shard=req.settings.images_per_shard,
         incremental=req.incremental,
         rescore=req.rescore,
         output_path=req.output_path,
         partition=partition,
-        identity=job.identity,
+        identity=identity,
     )
     if the_plan is None:
         log(f"nothing to do: every input shard is already scored under {req.output_path}")
         return ScoreResult(partition, 0, 0, model, time.perf_counter() - t0, noop=True)
+    job = _score_job(
+        req, model, bundle, data_cfg=data_cfg, files=files, shards=shards, partition=partition, identity=identity
+    )
     log(f"plan: {the_plan.describe()} (into {partition})")
     with _lease(partition, job.output.attempt, log):
         with progress_step(progress, f"validating {len(the_plan.to_score)} shards"):

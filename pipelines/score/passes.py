@@ -141,19 +141,20 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
     shard keeps its good rows, possibly none."""
     if not shards:
         return []
-    if job.data_cfg.source == "parquet":
-        for s in shards:
-            storage.delete_dir(storage.join(job.quarantine_dir, quarantine_folder(s.path)))
-    else:  # one shard: the whole corpus
-        storage.delete_dir(job.quarantine_dir)
+    folders = {quarantine_folder(f) for s in shards for f in s.files}
+    for entry in storage.list_dir(job.quarantine_dir):
+        if entry.base_name in folders:
+            storage.delete_dir(storage.uri_of(job.quarantine_dir, entry))
+    whole = job.data_cfg.source != "parquet"  # images: the shard's files; time series: the windows ending in them
     parts = [
         load_dataset(
             job.data_cfg,
-            s.path,
+            job.root if whole else s.path,
             quarantine_dir=job.quarantine_dir,
             root=job.root,
             for_model=job.input_shape,
             labels=False,
+            only=s.files if whole else None,
         )
         for s in shards
     ]
@@ -161,11 +162,9 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
 
 
 def skipped_rows(job: ScoreJob, corpus: Corpus, shard: publish.Shard) -> int:
-    """Input rows of ``shard`` the validation pass quarantined (a whole-corpus shard: all of them)."""
+    """Input rows of ``shard``'s files the validation pass quarantined."""
     report = corpus.report
-    if report is None:
-        return 0
-    return report.skipped_by_file.get(shard.path, 0) if job.data_cfg.source == "parquet" else report.skipped
+    return 0 if report is None else sum(report.skipped_by_file.get(f, 0) for f in shard.files)
 
 
 def _tag(batch: dict[str, np.ndarray], shard: int) -> dict[str, np.ndarray]:
@@ -221,7 +220,7 @@ class ScorePass:
         return skipped_rows(self.job, self.corpora[i], self.shards[i])
 
     def _expected_rows(self, i: int) -> int | None:
-        """Good rows shard ``i`` will yield; None for derived sources (windows, images), known only at the end."""
+        """Good rows shard ``i`` will yield; None for time series (windows), known only at the end."""
         rows = self.shards[i].rows
         return None if rows is None else rows - self._skipped(i)
 
@@ -256,7 +255,7 @@ class ScorePass:
             self.tally.scored(rows=int(summary["rows"]))
             if self.progress[i].rows == self._expected_rows(i):
                 self._finish(i)
-        for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows, images)
+        for i in range(len(self.shards)):  # no good rows, or counts not known ahead (windows)
             if i not in self.finished:
                 self._progress(i)
                 self._finish(i)
@@ -273,7 +272,7 @@ class ScorePass:
         p = self.progress.pop(i)
         seconds = time.perf_counter() - p.started
         marker = {
-            **self.shards[i].fingerprint,
+            **self.shards[i].entry,
             "files": p.files,
             "output_rows": p.rows,
             **self.job.marker(p.sketch, p.anomalies, seconds, p.skipped),

@@ -49,6 +49,10 @@ QUARANTINE = "_quarantine"
 FORMAT = "aepipe.scores/2"
 
 
+#: One input file as (name relative to the corpus root, size, mtime_ns).
+InputKey = tuple[str, int, int]
+
+
 class UnpublishedError(DataError):
     """A scores partition that is missing, still being written, or inconsistent with its manifest."""
 
@@ -67,11 +71,22 @@ class Shard:
     size: int
     mtime_ns: int
     rows: int | None
-    """Rows in the file (Parquet footer); None when the reader derives rows (windows, images)."""
+    """Rows in the shard (a Parquet footer's count, an image chunk's files); None for time series, whose windows
+    are known only once read."""
+    files: tuple[str, ...] = ()
+    """The input files (paths or URIs) it reads."""
+    inputs: tuple[InputKey, ...] = ()
+    """An image chunk's files as (name relative to the root, size, mtime_ns): recorded with the published
+    shard, so an incremental run can leave out the files a partition holds."""
 
     @property
     def fingerprint(self) -> dict[str, Any]:
         return {"name": self.name, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.rows}
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """The fingerprint, with the image files it holds: what its marker and the manifest record."""
+        return {**self.fingerprint, "inputs": [list(i) for i in self.inputs]} if self.inputs else self.fingerprint
 
 
 def _footer_rows(path: str) -> int | None:
@@ -84,30 +99,16 @@ def _footer_rows(path: str) -> int | None:
         return None
 
 
-def list_shards(path: str) -> list[Shard]:
-    """The Parquet shards of a corpus with size, modification time and row count (from the footer)."""
+def list_shards(path: str, footers: bool = True) -> list[Shard]:
+    """Shards of a corpus of Parquet files, one per file, with size, modification time and row count (from the
+    footer; None without ``footers``)."""
     files = list_files(path, (".parquet",))
     shards = []
     for f, name in zip(files, relative_names(files, path), strict=True):
         info = storage.info(f)
-        shards.append(Shard(f, name, int(info.size or 0), int(info.mtime_ns or 0), _footer_rows(f)))
+        rows = _footer_rows(f) if footers else None
+        shards.append(Shard(f, name, int(info.size or 0), int(info.mtime_ns or 0), rows, (f,)))
     return shards
-
-
-def whole_corpus_shard(path: str) -> Shard:
-    """A non-Parquet corpus (image folder, ...) scored as one shard: total size, newest mtime."""
-    info = storage.info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise DataError(f"input path {path} does not exist")
-    files = [info] if info.type == pafs.FileType.File else storage.list_dir(path, recursive=True)
-    files = [f for f in files if f.type == pafs.FileType.File]
-    return Shard(
-        path,
-        "part-00000.parquet",
-        sum(int(f.size or 0) for f in files),
-        max((int(f.mtime_ns or 0) for f in files), default=0),
-        None,
-    )
 
 
 def input_fingerprint(shards: list[Shard]) -> str:

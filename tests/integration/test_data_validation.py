@@ -262,8 +262,8 @@ def test_bad_series_fail_or_are_quarantined(ray_local, tmp_path):
     )
     q = pd.read_parquet(tmp_path / "q").sort_values(["file", "row", "id"])
     assert [(Path(f).name, r, i) for f, r, i in zip(q["file"], q["row"], q["id"], strict=True)] == [
-        ("gappy.parquet", 4, "gappy@2024-01-01T00:04:00"),  # the window [4, 8) spans the NaN row
         ("gappy.parquet", 5, "gappy"),  # the NaN row itself
+        ("gappy.parquet", 7, "gappy@2024-01-01T00:04:00"),  # the window [4, 8) spans it; named at its last row
         ("short.parquet", 0, "short"),  # too short for one window
     ]
     assert sorted(r["id"] for r in corpus.dataset.take_all()) == [

@@ -2,12 +2,17 @@
 (a tiny dense model, 1 worker, cached input, default checkpoint and metrics cadence) against a plain PyTorch loop
 doing the same 100 epochs in-process (Adam, the same batches, a validation pass per epoch).
 
-- ``tiny_epoch_ms``: (wall of the 100-epoch run - wall of a 1-epoch run) / 99, in ms, vs the plain loop's wall
-  per epoch; the 1-epoch run stands for the fixed start-up (validation, caching, worker start, MLflow run, plots,
-  registration). Target: the difference (what Ray Train, checkpoints and MLflow add per epoch) < 50 ms.
-- ``tiny_100_epochs_vs_3x_plain``: (wall of the 100 epochs - fixed start-up) / (3 x the plain loop's wall): the
-  issue's "100 epochs on a few dozen rows within 3x the plain loop's wall time plus the fixed start-up" is a
-  ratio <= 1.
+The epochs are timed inside the run, by the worker's ``time_elapsed_s`` metric (from the start of epoch 1 to the
+end of each epoch, reports and checkpoints between epochs included); the fixed start-up is the rest of the
+``run_training`` wall (validation, caching, worker start, MLflow run, the last checkpoint, plots, registration).
+Two runs' walls differ by tens of seconds on a shared machine, more than the 100 epochs take: their difference
+could not show a per-epoch cost of a few ms.
+
+- ``tiny_epoch_ms``: (elapsed at the end of epoch 100 - at the end of epoch 1) / 99, in ms, vs the plain loop's
+  wall per epoch. Target: the difference (what Ray Train, checkpoints and MLflow add per epoch) < 50 ms.
+- ``tiny_100_epochs_vs_3x_plain``: the 100 epochs' elapsed time (the run's wall minus the fixed start-up) /
+  (3 x the plain loop's wall): the issue's "100 epochs on a few dozen rows within 3x the plain loop's wall time
+  plus the fixed start-up" is a ratio <= 1.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ BATCH = 16  # three batches per epoch
 MODEL = {"name": "dense", "input_shape": [784], "hidden": [32], "latent_dim": 4, "output_activation": "sigmoid"}
 
 
-def _pipeline(root: pathlib.Path, data: pathlib.Path, epochs: int) -> float:
-    """Wall seconds of one ``run_training`` call of ``epochs`` epochs."""
+def _pipeline(root: pathlib.Path, data: pathlib.Path, epochs: int) -> tuple[float, dict[int, float]]:
+    """Wall seconds of one ``run_training`` call of ``epochs`` epochs, and ``{epoch: time_elapsed_s}``."""
+    from pipelines import tracking
     from pipelines.config import build_config
     from pipelines.train.driver import run_training
 
@@ -44,8 +50,9 @@ def _pipeline(root: pathlib.Path, data: pathlib.Path, epochs: int) -> float:
         }
     )
     t0 = time.perf_counter()
-    run_training(job, log=lambda _: None)
-    return time.perf_counter() - t0
+    result = run_training(job, log=lambda _: None)
+    wall = time.perf_counter() - t0
+    return wall, dict(tracking.metric_history(job.tracking_uri, result.run_id, "time_elapsed_s"))
 
 
 def _plain(data: pathlib.Path, epochs: int) -> float:
@@ -79,10 +86,10 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
     epochs = 10 if quick else 100
     with ray_workspace("aepipe-bench-overhead-") as root:
         data = repeated_mnist(root / "corpus", ROWS, shards=1)
-        startup = _pipeline(root, data, 1)
-        wall = _pipeline(root, data, epochs)
+        wall, elapsed = _pipeline(root, data, epochs)
         plain = _plain(data, epochs)
-    per_epoch, plain_epoch = (wall - startup) / (epochs - 1), plain / epochs
+    in_epochs = elapsed[epochs]
+    per_epoch, plain_epoch = (in_epochs - elapsed[1]) / (epochs - 1), plain / epochs
     what = f"{epochs} epochs, {ROWS} rows (about 48 train), batch {BATCH}, dense [32], 1 worker, cached"
     return [
         {
@@ -91,17 +98,17 @@ def run(quick: bool = False, out_dir: pathlib.Path | None = None) -> list[dict]:
             "value": per_epoch * 1000,
             "reference": plain_epoch * 1000,
             "ratio": per_epoch / plain_epoch,
-            "note": f"{what}: (run_training wall - 1-epoch run's wall) / {epochs - 1} vs the plain loop's wall per "
-            f"epoch; overhead {(per_epoch - plain_epoch) * 1000:.1f} ms/epoch (target < 50); fixed start-up "
-            f"{startup:.1f} s",
+            "note": f"{what}: the worker's wall from the end of epoch 1 to that of epoch {epochs}, per epoch, vs the "
+            f"plain loop's wall per epoch; overhead {(per_epoch - plain_epoch) * 1000:.1f} ms/epoch (target < 50); "
+            f"fixed start-up {wall - in_epochs:.1f} s",
         },
         {
             "bench": BENCH,
             "metric": "tiny_100_epochs_vs_3x_plain" if not quick else "tiny_epochs_vs_3x_plain",
-            "value": wall - startup,
+            "value": in_epochs,
             "reference": 3 * plain,
-            "ratio": (wall - startup) / (3 * plain),
-            "note": f"{what}: wall minus the fixed start-up vs 3x the plain loop's wall (target ratio <= 1)",
+            "ratio": in_epochs / (3 * plain),
+            "note": f"{what}: the run's wall minus the fixed start-up vs 3x the plain loop's wall (target ratio <= 1)",
         },
     ]
 

@@ -5,10 +5,13 @@ kept when the splits are cached), reshuffled every epoch. Validation rows, and t
 owned by rank through a hash of the id (:class:`RowOwner`): every row counts once, and a training rank with
 fewer rows repeats some so that every rank takes the same number of steps. The model is wrapped in DDP through
 :class:`aecore.PhaseObjective`, so every optimizer phase a family declares goes through DDP's gradient sync.
-Every rank reports to Ray Train each epoch; rank 0 alone writes checkpoints (on the epochs
+Every rank reports to Ray Train only with a checkpoint: rank 0 alone writes checkpoints (on the epochs
 :class:`~pipelines.train.cadence.CheckpointCadence` names, uploaded in the background, plus the best epoch since the
 previous checkpoint, held in memory until then) and sends metrics to MLflow in batches
-(:class:`~pipelines.train.cadence.MetricsBuffer`).
+(:class:`~pipelines.train.cadence.MetricsBuffer`). A report without a checkpoint would buy nothing (Ray Train V2
+keeps only the metrics attached to checkpoints) and cost up to 2 s: the worker's result queue holds one report and
+the controller takes one per poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so reporting every epoch of
+a 5 ms epoch made it a 2 s one (``bench/train_overhead.py``).
 """
 
 from __future__ import annotations
@@ -138,6 +141,8 @@ class _Worker:
     """The epoch with ``best_val`` when no checkpoint holds it yet: written before the next checkpoint."""
     checkpointed: int = 0
     """The latest epoch this worker reported a checkpoint of (0 = none)."""
+    epochs_started: float = 0.0
+    """``time.perf_counter()`` as this attempt's first epoch began."""
 
     @classmethod
     def set_up(cls, spec: WorkerSpec) -> _Worker:
@@ -205,6 +210,7 @@ class _Worker:
 
     def run_epochs(self, start: int) -> None:
         """Train, validate and report each epoch from ``start``; stop early when patience runs out."""
+        self.epochs_started = time.perf_counter()
         for epoch in range(start, self.spec.job.train.epochs + 1):
             if self._run_epoch(epoch):
                 break
@@ -228,6 +234,8 @@ class _Worker:
             "lr": lr,
             "time_train_s": train_s,
             "time_epoch_s": time.perf_counter() - t0,
+            # since this attempt's first epoch began: what the checkpoints and reports between epochs add shows here
+            "time_elapsed_s": time.perf_counter() - self.epochs_started,
             **{f"model_{k}": v for k, v in self.model.epoch_metrics().items()},
         }
         self.loop.schedule.end_epoch(metrics["val_loss"])
@@ -291,9 +299,10 @@ class _Worker:
             tracking.set_tags(uri, run_id, {"aepipe.worker.glibc_tunables": tunables})
 
     def _report(self, epoch: int, metrics: dict[str, float], local_scores: np.ndarray, stop: bool) -> None:
-        """Report the epoch to Ray Train on every rank: with a checkpoint when the cadence says so (after the
-        pending best epoch's, if any), else without one, keeping a new best epoch in memory. Every rank takes the
-        same branch (val_loss is all-reduced; the time rule is rank 0's), so all call ``report`` equally often."""
+        """Buffer the epoch's metrics for MLflow; when the cadence says so, report a checkpoint of it to Ray Train on
+        every rank (after the pending best epoch's, if any), else keep a new best epoch in memory and report nothing
+        (see the module docstring). Every rank takes the same branch (val_loss is all-reduced; the time rule is rank
+        0's), so all call ``report`` equally often."""
         improved = metrics["val_loss"] < self.best_val
         self.best_val = min(self.best_val, metrics["val_loss"])
         if self.metrics_out is not None:
@@ -306,10 +315,8 @@ class _Worker:
             self.cadence.written()
             if self.metrics_out is not None:
                 self.metrics_out.flush()
-        else:
-            if improved:
-                self.pending_best = self._capture(epoch, metrics, local_scores, hold=True)
-            ray.train.report(metrics, checkpoint=None)
+        elif improved:
+            self.pending_best = self._capture(epoch, metrics, local_scores, hold=True)
         self.feed.epoch(epoch, metrics, stop)
 
     def _capture(self, epoch: int, metrics: dict[str, float], local_scores: np.ndarray, hold: bool) -> _Snapshot:

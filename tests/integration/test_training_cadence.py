@@ -1,6 +1,7 @@
 """Checkpoints on a cadence (``train.checkpoint_every``) and metrics sent to MLflow in batches: only the due epochs
-(and the best epoch) are checkpointed, every epoch's metrics reach MLflow exactly once, and a worker killed between
-checkpoints resumes from the latest one without logging any epoch twice."""
+(and the best epoch) are checkpointed, every epoch's metrics reach MLflow exactly once, an epoch without a checkpoint
+waits for nothing, and a worker killed between checkpoints resumes from the latest one without logging any epoch
+twice."""
 
 from __future__ import annotations
 
@@ -80,6 +81,16 @@ def test_every_epoch_is_logged_once(runs):
     assert _steps(job.tracking_uri, result.run_id, "val_loss") == list(range(EPOCHS + 1))
     for key in ("train_loss", "samples_per_s", "lr", "time_epoch_s"):
         assert _steps(job.tracking_uri, result.run_id, key) == list(range(1, EPOCHS + 1)), key
+
+
+def test_epochs_without_a_checkpoint_wait_for_nothing(runs):
+    """Epochs 2 to 4 are not checkpointed, so they report nothing to Ray Train and follow each other as fast as they
+    train. Reporting each epoch kept the ends of epochs 1 and 4 at least 2 s apart: the controller takes one report
+    per poll, every 2 s, and a worker's queue holds one."""
+    job, result = runs["cadence-faulty"]  # metrics sent as each epoch ends: their timestamps time the epochs
+    history = tracking.client(job.tracking_uri).get_metric_history(result.run_id, "val_loss")
+    ended_ms = {m.step: m.timestamp for m in history}
+    assert ended_ms[4] - ended_ms[1] < 1500
 
 
 def test_killed_worker_resumes_from_latest_checkpoint_and_logs_each_epoch_once(runs):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.util.queue import Empty, Full, Queue
+from ray.util.queue import Empty, Queue
 
 from pipelines.progress import SILENT, Progress, Task
 
@@ -27,10 +27,12 @@ class WorkerFeed:
     last_sent: float = field(default=0.0, repr=False)
 
     def _put(self, event: tuple[Any, ...]) -> None:
+        """Send without waiting for the queue's answer (a round trip per epoch would be most of a tiny epoch's
+        cost); one caller's calls to the actor's synchronous ``put_nowait`` run in the order they were sent."""
         if self.queue is None:
             return
-        with contextlib.suppress(Full, Exception):  # progress must never stop training (a driver gone, say)
-            self.queue.put_nowait(event)
+        with contextlib.suppress(Exception):  # progress must never stop training (a driver gone, say)
+            self.queue.actor.put_nowait.remote(event)  # type: ignore[attr-defined]  # an actor method
 
     def note(self, text: str) -> None:
         """A line the driver prints (e.g. "resumed from the epoch 3 checkpoint")."""

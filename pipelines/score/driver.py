@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +28,7 @@ from pipelines.data.records import group_by
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
 from pipelines.score.output import OutputSpec, output_schema
-from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards
+from pipelines.score.passes import ScoreJob, ScorePass, Warmup, id_type, open_shards, shard_records
 from pipelines.score.plan import Plan, corpus_shards, make_plan
 
 Log = Callable[[str], None]
@@ -194,14 +194,19 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
 
 
 def _score_all(
-    job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log
+    job: ScoreJob, to_score: list[publish.Shard], corpus: Corpus | None, log: Log
 ) -> tuple[list[dict[str, Any]], Warmup, float]:
-    """Score the pending (validated) shards, up to ``shards_per_pass`` per actor pool start; their markers,
-    the warm-up and the seconds it took."""
-    t0, new, warmup = time.perf_counter(), [], Warmup()
+    """Score the pending shards (``corpus``: all of them, validated; None when none), up to ``shards_per_pass``
+    per actor pool start; their markers, the warm-up and the seconds it took."""
+    t0, warmup = time.perf_counter(), Warmup()
+    new: list[dict[str, Any]] = []
+    if corpus is None:
+        return new, warmup, 0.0
     step = job.settings.shards_per_pass
     for k in range(0, len(to_score), step):
-        new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log).run(warmup)
+        group = to_score[k : k + step]
+        part = corpus if len(group) == len(to_score) else replace(shard_records(job, group), report=corpus.report)
+        new += ScorePass(job, group, part, log).run(warmup)
     return new, warmup, time.perf_counter() - t0
 
 
@@ -211,7 +216,7 @@ def _commit(
     *,
     shards: list[publish.Shard],
     the_plan: Plan,
-    corpora: list[Corpus],
+    corpus: Corpus | None,
     run_id: str,
     calibration: dict[str, Any],
     log: Log,
@@ -219,7 +224,7 @@ def _commit(
 ) -> report.RunOutcome:
     """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
     unique, and commit the manifest."""
-    new, warmup, score_seconds = _score_all(job, the_plan.to_score, corpora, log)
+    new, warmup, score_seconds = _score_all(job, the_plan.to_score, corpus, log)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     rows = publish.verify(job.partition, markers, job.schema)
@@ -296,7 +301,7 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
     log(f"plan: {the_plan.describe()} (into {partition})")
     with _lease(partition, job.output.attempt, log):
         log(f"validating the shards to score (on_bad_records={data_cfg.on_bad_records}) ...")
-        corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
+        corpus = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
         run_id = _start_run(req, model, partition)
         try:
             outcome = _commit(
@@ -304,7 +309,7 @@ def run_scoring(req: ScoreRequest, log: Log = print) -> ScoreResult:
                 job,
                 shards=shards,
                 the_plan=the_plan,
-                corpora=corpora,
+                corpus=corpus,
                 run_id=run_id,
                 calibration=bundle.calibration,
                 log=log,

@@ -149,6 +149,16 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
     assert shown.exit_code == 0 and '"rows": 600' in shown.output and "mnist-00000" in shown.output
 
 
+def test_shards_scored_in_several_passes_publish_what_one_pass_does(env, clean, tmp_path):
+    inp, out, _ = clean
+    result = _score(inp, tmp_path / "out", "score.shards_per_pass=3")  # 4 shards: a pass of 3, then one of 1
+    assert result.exit_code == 0, result.output
+    one, several = _tables(out), _tables(tmp_path / "out")
+    assert several.keys() == one.keys()
+    for name in one:
+        assert several[name].select(["id", "score", "embedding"]).equals(one[name].select(["id", "score", "embedding"]))
+
+
 def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     inp, clean_out, _ = clean
     out = tmp_path / "out"

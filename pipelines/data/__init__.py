@@ -34,7 +34,6 @@ __all__ = [
     "normalize_dataset",
     "split_dataset",
     "validate_corpus",
-    "validate_parts",
     "with_shard_key",
 ]
 
@@ -69,51 +68,35 @@ def load_dataset(
     cfg: DataConfig,
     path: str,
     quarantine_dir: str | None = None,
-    root: str | None = None,
     for_model: tuple[int, ...] | None = None,
     labels: bool = True,
-    only: tuple[str, ...] | None = None,
+    files: list[str] | None = None,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
-    ``root`` is the corpus root that file names in derived ids (``FILE:ROW``, image ids) are relative to:
-    ``path`` itself by default; scoring opens one shard at a time and passes the root the user gave, so a
-    shard's ids are the ones training derived from the whole corpus. ``for_model``: the model's input shape,
-    which Parquet samples are read at; ``labels``: read labels where the files have them (see
-    :func:`read_parquet_records`); ``only``: the input files of one scoring shard of an image folder (read just
-    them) or of a time-series corpus (every file is read, the windows ending in ``only`` are kept)."""
+    ``for_model``: the model's input shape, which Parquet samples are read at; ``labels``: read labels where
+    the files have them (see :func:`read_parquet_records`); ``files``: the input files of a scoring pass's
+    shards (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
+    read whole (a series may span files) and keeps the windows whose last row is in them. Derived ids (``FILE:ROW``,
+    image names) are relative to ``path``, as in training."""
     if cfg.source == "parquet":
-        records, shape = read_parquet_records(path, cfg, root or path, for_model, labels)
+        records, shape = read_parquet_records(path, cfg, for_model, labels, files)
     else:
-        records, shape = _READERS[cfg.source](path, cfg, root or path, only=only)
+        records, shape = _READERS[cfg.source](path, cfg, path, only=None if files is None else tuple(files))
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 
-def validate_corpus(corpus: Corpus) -> Corpus:
+def validate_corpus(corpus: Corpus, require_records: bool = True) -> Corpus:
     """One streaming pass over every record (see :mod:`pipelines.data.validate`); returns the corpus with its
-    report, and with duplicated ids left out when skipping. Raises :class:`DataError` on bad input (fail) or
-    when no good record is left."""
-    return validate_parts([corpus], require_records=True)[0]
-
-
-def validate_parts(parts: list[Corpus], require_records: bool = False) -> list[Corpus]:
-    """Validate several corpora opened with the same settings (the shards of a scoring run) as one corpus:
-    one pass over all their records, so ids repeated across parts are found, with the policy and quarantine
-    directory of the first. Returns each part with its good rows (duplicated ids left out when skipping)
-    and the shared report, whose ``skipped_by_file`` says what each file lost. Raises :class:`DataError` on
-    bad input (fail), or when ``require_records`` and no good record is left."""
-    first = parts[0]
-    records = first.records.union(*[p.records for p in parts[1:]]) if len(parts) > 1 else first.records
-    report = validate_records(records, first.on_bad_records, first.quarantine_dir)
+    report, whose ``skipped_by_file`` says what each file lost, and with duplicated ids left out when skipping.
+    Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir)
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
-    out = []
-    for part in parts:
-        dataset = part.dataset
-        if report.duplicated_ids:
-            dataset = _clean_rows(part.records, part.on_bad_records, report.duplicated_ids)
-        out.append(replace(part, dataset=dataset, report=report))
-    return out
+    dataset = corpus.dataset
+    if report.duplicated_ids:
+        dataset = _clean_rows(corpus.records, corpus.on_bad_records, report.duplicated_ids)
+    return replace(corpus, dataset=dataset, report=report)
 
 
 def _select(batch: Batch, val_fraction: float, want_validation: bool) -> Batch:

@@ -224,14 +224,19 @@ def _column_names(path: str) -> list[str]:
 
 
 def read_parquet_records(
-    path: str, cfg: DataConfig, root: str, for_model: tuple[int, ...] | None = None, labels: bool = True
+    path: str,
+    cfg: DataConfig,
+    for_model: tuple[int, ...] | None = None,
+    labels: bool = True,
+    files: list[str] | None = None,
 ) -> tuple[ray.data.Dataset, tuple[int, ...]]:
-    """Records of every shard under ``path`` and the sample shape ``(D,)``; derived ids name files relative to
-    ``root``. ``for_model``: the model's input shape; samples are read flat at its size whatever the files hold
-    (a shard of other lengths is bad row by row, wherever it sorts); without it the length is the first usable
-    file's. ``labels``: read the label column when the files have one (training's pictures; scoring does not)."""
-    files = list_files(path, (".parquet",))
+    """Records of every shard under ``path`` (or of ``files``, some of them) and the sample shape ``(D,)``; derived
+    ids name files relative to ``path``. ``for_model``: the model's input shape; samples are read flat at its size
+    whatever the files hold (a shard of other lengths is bad row by row, wherever it sorts); without it the length
+    is the first usable file's. ``labels``: read the label column when the files have one (training's pictures;
+    scoring does not)."""
+    files = list_files(path, (".parquet",)) if files is None else files
     first, length = (files[0], int(np.prod(for_model))) if for_model is not None else sample_length(files, cfg)
     with_label = labels and bool(cfg.label_column) and cfg.label_column in _column_names(first)
-    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, root), strict=True)]
+    items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

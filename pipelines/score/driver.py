@@ -13,7 +13,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +30,15 @@ from pipelines.progress import step as progress_step
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
 from pipelines.score.output import OutputSpec, output_schema
-from pipelines.score.passes import ScoreJob, ScorePass, ScoringProgress, Warmup, id_type, open_shards
+from pipelines.score.passes import (
+    ScoreJob,
+    ScorePass,
+    ScoringProgress,
+    Warmup,
+    id_type,
+    open_shards,
+    shard_records,
+)
 from pipelines.score.plan import Plan, make_plan
 from pipelines.score.top import TopRows
 
@@ -198,18 +206,23 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
 
 
 def _score_all(
-    job: ScoreJob, to_score: list[publish.Shard], corpora: list[Corpus], log: Log, progress: Progress
+    job: ScoreJob, to_score: list[publish.Shard], corpus: Corpus | None, log: Log, progress: Progress
 ) -> tuple[list[dict[str, Any]], Warmup, TopRows, float]:
-    """Score the pending (validated) shards, up to ``shards_per_pass`` per actor pool start; their markers,
-    the warm-up, the highest-scored rows and the seconds it took."""
-    t0, new, warmup, top = time.perf_counter(), [], Warmup(), TopRows(job.output.top_k)
+    """Score the pending shards (``corpus``: all of them, validated; None when none), up to ``shards_per_pass``
+    per actor pool start; their markers, the warm-up, the highest-scored rows and the seconds it took."""
+    t0, warmup, top = time.perf_counter(), Warmup(), TopRows(job.output.top_k)
+    new: list[dict[str, Any]] = []
+    if corpus is None:
+        return new, warmup, top, 0.0
     step = job.settings.shards_per_pass
     counts = [s.rows for s in to_score]
     total = None if None in counts else sum(c for c in counts if c is not None)
     with progress_step(progress, "scoring", total) as task:
         tally = ScoringProgress(task, len(to_score))
         for k in range(0, len(to_score), step):
-            new += ScorePass(job, to_score[k : k + step], corpora[k : k + step], log, tally).run(warmup, top)
+            group = to_score[k : k + step]
+            part = corpus if len(group) == len(to_score) else replace(shard_records(job, group), report=corpus.report)
+            new += ScorePass(job, group, part, log, tally).run(warmup, top)
     return new, warmup, top, time.perf_counter() - t0
 
 
@@ -219,7 +232,7 @@ def _commit(
     *,
     shards: list[publish.Shard],
     the_plan: Plan,
-    corpora: list[Corpus],
+    corpus: Corpus | None,
     run_id: str,
     calibration: dict[str, Any],
     log: Log,
@@ -228,7 +241,7 @@ def _commit(
 ) -> report.RunOutcome:
     """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
     unique, and commit the manifest."""
-    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpora, log, progress)
+    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpus, log, progress)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     rows = publish.verify(job.partition, markers, job.schema)
@@ -311,7 +324,7 @@ def run_scoring(req: ScoreRequest, log: Log = print, progress: Progress = SILENT
     log(f"plan: {the_plan.describe()} (into {partition})")
     with _lease(partition, job.output.attempt, log):
         with progress_step(progress, f"validating {len(the_plan.to_score)} shards"):
-            corpora = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
+            corpus = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
         run_id = _start_run(req, model, partition)
         try:
             outcome = _commit(
@@ -319,7 +332,7 @@ def run_scoring(req: ScoreRequest, log: Log = print, progress: Progress = SILENT
                 job,
                 shards=shards,
                 the_plan=the_plan,
-                corpora=corpora,
+                corpus=corpus,
                 run_id=run_id,
                 calibration=bundle.calibration,
                 log=log,

@@ -23,8 +23,8 @@ import ray.data
 
 from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
-from pipelines.data import Corpus, load_dataset, validate_parts
-from pipelines.data.records import quarantine_folder
+from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
+from pipelines.data.records import FILE, Batch, clean, quarantine_folder
 from pipelines.progress import Task
 from pipelines.score import publish
 from pipelines.score.actor import Scorer
@@ -131,47 +131,43 @@ class _ShardProgress:
             self.sketch = self.sketch.merge(ScoreSketch.from_dict(edges, json.loads(summary["sketch"])))
 
 
-def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> list[Corpus]:
-    """The canonical rows of each shard to score, after one validation pass over all of them (the one training
-    runs: :func:`pipelines.data.validate_parts`), before anything is scored or published.
+def shard_records(job: ScoreJob, shards: list[publish.Shard]) -> Corpus:
+    """The records of ``shards`` as one dataset, whatever their number: Ray Data's operators, stats and block
+    bookkeeping on the driver do not grow with the shards (one dataset per shard made them grow)."""
+    files = [f for s in shards for f in s.files]  # images: read just them; time series: the windows ending in them
+    return load_dataset(
+        job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, labels=False, files=files
+    )
+
+
+def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> Corpus | None:
+    """The records of the shards to score (None when there are none), after one validation pass over all of them
+    (the one training runs: :func:`pipelines.data.validate_corpus`), before anything is scored or published.
 
     ``fail``: the first bad file or row, or an id repeated across the shards, raises :class:`DataError` naming
     it. ``skip``: bad files and rows are quarantined under ``_quarantine/`` of the partition with their reason
     and input row count (records an earlier, killed attempt wrote for these shards are replaced), and each
     shard keeps its good rows, possibly none."""
     if not shards:
-        return []
+        return None
     folders = {quarantine_folder(f) for s in shards for f in s.files}
     for entry in storage.list_dir(job.quarantine_dir):
         if entry.base_name in folders:
             storage.delete_dir(storage.uri_of(job.quarantine_dir, entry))
-    whole = job.data_cfg.source != "parquet"  # images: the shard's files; time series: the windows ending in them
-    parts = [
-        load_dataset(
-            job.data_cfg,
-            job.root if whole else s.path,
-            quarantine_dir=job.quarantine_dir,
-            root=job.root,
-            for_model=job.input_shape,
-            labels=False,
-            only=s.files if whole else None,
-        )
-        for s in shards
-    ]
-    return validate_parts(parts)
+    return validate_corpus(shard_records(job, shards), require_records=False)
 
 
-def skipped_rows(job: ScoreJob, corpus: Corpus, shard: publish.Shard) -> int:
+def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:
     """Input rows of ``shard``'s files the validation pass quarantined."""
-    report = corpus.report
     return 0 if report is None else sum(report.skipped_by_file.get(f, 0) for f in shard.files)
 
 
-def _tag(batch: dict[str, np.ndarray], shard: int) -> dict[str, np.ndarray]:
-    """The id and sample of each row, tagged with its shard's index (an empty block stays empty)."""
-    if "id" not in batch:
-        return {}
-    return {"id": batch["id"], "x": batch["x"], SHARD: np.full(len(batch["id"]), shard, np.int32)}
+def _tagged_rows(batch: Batch, shard_of: dict[str, int], on_bad_records: str, exclude: frozenset[str]) -> Batch:
+    """The good rows of a record batch (:func:`pipelines.data.records.clean`), each tagged with the index of the
+    shard its file belongs to (a window: the file of its last row)."""
+    files, inverse = np.unique(batch[FILE], return_inverse=True)
+    shard = np.array([shard_of[f] for f in files], np.int32)[inverse.reshape(-1)]
+    return clean({**batch, SHARD: shard}, on_bad_records, exclude)
 
 
 def _gpus(settings: ScoreConfig) -> float:
@@ -198,26 +194,27 @@ class ScoringProgress:
 
 
 class ScorePass:
-    """Streams ``shards`` (validated: :func:`open_shards` gives their ``corpora``) through one actor pool;
-    :meth:`run` returns the finished shards' markers, one per shard, a shard without good rows included."""
+    """Streams ``shards`` through one actor pool: ``corpus`` holds their records (:func:`shard_records`) and the
+    report of the validation pass over them (:func:`open_shards`); :meth:`run` returns the finished shards'
+    markers, one per shard, a shard without good rows included."""
 
     def __init__(
         self,
         job: ScoreJob,
         shards: list[publish.Shard],
-        corpora: list[Corpus],
+        corpus: Corpus,
         log: Callable[[str], None],
         progress: ScoringProgress,
     ) -> None:
         self.job, self.log, self.tally = job, log, progress
-        self.shards, self.corpora = shards, corpora
+        self.shards, self.corpus = shards, corpus
         self.markers: list[dict[str, Any]] = []
         self.progress: dict[int, _ShardProgress] = {}
         self.finished: set[int] = set()
         self.started = time.perf_counter()
 
     def _skipped(self, i: int) -> int:
-        return skipped_rows(self.job, self.corpora[i], self.shards[i])
+        return skipped_rows(self.corpus.report, self.shards[i])
 
     def _expected_rows(self, i: int) -> int | None:
         """Good rows shard ``i`` will yield; None for time series (windows), known only at the end."""
@@ -226,10 +223,15 @@ class ScorePass:
 
     def _summaries(self) -> ray.data.Dataset:
         """The scoring actors' summaries: one row per data file written."""
-        parts = [c.dataset.map_batches(functools.partial(_tag, shard=i)) for i, c in enumerate(self.corpora)]
-        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+        job, s = self.job, self.job.settings
+        shard_of = {f: i for i, sh in enumerate(self.shards) for f in sh.files}
+        exclude = self.corpus.report.duplicated_ids if self.corpus.report is not None else frozenset()
+        ds = self.corpus.records.map_batches(
+            functools.partial(
+                _tagged_rows, shard_of=shard_of, on_bad_records=self.corpus.on_bad_records, exclude=exclude
+            )
+        )
         ds.context.execution_options.preserve_order = True  # a shard's files are listed in the input's row order
-        s, job = self.job.settings, self.job
         output = replace(job.output, shard_names=tuple(sh.name for sh in self.shards))
         return ds.map_batches(
             Scorer,

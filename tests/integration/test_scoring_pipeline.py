@@ -169,6 +169,16 @@ def test_scoring_run_draws_the_highest_scored_rows(env, clean, tmp_path):
     assert shows["scores"] == pytest.approx(published["score"].head(k).tolist(), rel=1e-6)
 
 
+def test_shards_scored_in_several_passes_publish_what_one_pass_does(env, clean, tmp_path):
+    inp, out, _ = clean
+    result = _score(inp, tmp_path / "out", "score.shards_per_pass=3")  # 4 shards: a pass of 3, then one of 1
+    assert result.exit_code == 0, result.output
+    one, several = _tables(out), _tables(tmp_path / "out")
+    assert several.keys() == one.keys()
+    for name in one:
+        assert several[name].select(["id", "score", "embedding"]).equals(one[name].select(["id", "score", "embedding"]))
+
+
 def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
     inp, clean_out, _ = clean
     out = tmp_path / "out"

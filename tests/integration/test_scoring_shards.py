@@ -118,9 +118,13 @@ def _image_ids(root: Path) -> set[str]:
 
 
 def _tables(out) -> dict[str, pd.DataFrame]:
-    """Each shard's scored rows, from the files the manifest lists for it."""
+    """Each shard's scored rows, in order, from the files the manifest lists for it (how a shard's rows split into
+    files depends on the blocks a run happened to form)."""
     shards = publish.read_manifest(str(out))["shards"]
-    return {s["name"]: pd.concat([pq.read_table(out / f["path"]).to_pandas() for f in s["files"]]) for s in shards}
+    return {
+        s["name"]: pd.concat([pq.read_table(out / f["path"]).to_pandas() for f in s["files"]], ignore_index=True)
+        for s in shards
+    }
 
 
 def test_incremental_image_folder_scores_only_new_files_and_a_rerun_is_a_noop(home, images, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import ray.data
@@ -22,6 +23,7 @@ from pipelines.data.records import Batch, clean
 from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
 from pipelines.data.validate import ValidationReport, validate_records
+from pipelines.progress import SILENT_TASK, RowCounter, Task
 
 __all__ = [
     "SHARD_KEY",
@@ -86,11 +88,12 @@ def load_dataset(
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 
-def validate_corpus(corpus: Corpus, require_records: bool = True) -> Corpus:
+def validate_corpus(corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None) -> Corpus:
     """One streaming pass over every record (see :mod:`pipelines.data.validate`); returns the corpus with its
     report, whose ``skipped_by_file`` says what each file lost, and with duplicated ids left out when skipping.
+    ``counter`` counts the records read, for a progress bar.
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
-    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir)
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset
@@ -126,14 +129,20 @@ def _moments(batch: Batch, scope: str) -> Batch:
     return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], scope).items()}
 
 
-def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str) -> Normalizer:
-    """One distributed pass over ``train``: per-batch moments are reduced on the driver."""
+def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str, task: Task = SILENT_TASK) -> Normalizer:
+    """One distributed pass over ``train``: per-batch moments are reduced on the driver (``task`` shows the rows
+    they cover as they arrive)."""
     if kind == "none":
         return Normalizer("none")
     parts = train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096).iter_batches(
         batch_size=None, batch_format="numpy"
     )
-    rows = [{k: v[i] for k, v in part.items()} for part in parts for i in range(len(part["count"]))]
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for part in parts:
+        rows += [{k: v[i] for k, v in part.items()} for i in range(len(part["count"]))]
+        seen += int(part["count"].sum())
+        task.update(seen, status=f"{seen:,} rows")
     return combine_moments(rows, kind)
 
 

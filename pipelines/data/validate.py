@@ -20,7 +20,7 @@ import functools
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from pipelines.data.records import (
     quarantine_rows,
     write_quarantine,
 )
+from pipelines.progress import RowCounter
 
 MAX_DUPLICATES = 100_000
 EXAMPLES = 5
@@ -72,6 +73,8 @@ class _Audit:
     on_bad_records: str
     quarantine_dir: str | None
     token: str
+    counter: RowCounter | None = None
+    """Where the tasks add the records they read, for the driver's progress bar (None: nothing drawn)."""
 
     def quarantine(self, table: pa.Table) -> None:
         """Write quarantined records (``skip`` only, which always has a quarantine directory)."""
@@ -81,6 +84,8 @@ class _Audit:
 
 def _audit(batch: Batch, audit: _Audit) -> Batch:
     """Raise at the first bad record (fail) or quarantine the bad ones (skip); pass on the good ids."""
+    if audit.counter is not None:
+        audit.counter.add(len(batch[ERROR]))
     if audit.on_bad_records == "fail" and (message := first_error(batch)):
         raise TaskDataError(message)
     bad = batch[ERROR] != ""
@@ -180,17 +185,20 @@ def _locate_duplicates(records: ray.data.Dataset, ids: frozenset[str], audit: _A
     return [r["where"] for r in located]
 
 
-def validate_records(records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None) -> ValidationReport:
-    """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids."""
+def validate_records(
+    records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
+) -> ValidationReport:
+    """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids. ``counter``: where
+    the pass counts the records it reads (see :func:`pipelines.progress.counting`)."""
     if on_bad_records == "skip" and quarantine_dir is None:
         raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
-    audit = _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12])
+    audit = _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12], counter)
     keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
     rows, n_duplicated, duplicated = _count_ids(records, audit, keep)
     if n_duplicated:
         if n_duplicated > MAX_DUPLICATES and on_bad_records == "skip":
             raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")
-        located = _locate_duplicates(records, duplicated, audit)
+        located = _locate_duplicates(records, duplicated, replace(audit, counter=None))
         if on_bad_records == "fail":
             raise DataError(f"{n_duplicated} ids occur more than once, e.g. {'; '.join(located[: 2 * EXAMPLES])}")
         rows -= len(located)

@@ -25,7 +25,7 @@ from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import Corpus, DataError, load_dataset
 from pipelines.data.records import group_by
-from pipelines.progress import SILENT, Progress
+from pipelines.progress import SILENT, Progress, counting
 from pipelines.progress import step as progress_step
 from pipelines.score import publish, report
 from pipelines.score.drift import DriftReport, check_drift, sketch_edges
@@ -205,6 +205,12 @@ def _drift(job: ScoreJob, markers: list[dict[str, Any]], calibration: dict[str, 
     return check_drift(sketch, calibration, s.psi_limit, s.ks_alpha, s.drift_bins, s.ks_min)
 
 
+def _rows(shards: list[publish.Shard]) -> int | None:
+    """The shards' input rows, when every one knows its count (Parquet footers, image files; not windows)."""
+    counts = [s.rows for s in shards]
+    return None if None in counts else sum(c for c in counts if c is not None)
+
+
 def _score_all(
     job: ScoreJob, to_score: list[publish.Shard], corpus: Corpus | None, log: Log, progress: Progress
 ) -> tuple[list[dict[str, Any]], Warmup, TopRows, float]:
@@ -215,9 +221,7 @@ def _score_all(
     if corpus is None:
         return new, warmup, top, 0.0
     step = job.settings.shards_per_pass
-    counts = [s.rows for s in to_score]
-    total = None if None in counts else sum(c for c in counts if c is not None)
-    with progress_step(progress, "scoring", total) as task:
+    with progress_step(progress, "scoring", _rows(to_score)) as task:
         tally = ScoringProgress(task, len(to_score))
         for k in range(0, len(to_score), step):
             group = to_score[k : k + step]
@@ -323,8 +327,9 @@ def run_scoring(req: ScoreRequest, log: Log = print, progress: Progress = SILENT
     )
     log(f"plan: {the_plan.describe()} (into {partition})")
     with _lease(partition, job.output.attempt, log):
-        with progress_step(progress, f"validating {len(the_plan.to_score)} shards"):
-            corpus = open_shards(job, the_plan.to_score)  # bad input stops here, before anything is published
+        validating = progress_step(progress, f"validating {len(the_plan.to_score)} shards")
+        with validating as task, counting(task, _rows(the_plan.to_score)) as counter:
+            corpus = open_shards(job, the_plan.to_score, counter)  # bad input stops here, before anything is published
         run_id = _start_run(req, model, partition)
         try:
             outcome = _commit(

@@ -25,7 +25,7 @@ from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
 from pipelines.data.records import FILE, Batch, clean, quarantine_folder
-from pipelines.progress import Task
+from pipelines.progress import RowCounter, Task
 from pipelines.score import publish
 from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
@@ -140,7 +140,7 @@ def shard_records(job: ScoreJob, shards: list[publish.Shard]) -> Corpus:
     )
 
 
-def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> Corpus | None:
+def open_shards(job: ScoreJob, shards: list[publish.Shard], counter: RowCounter | None = None) -> Corpus | None:
     """The records of the shards to score (None when there are none), after one validation pass over all of them
     (the one training runs: :func:`pipelines.data.validate_corpus`), before anything is scored or published.
 
@@ -154,7 +154,7 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard]) -> Corpus | None:
     for entry in storage.list_dir(job.quarantine_dir):
         if entry.base_name in folders:
             storage.delete_dir(storage.uri_of(job.quarantine_dir, entry))
-    return validate_corpus(shard_records(job, shards), require_records=False)
+    return validate_corpus(shard_records(job, shards), require_records=False, counter=counter)
 
 
 def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:

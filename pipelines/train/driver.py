@@ -36,7 +36,7 @@ from pipelines.data import (
     validate_corpus,
     with_shard_key,
 )
-from pipelines.progress import SILENT, Progress, step
+from pipelines.progress import SILENT, Progress, counting, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
 from pipelines.tracking.plot_rows import summarize_scores
@@ -113,13 +113,13 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
     if job.data.source == "parquet":  # read at the model's size: a shard of other lengths is bad wherever it sorts
         shape = tuple(job.model["input_shape"])
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
-    with step(progress, "validating the corpus"):
-        corpus = validate_corpus(corpus)
+    with step(progress, "validating the corpus") as task, counting(task) as counter:
+        corpus = validate_corpus(corpus, counter=counter)
     assert corpus.report is not None  # validate_corpus always reports
     log(f"corpus: {corpus.report.records} records ({corpus.report.skipped} skipped) in {job.data_path}")
     train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
-    with step(progress, "fitting normalization on the training split"):
-        normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope)
+    with step(progress, "fitting normalization on the training split") as task:
+        normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope, task)
     normalized = {
         name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))

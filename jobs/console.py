@@ -78,11 +78,6 @@ def _current() -> _Session:
     return _sessions[-1] if _sessions else _Session(sys.stdout, sys.stderr)
 
 
-def terminal_out() -> TextIO:
-    """The terminal's stdout, also inside a session (where ``sys.stdout`` is the log)."""
-    return _current().out
-
-
 def verbose() -> bool:
     """Whether everything streams to the terminal (no session, or ``--verbose``)."""
     return _current().verbose

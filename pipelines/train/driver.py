@@ -302,7 +302,7 @@ def run_training(
         run_dir=f"{job.checkpoint_path.rstrip('/')}/{run_name}",
         keep_in_worker=data.cached,
         records=data.records,
-        progress=feed.worker_end(),
+        progress=feed.queue,
     )
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     kept = _fit(job, spec, data.splits, feed)

@@ -69,9 +69,6 @@ class DriverFeed:
         self.epoch_task: Task | None = None
         self.done = threading.Event()
 
-    def worker_end(self) -> Queue:
-        return self.queue
-
     def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "note":

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export AEPIPE_HOME ?= $(CURDIR)/.aepipe
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast integration postgres lint format bench bench-quick clean
+.PHONY: install demo test test-fast integration postgres lint format bench bench-quick bench-large clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
+
+# Larger than memory and than Ray's object store (30 GiB of Parquet written under $(AEPIPE_HOME)/bench-large,
+# an hour or more on a small machine; outside make bench and CI): BENCH_LARGE_ARGS="--gb 40" to change it.
+bench-large: install
+	$(BIN)/python -m bench.large $(BENCH_LARGE_ARGS)
 
 clean:
 	rm -rf $(VENV) .aepipe

@@ -29,12 +29,14 @@ def _ray_workers() -> list[psutil.Process]:
 
 class PeakMemory:
     """Context manager: peak RSS of this process above its starting level, and peak summed RSS of Ray
-    worker processes, in MiB, sampled every ``interval`` seconds."""
+    worker processes, in MiB, sampled every ``interval`` seconds; ``samples`` holds each sample as
+    (seconds since entry, driver MiB, workers MiB)."""
 
     def __init__(self, interval: float = 0.05, workers: bool = True):
         self.interval, self.workers = interval, workers
         self.driver_peak_mib = 0.0
         self.workers_peak_mib = 0.0
+        self.samples: list[tuple[float, float, float]] = []
 
     def __enter__(self) -> PeakMemory:
         self._proc = psutil.Process()
@@ -45,17 +47,19 @@ class PeakMemory:
         return self
 
     def _sample(self) -> None:
-        next_scan, workers = 0.0, []
+        next_scan, workers, start = 0.0, [], time.monotonic()
         while not self._stop.is_set():
-            self.driver_peak_mib = max(self.driver_peak_mib, (self._proc.memory_info().rss - self._base) / MIB)
+            driver = (self._proc.memory_info().rss - self._base) / MIB
+            self.driver_peak_mib = max(self.driver_peak_mib, driver)
+            total = 0
             if self.workers:
                 if time.monotonic() >= next_scan:  # rescan for new worker processes once a second
                     workers, next_scan = _ray_workers(), time.monotonic() + 1.0
-                total = 0
                 for p in workers:
                     with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
                 self.workers_peak_mib = max(self.workers_peak_mib, total / MIB)
+            self.samples.append((time.monotonic() - start, driver, total / MIB))
             time.sleep(self.interval)
 
     def __exit__(self, *exc) -> None:

@@ -113,14 +113,15 @@ def write_report(rows: list[dict], failures: list[str], out_dir: Path, quick: bo
     return f"{header}\n\n{table(rows)}"
 
 
-def update_readme(readme: Path, summary: str) -> bool:
-    """Replace the README's benchmark block with ``summary``; False when the markers are missing."""
+def update_readme(readme: Path, summary: str, start: str = README_START, end: str = README_END) -> bool:
+    """Replace the README's block between the ``start`` and ``end`` markers with ``summary``; False when the
+    markers are missing."""
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
+    if start not in text or end not in text:
         return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{summary}\n{README_END}{tail}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{summary}\n{end}{tail}")
     return True
 
 

@@ -107,8 +107,8 @@ def parse_locally(command: str, args: list[str]) -> list[str]:
 
 
 def check_remote_args(kind: Kind, args: list[str]) -> None:
-    """Refuse, before contacting the cluster, arguments the job's command would refuse: ``train``, ``tune`` and ``score``
-    parse them with their own parsers; ``nightly-score`` with its entrypoint's, then what it passes on to
+    """Refuse, before contacting the cluster, arguments the job's command would refuse: ``train``, ``tune`` and
+    ``score`` parse them with their own parsers; ``nightly-score`` with its entrypoint's, then what it passes on to
     ``aepipe score``. A mistake is one ``error:`` line and exit status 2."""
     import typer.main
 

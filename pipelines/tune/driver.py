@@ -91,7 +91,9 @@ def _open_search(job: JobConfig, fingerprint: str, log: Log) -> tuple[str, bool]
         "mlflow.source.git.commit": commit,
         GIT_TAG: commit,
     }
-    run_id = tracking.start_run(uri, job.tracking.experiment, f"{job.name}-tune", params, tags, job.resolve("mlartifacts"))
+    run_id = tracking.start_run(
+        uri, job.tracking.experiment, f"{job.name}-tune", params, tags, job.resolve("mlartifacts")
+    )
     return run_id, False
 
 
@@ -120,7 +122,9 @@ def shared_inputs(job: JobConfig, data: PreparedData, parent_run_id: str) -> Tri
         if marked is not None:
             positive = np.zeros(len(labelled), bool)
             positive[labelled] = marked
-    return TrialData(job, parent_run_id, data.normalizer, train_x, val_x, positive, labelled if positive is not None else None)
+    return TrialData(
+        job, parent_run_id, data.normalizer, train_x, val_x, positive, labelled if positive is not None else None
+    )
 
 
 class _TrialLines:
@@ -217,7 +221,9 @@ def _log_search(uri: str, run_id: str, space: list[dict[str, Any]], rows: list[d
         tracking.log_artifacts(uri, run_id, folder, "tune")
 
 
-def _register_best(job: JobConfig, best: Any, row: dict[str, Any], data: PreparedData, log: Log) -> tuple[str | None, str, str]:
+def _register_best(
+    job: JobConfig, best: Any, row: dict[str, Any], data: PreparedData, log: Log
+) -> tuple[str | None, str, str]:
     """Log the best trial's bundle as its run's model, register it and pass it through the champion gate; returns
     (version, gate verdict, bundle folder)."""
     uri, tr = job.tracking_uri, job.tracking
@@ -235,7 +241,9 @@ def _register_best(job: JobConfig, best: Any, row: dict[str, Any], data: Prepare
     if version is not None:
         held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
         metrics = {k: v for k, v in row.items() if isinstance(v, float)}
-        decision = promotion.register_version(uri, tr, version, metrics, bundle=bundle, held_out=held_out, run_id=run_id)
+        decision = promotion.register_version(
+            uri, tr, version, metrics, bundle=bundle, held_out=held_out, run_id=run_id
+        )
         verdict = f"{'passed' if decision.passed else 'not passed'} ({decision.reason})"
         log(f"champion gate: {verdict}")
     return version, verdict, str(bundle_dir)

@@ -89,7 +89,7 @@ class Domain:
         """The Ray Tune search domain (a plain value when fixed)."""
         from ray import tune
 
-        lo, hi = (self.values + (None,))[:2]
+        lo, hi = (*self.values, None)[:2]
         if self.kind == "fixed":
             return self.values[0]
         if self.kind == "choice":
@@ -169,9 +169,9 @@ def _check_branch(job: JobConfig, branch: Branch, where: str) -> None:
     for key, domain in branch.items():
         for value in domain.candidates():
             try:
-                trial_job(job, {**first, key: value}, where)
+                trial_job(job, {**first, key: value}, "trial")
             except ConfigError as exc:
-                raise ConfigError(f"{where}.{key}={value!r}: {str(exc).split(': ', 1)[-1]}") from None
+                raise ConfigError(f"{where}.{key}={value!r}: {str(exc).removeprefix('trial: ')}") from None
 
 
 def trial_job(job: JobConfig, assignment: dict[str, Any], source: str = "trial") -> JobConfig:

@@ -129,7 +129,7 @@ def run_trial(config: dict[str, Any], data: TrialData) -> None:
     optimizers = make_optimizers(model, tc.lr)
     amp, schedule = Precision(tc.precision, torch.device("cpu")), LRSchedule(tc, optimizers)
     stopping = Patience(tc.early_stopping_patience, tc.early_stopping_min_delta)
-    train_x, val_x = torch.from_numpy(data.train_x), torch.from_numpy(data.val_x)
+    train_x, val_x = torch.tensor(data.train_x), torch.tensor(data.val_x)  # writable copies of the shared arrays
     best: float | None = None
     started = time.perf_counter()
 

@@ -189,6 +189,7 @@ def _tuner(job: JobConfig, shared: TrialData, branches: list[Branch], name: str,
             scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(tn.grace_epochs, epochs)),
             search_alg=BasicVariantGenerator(random_state=tn.seed, max_concurrent=concurrent),
             time_budget_s=tn.time_budget_s,
+            reuse_actors=True,  # the next trial runs in a finished trial's process: no new interpreter, torch import
         ),
         run_config=tune.RunConfig(
             name=name,

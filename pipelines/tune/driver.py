@@ -8,6 +8,7 @@ its Ray Tune experiment restored from its storage path (finished trials are kept
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tempfile
@@ -103,8 +104,9 @@ def _rows(ds: ray.data.Dataset, columns: list[str]) -> dict[str, np.ndarray]:
     return {c: np.concatenate([b[c] for b in batches]) if batches else np.zeros(0) for c in columns}
 
 
-def shared_inputs(job: JobConfig, data: PreparedData, parent_run_id: str) -> TrialData:
-    """The arrays every trial trains and is judged on: the normalized splits and the validation labels."""
+def shared_inputs(job: JobConfig, data: PreparedData) -> TrialData:
+    """The arrays every trial trains and is judged on: the normalized splits and the validation labels (the
+    search's run id is set once that run is open)."""
     if not data.cached:
         raise ConfigError(
             f"{job.data_path}: aepipe tune trains every trial on the corpus held in memory, but it does not fit "
@@ -122,9 +124,7 @@ def shared_inputs(job: JobConfig, data: PreparedData, parent_run_id: str) -> Tri
         if marked is not None:
             positive = np.zeros(len(labelled), bool)
             positive[labelled] = marked
-    return TrialData(
-        job, parent_run_id, data.normalizer, train_x, val_x, positive, labelled if positive is not None else None
-    )
+    return TrialData(job, "", data.normalizer, train_x, val_x, positive, labelled if positive is not None else None)
 
 
 class _TrialLines:
@@ -259,13 +259,17 @@ def run_tuning(job: JobConfig, log: Log = print, *, source: str = "config", prog
         DataError: bad input (``on_bad_records=fail``), naming the file and row.
     """
     branches = parse_space(job, source)
+    if job.train.precision == "fp16":
+        raise ConfigError(
+            f"{source}: aepipe tune trains on CPU, where train.precision=fp16 cannot run; use bf16 or fp32"
+        )
     data = prepare_data(job, log, progress)
-    fingerprint = _fingerprint(job)
-    parent, restoring = _open_search(job, fingerprint, log)
     uri, metric = job.tracking_uri, job.tune.metric
+    shared = shared_inputs(job, data)
+    objective.check_objective(metric, shared.val_positive, source)
+    parent, restoring = _open_search(job, _fingerprint(job), log)
+    shared = dataclasses.replace(shared, parent_run_id=parent)
     try:
-        shared = shared_inputs(job, data, parent)
-        objective.check_objective(metric, shared.val_positive, source)
         name = search_name(job, parent)
         log(f"MLflow run {parent} ({uri}); Ray Tune experiment {name} under {job.checkpoint_path}")
         lines = _TrialLines(job.tune.trials, job.train.epochs, metric.value, log, progress)

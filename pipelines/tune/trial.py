@@ -79,15 +79,25 @@ def _open_run(job: JobConfig, data: TrialData, trial_id: str, values: dict[str, 
 
 
 def _train_epoch(
-    model: Autoencoder, x: torch.Tensor, job: JobConfig, epoch: int, step: Any, optimizers: dict
+    model: Autoencoder, x: torch.Tensor, job: JobConfig, epoch: int, amp: Precision, optimizers: dict
 ) -> dict[str, float]:
-    """One pass over the training rows ``x`` ``[N, *input_shape]`` in a permutation seeded by (seed, epoch)."""
+    """One pass over the training rows ``x`` ``[N, *input_shape]`` in a permutation seeded by (seed, epoch): every
+    update phase on every batch, the loss terms under the configured autocast, the steps outside it."""
     tc = job.train
     model.train()
     sums = LossSums(torch.device("cpu"))
     generator = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
     order = torch.randperm(len(x), generator=generator) if tc.shuffle else torch.arange(len(x))
-    objective_fn = PhaseObjective(model)
+    terms_of = PhaseObjective(model)
+
+    def objective_fn(batch: torch.Tensor, phase: str) -> dict[str, torch.Tensor]:
+        with amp.autocast():
+            terms: dict[str, torch.Tensor] = terms_of(batch, phase)
+        return terms
+
+    def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        amp.step(loss, optimizer, tc.grad_clip)
+
     for idx in order.split(tc.batch_size):
         batch = x[idx]
         sums.add(run_update_phases(model, batch, optimizers, objective_fn, step), len(batch))
@@ -133,13 +143,9 @@ def run_trial(config: dict[str, Any], data: TrialData) -> None:
     best: float | None = None
     started = time.perf_counter()
 
-    def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        amp.step(loss, optimizer, tc.grad_clip)
-
     for epoch in range(1, tc.epochs + 1):
         lr = schedule.start_epoch(epoch)
-        with amp.autocast():
-            train = _train_epoch(model, train_x, job, epoch, step, optimizers)
+        train = _train_epoch(model, train_x, job, epoch, amp, optimizers)
         val, scores = _validate(model, val_x, tc.batch_size)
         metrics = {**train, **val, "lr": lr, "time_elapsed_s": time.perf_counter() - started}
         if data.val_positive is not None and data.val_labelled is not None:

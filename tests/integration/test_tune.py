@@ -4,6 +4,7 @@ artifact of the search run, the labelled objective logged for every trial, and t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
@@ -51,11 +52,11 @@ def test_tune_registers_the_best_of_its_nested_trials(ray_local, home):
     assert all("val_ap" in t.data.metrics and "val_mse" in t.data.metrics for t in trials)
 
     folder = mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="tune", tracking_uri=client.tracking_uri)
-    rows = json.loads(open(f"{folder}/leaderboard.json").read())
+    rows = json.loads((Path(folder) / "leaderboard.json").read_text())
     assert [r["rank"] for r in rows] == [1, 2, 3] and {r["run_id"] for r in rows} == set(best_auroc)
     assert [r["val_auroc"] for r in rows] == sorted(best_auroc.values(), reverse=True)
     for name in ("leaderboard.csv", "leaderboard.png", "space.yaml"):
-        assert open(f"{folder}/{name}", "rb").read(), name
+        assert (Path(folder) / name).stat().st_size > 0, name
 
     version = client.get_model_version_by_alias("digits-tune", "challenger")
     assert version.run_id == rows[0]["run_id"] == max(best_auroc, key=best_auroc.__getitem__)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, TuneMetric, load_config
 from pipelines.tune import objective
 from pipelines.tune.space import assignment, data_kind, param_space, parse_space, trial_job
 
@@ -78,3 +78,9 @@ def test_ranking_metrics_of_a_perfect_and_a_reversed_score():
     positive = np.array([False, False, True, True])
     assert objective.ranking_metrics(np.array([0.1, 0.2, 0.8, 0.9]), positive) == {"val_auroc": 1.0, "val_ap": 1.0}
     assert objective.ranking_metrics(np.array([0.9, 0.8, 0.2, 0.1]), positive)["val_auroc"] == 0.0
+
+
+def test_a_labelled_objective_without_two_kinds_of_labels_is_refused():
+    objective.check_objective(TuneMetric.val_mse, None, "digits.yaml")  # reconstruction needs no labels
+    with pytest.raises(ConfigError, match=r"digits.yaml: tune.metric=val_auroc needs labelled validation rows"):
+        objective.check_objective(TuneMetric.val_auroc, None, "digits.yaml")

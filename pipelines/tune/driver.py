@@ -159,8 +159,8 @@ class _TrialLines:
             how = f"stopped by ASHA at epoch {epoch}/{self.epochs}"
         else:
             how = f"{epoch} epochs"
-        value = result.get(self.metric)
-        figure = f"{self.metric}={value:.5g} " if isinstance(value, float) else ""
+        value = result.get("best_objective")
+        figure = f"best {self.metric}={value:.5g} " if isinstance(value, float) else ""
         self.log(f"trial {self.done}/{self.trials} {trial.trial_id} {values}: {figure}({how})")
         self.bar.update(self.done)
 

@@ -154,9 +154,10 @@ def run_trial(config: dict[str, Any], data: TrialData) -> None:
         schedule.end_epoch(metrics["val_loss"])
         stop = stopping.update(metrics["val_loss"])
         tracking.log_steps_once(uri, run_id, [(epoch, metrics)])
-        report = {**metrics, "epoch": epoch, "run_id": run_id, "early_stop": stop}
-        if _better(metrics[metric.value], best, metric.mode):
-            best = metrics[metric.value]
+        improved = _better(metrics[metric.value], best, metric.mode)
+        best = metrics[metric.value] if improved else best
+        report = {**metrics, "epoch": epoch, "run_id": run_id, "early_stop": stop, "best_objective": best}
+        if improved:
             calibration = calibrate(scores, tc.threshold_quantile, tc.threshold_k_std)
             with tempfile.TemporaryDirectory(prefix="aepipe-trial-") as folder:
                 ModelBundle(model, data.normalizer, calibration, job.data.model_dump(mode="json")).save(folder)

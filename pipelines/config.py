@@ -364,9 +364,10 @@ class TuneConfig(_Section):
     {randint: [lo, hi]} (inclusive); a trial picks a branch, then a value per key. null = the default space of
     the data kind (vectors, images or windows; see pipelines/tune/space.py)."""
 
-    grace_epochs: int = Field(default=2, ge=1)
+    grace_epochs: int | None = Field(default=None, ge=1)
     """ASHA: every trial runs at least this many epochs before it may be stopped for doing worse than the others
-    (at most train.epochs epochs each)."""
+    (at most train.epochs epochs each); null = a quarter of train.epochs, at least 2 (a labelled objective of the
+    first epochs says little)."""
 
     cpus_per_trial: float = Field(default=1.0, gt=0)
     """CPUs each trial reserves; it trains in its own process with that many torch threads (at least 1)."""

@@ -179,6 +179,7 @@ def _tuner(job: JobConfig, shared: TrialData, branches: list[Branch], name: str,
             storage.join(job.checkpoint_path, name), trainable, resume_unfinished=True, resume_errored=True
         )
     epochs = job.train.epochs
+    grace = min(tn.grace_epochs or max(2, epochs // 4), epochs)
     return tune.Tuner(
         trainable,
         param_space=param_space(branches),
@@ -186,7 +187,7 @@ def _tuner(job: JobConfig, shared: TrialData, branches: list[Branch], name: str,
             metric=metric.value,
             mode=metric.mode,
             num_samples=tn.trials,
-            scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(tn.grace_epochs, epochs)),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace),
             search_alg=BasicVariantGenerator(random_state=tn.seed, max_concurrent=concurrent),
             time_budget_s=tn.time_budget_s,
             reuse_actors=True,  # the next trial runs in a finished trial's process: no new interpreter, torch import

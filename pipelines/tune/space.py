@@ -158,6 +158,7 @@ def parse_space(job: JobConfig, source: str = "config") -> list[Branch]:
             branch[str(key)] = _domain(f"{where}.{key}", value)
         if "model.name" in branch and branch["model.name"].kind not in ("fixed", "choice"):
             raise ConfigError(f"{where}.model.name: a family name, or a list of them")
+        branch.setdefault("model.name", Domain("fixed", (job.model["name"],)))  # every trial names its family
         _check_branch(job, branch, where)
         branches.append(branch)
     return branches

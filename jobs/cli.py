@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from jobs.commands import config, data, models, ray_jobs, runs, score, submit, train, zoo
+from jobs.commands import config, data, models, ray_jobs, runs, score, submit, train, tune, zoo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("train")(train.train)
+app.command("tune")(tune.tune)
 app.command("score")(score.score)
 app.add_typer(score.app, name="scores")
 app.command("zoo")(zoo.zoo)

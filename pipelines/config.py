@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -324,6 +325,60 @@ class ScoreConfig(_Section):
         return value
 
 
+class TuneMetric(StrEnum):
+    """What ``aepipe tune`` selects trials by (see pipelines/tune/objective.py)."""
+
+    val_mse = "val_mse"
+    """Mean squared reconstruction error on the validation rows, in the normalized space every trial shares (lower
+    is better); comparable across families, unlike each family's own val_loss."""
+    val_auroc = "val_auroc"
+    """AUROC of the anomaly score on the labelled validation rows (higher is better); needs a label column."""
+    val_ap = "val_ap"
+    """Average precision of the anomaly score on the labelled validation rows (higher is better)."""
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return "min" if self is TuneMetric.val_mse else "max"
+
+
+class TuneConfig(_Section):
+    """``aepipe tune``: a search over model families and their settings (Ray Tune, ASHA early stopping)."""
+
+    trials: int = Field(default=12, ge=1)
+    """Trials to run (each a training run of its own, a nested MLflow run under the search's run)."""
+
+    time_budget_s: float | None = Field(default=None, gt=0)
+    """Stop starting and running trials after this many seconds of search; null = no time limit."""
+
+    metric: TuneMetric = TuneMetric.val_mse
+    """val_mse: validation reconstruction MSE (the default, any corpus); val_auroc or val_ap: of the anomaly score
+    on the labelled validation rows (needs data.label_column with two values, see tune.anomaly_labels)."""
+
+    anomaly_labels: list[Any] | None = None
+    """Label values that mark an anomalous row (e.g. [1] or ["anomaly"]); null = with exactly two label values,
+    true/1/anomaly/outlier..., else the rarer one. Labelled AUROC and AP are logged for every trial when known."""
+
+    space: list[dict[str, Any]] | None = None
+    """The search space: a list of branches (e.g. one per family), each a mapping of dotted ``model.*`` /
+    ``train.*`` keys to a value (fixed), a list (one of its items), or {uniform|loguniform: [lo, hi]} /
+    {randint: [lo, hi]} (inclusive); a trial picks a branch, then a value per key. null = the default space of
+    the data kind (vectors, images or windows; see pipelines/tune/space.py)."""
+
+    grace_epochs: int | None = Field(default=None, ge=1)
+    """ASHA: every trial runs at least this many epochs before it may be stopped for doing worse than the others
+    (at most train.epochs epochs each); null = a quarter of train.epochs, at least 2 (a labelled objective of the
+    first epochs says little)."""
+
+    cpus_per_trial: float = Field(default=1.0, gt=0)
+    """CPUs each trial reserves; it trains in its own process with that many torch threads (at least 1)."""
+
+    max_concurrent: int | None = Field(default=None, ge=1)
+    """Trials running at once; null = as many as the cluster's CPUs allow at cpus_per_trial."""
+
+    seed: int = 0
+    """Seeds the sampling of the search space (each trial trains with train.seed)."""
+
+
 class JobConfig(_Section):
     """A whole training job: data, model, trainer, tracking and scoring settings."""
 
@@ -343,6 +398,7 @@ class JobConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @field_validator("model")
     @classmethod

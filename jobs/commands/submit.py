@@ -38,6 +38,7 @@ SECRET_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "PR
 
 class Kind(StrEnum):
     train = "train"
+    tune = "tune"
     score = "score"
     nightly_score = "nightly-score"
 
@@ -106,8 +107,8 @@ def parse_locally(command: str, args: list[str]) -> list[str]:
 
 
 def check_remote_args(kind: Kind, args: list[str]) -> None:
-    """Refuse, before contacting the cluster, arguments the job's command would refuse: ``train`` and ``score``
-    parse them with their own parsers; ``nightly-score`` with its entrypoint's, then what it passes on to
+    """Refuse, before contacting the cluster, arguments the job's command would refuse: ``train``, ``tune`` and
+    ``score`` parse them with their own parsers; ``nightly-score`` with its entrypoint's, then what it passes on to
     ``aepipe score``. A mistake is one ``error:`` line and exit status 2."""
     import typer.main
 
@@ -167,7 +168,7 @@ def code_env(working_dir: Path) -> dict[str, str]:
 
 def submit(
     ctx: typer.Context,
-    kind: Kind = typer.Argument(..., help="Which entrypoint: train | score | nightly-score."),
+    kind: Kind = typer.Argument(..., help="Which entrypoint: train | tune | score | nightly-score."),
     address: str = AddressOpt,
     follow: bool = typer.Option(True, "--follow/--no-follow", help="Stream the job's log and exit with its status."),
     pip: list[str] | None = typer.Option(

@@ -88,6 +88,13 @@ BROKEN_YAML = "name: broken\ntrain:\n  epochs: [1\n"
             ["broken.yaml: not valid YAML (line 3, key train.epochs)"],
             id="train-config-yaml",
         ),
+        pytest.param(
+            ["tune", "--config", "jobs/configs/digits_dense.yaml", "tune.space=[{{data.normalize: [none]}}]"],
+            ["jobs/configs/digits_dense.yaml: tune.space[0]: data.normalize: only model.* and train.* keys"],
+            id="tune-space-data-key",
+        ),
+        pytest.param(["tune", "tune.trials=0"], ["tune.trials", "greater than or equal to 1"], id="tune-trials-0"),
+        pytest.param(["tune", "tune.metric=auc"], ["tune.metric: Input should be 'val_mse'"], id="tune-metric"),
     ],
 )
 def test_mistakes_are_refused_while_parsing(home, no_ray, args, fragments):

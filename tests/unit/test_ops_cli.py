@@ -226,6 +226,7 @@ def test_closed_choices_match_what_the_pipelines_take():
             "aepipe train would refuse its arguments: No such option: --bogus-flag",
         ),
         (["train", "--resume", "maybe"], "'maybe' is not one of 'auto', 'never', 'require'"),
+        (["tune", "--config", "x.yaml", "--trials", "3"], "aepipe tune would refuse its arguments: No such option"),
         (["score", "--mode", "foo"], "aepipe score would refuse its arguments: Invalid value for '--mode'"),
         (["nightly-score", "--date", "2024-06-01"], "Missing option '--model-name'"),
         (["nightly-score", "--model-name", "m", "--bogus"], "No such option: --bogus"),
@@ -254,3 +255,16 @@ def test_submit_passes_arguments_the_job_accepts(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["entrypoint"].endswith("--batch-size 4 --date 2024-06-01 score.ks_min=1")
+
+
+def test_submit_tune_runs_the_tune_entrypoint(tmp_path):
+    args = ["--config", "jobs/configs/digits_dense.yaml", "tune.trials=20"]
+    result = runner.invoke(
+        app,
+        ["submit", "tune", "--address", "http://127.0.0.1:1", "--dry-run", *args],
+        env={**CLEAN, "AEPIPE_HOME": str(tmp_path)},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["entrypoint"] == (
+        "python -m jobs.entrypoints.tune --config jobs/configs/digits_dense.yaml tune.trials=20"
+    )

@@ -1,0 +1,226 @@
+"""The search space of ``aepipe tune``: branches of dotted ``model.*`` / ``train.*`` keys, parsed and checked before
+the search starts, handed to Ray Tune, and turned back into one trial's job config.
+
+A branch maps each key to a value (fixed), a list (one of its items: a list-valued setting such as
+``model.hidden`` is written as a list of lists) or ``{uniform|loguniform: [lo, hi]}`` / ``{randint: [lo, hi]}``
+(inclusive). A trial picks a branch with equal odds, then a value per key of that branch. A branch naming another
+family than the job's (``model.name``) starts from that family's defaults with the job's ``model.input_shape`` and
+``model.latent_dim``; a branch of the job's family starts from the job's model settings.
+
+``data.*`` is not searched: the corpus is validated, split, normalized and cached once for every trial.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import ConfigError, JobConfig, build_config
+
+SEARCHED_SECTIONS = ("model", "train")
+RANGES = ("uniform", "loguniform", "randint")
+BRANCH_KEY = "branch"
+
+#: The default space per data kind: small enough for a dozen trials, wide enough to hold what the baselines do well
+#: (PCA's exact linear subspace, wide layers, dropout and batch norm). ``linear`` is PCA learned by gradient descent.
+DEFAULT_SPACES: dict[str, list[dict[str, Any]]] = {
+    "vectors": [
+        {
+            "model.name": "dense",
+            "model.hidden": [[64, 32], [256, 128], [512, 256, 128]],
+            "model.latent_dim": [4, 8, 16, 32],
+            "model.dropout": [0.0, 0.1],
+            "model.norm": ["none", "batch"],
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+        },
+        {"model.name": "linear", "model.latent_dim": [4, 8, 16, 32], "train.lr": {"loguniform": [1e-3, 3e-2]}},
+    ],
+    "images": [
+        {
+            "model.name": "conv",
+            "model.channels": [[16, 32], [32, 64]],
+            "model.latent_dim": [8, 16, 32],
+            "model.norm": ["none", "batch"],
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+        },
+        {
+            "model.name": "dense",
+            "model.hidden": [[256, 128], [512, 256]],
+            "model.latent_dim": [16, 32],
+            "model.dropout": [0.0, 0.1],
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+        },
+        {"model.name": "linear", "model.latent_dim": [16, 32, 64], "train.lr": {"loguniform": [1e-3, 3e-2]}},
+    ],
+    "windows": [
+        {"model.name": "linear", "model.latent_dim": [2, 4, 8, 16], "train.lr": {"loguniform": [1e-3, 3e-2]}},
+        {
+            "model.name": "dense",
+            "model.hidden": [[64], [128, 64]],
+            "model.latent_dim": [4, 8, 16],
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+        },
+        {
+            "model.name": "recurrent",
+            "model.hidden_size": [32, 64],
+            "model.latent_dim": [4, 8, 16],
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+        },
+    ],
+}
+
+DATA_KINDS = {"parquet": "vectors", "images": "images", "timeseries": "windows"}
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where one key's value comes from: ``fixed`` (one value), ``choice`` (one of ``values``) or a range
+    (``uniform``, ``loguniform``, ``randint``: ``values`` = (lo, hi), inclusive)."""
+
+    kind: str
+    values: tuple[Any, ...]
+
+    def candidates(self) -> list[Any]:
+        """Values every one of which must make a valid config: each choice, a range's two ends."""
+        return list(self.values)
+
+    def to_ray(self) -> Any:
+        """The Ray Tune search domain (a plain value when fixed)."""
+        from ray import tune
+
+        lo, hi = (*self.values, None)[:2]
+        if self.kind == "fixed":
+            return self.values[0]
+        if self.kind == "choice":
+            return tune.choice(list(self.values))
+        if self.kind == "uniform":
+            return tune.uniform(lo, hi)
+        if self.kind == "loguniform":
+            return tune.loguniform(lo, hi)
+        return tune.randint(lo, hi + 1)
+
+
+Branch = dict[str, Domain]
+
+
+def data_kind(job: JobConfig) -> str:
+    """``vectors``, ``images`` or ``windows``: which default space suits the job's corpus."""
+    return DATA_KINDS[job.data.source]
+
+
+def raw_space(job: JobConfig) -> list[dict[str, Any]]:
+    """The space as written: ``tune.space``, else the data kind's default."""
+    return job.tune.space if job.tune.space is not None else DEFAULT_SPACES[data_kind(job)]
+
+
+def _domain(where: str, value: Any) -> Domain:
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{where}: an empty list of choices")
+        return Domain("choice", tuple(value))
+    if isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in RANGES:
+            raise ConfigError(f"{where}: a range is one of {{uniform|loguniform|randint: [lo, hi]}}, not {value}")
+        kind, bounds = next(iter(value.items()))
+        numeric = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int | float) for b in bounds)
+        if not numeric or bounds[0] > bounds[1]:
+            raise ConfigError(f"{where}: {kind} needs [lo, hi] with lo <= hi, not {bounds}")
+        if kind == "loguniform" and bounds[0] <= 0:
+            raise ConfigError(f"{where}: loguniform needs lo > 0, not {bounds[0]}")
+        if kind == "randint" and not all(isinstance(b, int) for b in bounds):
+            raise ConfigError(f"{where}: randint needs whole numbers, not {bounds}")
+        return Domain(kind, tuple(bounds))
+    return Domain("fixed", (value,))
+
+
+def parse_space(job: JobConfig, source: str = "config") -> list[Branch]:
+    """The job's search space, every branch checked: each key is a ``model.*`` or ``train.*`` setting and every
+    choice (a range's ends) makes a valid job config with the branch's other keys at their first value.
+
+    Raises:
+        ConfigError: naming ``source``, the branch and the key.
+    """
+    raw = raw_space(job)
+    if not raw:
+        raise ConfigError(f"{source}: tune.space: no branches (leave it out for the default space)")
+    branches: list[Branch] = []
+    for index, entry in enumerate(raw):
+        where = f"{source}: tune.space[{index}]"
+        if not isinstance(entry, dict) or not entry:
+            raise ConfigError(f"{where}: a branch is a mapping of model.* / train.* keys to values, not {entry!r}")
+        branch: Branch = {}
+        for key, value in entry.items():
+            section = str(key).split(".")[0]
+            if section not in SEARCHED_SECTIONS or "." not in str(key):
+                hint = " (the corpus is prepared once for every trial)" if section == "data" else ""
+                raise ConfigError(f"{where}: {key}: only model.* and train.* keys can be searched{hint}")
+            branch[str(key)] = _domain(f"{where}.{key}", value)
+        if "model.name" in branch and branch["model.name"].kind not in ("fixed", "choice"):
+            raise ConfigError(f"{where}.model.name: a family name, or a list of them")
+        branch.setdefault("model.name", Domain("fixed", (job.model["name"],)))  # every trial names its family
+        _check_branch(job, branch, where)
+        branches.append(branch)
+    return branches
+
+
+def _check_branch(job: JobConfig, branch: Branch, where: str) -> None:
+    """Build the trial config of every candidate value of every key (the other keys at their first value)."""
+    first = {key: domain.values[0] for key, domain in branch.items()}
+    for key, domain in branch.items():
+        for value in domain.candidates():
+            try:
+                trial_job(job, {**first, key: value}, "trial")
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{key}={value!r}: {str(exc).removeprefix('trial: ')}") from None
+
+
+def trial_job(job: JobConfig, assignment: dict[str, Any], source: str = "trial") -> JobConfig:
+    """The job with one trial's values (dotted keys) set.
+
+    Raises:
+        ConfigError: the values do not make a valid config (e.g. a setting the family does not have).
+    """
+    from aecore import UnknownModelError
+
+    raw = job.model_dump(mode="json")
+    family = assignment.get("model.name", job.model["name"])
+    if family != job.model["name"]:  # another family: its defaults, with the job's input shape and code size
+        raw["model"] = {"name": family, **{k: job.model[k] for k in ("input_shape", "latent_dim") if k in job.model}}
+    for key, value in assignment.items():
+        section, _, rest = key.partition(".")
+        node = raw[section]
+        *parents, leaf = rest.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return build_config(raw, source)
+    except UnknownModelError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def param_space(branches: list[Branch]) -> dict[str, Any]:
+    """Ray Tune's ``param_space``: which branch, and each branch's keys as ``"INDEX:KEY"`` (a trial reads only its
+    branch's)."""
+    from ray import tune
+
+    space: dict[str, Any] = {BRANCH_KEY: tune.choice(list(range(len(branches))))}
+    for index, branch in enumerate(branches):
+        space.update({f"{index}:{key}": domain.to_ray() for key, domain in branch.items()})
+    return space
+
+
+def assignment(config: dict[str, Any]) -> dict[str, Any]:
+    """A sampled ``config`` (see :func:`param_space`) as the dotted keys of its branch and their values."""
+    prefix = f"{config[BRANCH_KEY]}:"
+    return {key[len(prefix) :]: _plain(value) for key, value in config.items() if key.startswith(prefix)}
+
+
+def _plain(value: Any) -> Any:
+    """Numbers as Python numbers (Ray hands numpy scalars), floats rounded to 4 significant digits for reading."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        return float(f"{value:.4g}")
+    return value

@@ -1,0 +1,64 @@
+"""``aepipe tune`` through the CLI on scikit-learn's digits: trials as nested MLflow runs, the leaderboard as an
+artifact of the search run, the labelled objective logged for every trial, and the best trial registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+runner = CliRunner()
+SPACE = "[{model.name: linear, model.latent_dim: [2, 8]}, {model.hidden: [[32]], model.latent_dim: [8]}]"
+
+
+def test_tune_registers_the_best_of_its_nested_trials(ray_local, home):
+    made = runner.invoke(app, ["data", "digits"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    result = runner.invoke(
+        app,
+        [
+            "tune",
+            "--config",
+            "jobs/configs/digits_dense.yaml",
+            "name=digits-tune",
+            "tracking.registered_model=digits-tune",
+            f"tune.space={SPACE}",
+            "tune.trials=3",
+            "tune.metric=val_auroc",
+            "tune.anomaly_labels=[0]",  # digit 0 counts as the anomaly: labelled AUROC and AP for every trial
+            "tune.grace_epochs=1",
+            "train.epochs=2",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\ntrial ") + result.output.startswith("trial ") == 3, result.output
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    search = client.search_runs(
+        [client.get_experiment_by_name("aepipe").experiment_id], "tags.`aepipe.tune.job` = 'digits-tune'"
+    )
+    assert len(search) == 1 and search[0].info.status == "FINISHED"
+    parent = search[0].info.run_id
+    trials = client.search_runs([search[0].info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
+    best_auroc = {
+        t.info.run_id: max(m.value for m in client.get_metric_history(t.info.run_id, "val_auroc")) for t in trials
+    }
+    assert all("val_ap" in t.data.metrics and "val_mse" in t.data.metrics for t in trials)
+
+    folder = mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="tune", tracking_uri=client.tracking_uri)
+    rows = json.loads((Path(folder) / "leaderboard.json").read_text())
+    assert [r["rank"] for r in rows] == [1, 2, 3] and {r["run_id"] for r in rows} == set(best_auroc)
+    assert [r["val_auroc"] for r in rows] == sorted(best_auroc.values(), reverse=True)
+    for name in ("leaderboard.csv", "leaderboard.png", "space.yaml"):
+        assert (Path(folder) / name).stat().st_size > 0, name
+
+    version = client.get_model_version_by_alias("digits-tune", "challenger")
+    assert version.run_id == rows[0]["run_id"] == max(best_auroc, key=best_auroc.__getitem__)
+    assert search[0].data.tags["aepipe.tune.best_run"] == version.run_id
+    assert f"models:/digits-tune/{version.version}" in result.output

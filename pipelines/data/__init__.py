@@ -7,6 +7,7 @@ Every source streams: files are opened in Ray tasks, and the driver only ever ho
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,13 +17,15 @@ import ray.data
 from pipelines.bundle import Normalizer
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
+from pipelines.data.files import list_files
+from pipelines.data.images import SUFFIXES as IMAGE_SUFFIXES
 from pipelines.data.images import read_image_records
 from pipelines.data.normalize import combine_moments, partial_moments
-from pipelines.data.parquet import read_parquet_records
+from pipelines.data.parquet import footer_rows, read_parquet_records
 from pipelines.data.records import Batch, clean
 from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
-from pipelines.data.validate import ValidationReport, validate_records
+from pipelines.data.validate import ValidationReport, validate_and_keep, validate_records
 from pipelines.progress import SILENT_TASK, RowCounter, Task
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "fit_normalizer",
     "load_dataset",
     "normalize_dataset",
+    "rows_at_most",
     "split_dataset",
     "validate_corpus",
     "with_shard_key",
@@ -88,18 +92,37 @@ def load_dataset(
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 
-def validate_corpus(corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None) -> Corpus:
+def validate_corpus(
+    corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None, keep: bool = False
+) -> Corpus:
     """One streaming pass over every record (see :mod:`pipelines.data.validate`); returns the corpus with its
     report, whose ``skipped_by_file`` says what each file lost, and with duplicated ids left out when skipping.
-    ``counter`` counts the records read, for a progress bar.
+    ``counter`` counts the records read, for a progress bar. ``keep``: the same pass keeps the good records in
+    the object store, and the returned ``dataset`` reads them there, never the files again.
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
-    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    if keep:
+        report, kept = validate_and_keep(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    else:
+        report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset
-    if report.duplicated_ids:
+    if keep:
+        dataset = _clean_rows(kept, corpus.on_bad_records, report.duplicated_ids)
+    elif report.duplicated_ids:
         dataset = _clean_rows(corpus.records, corpus.on_bad_records, report.duplicated_ids)
     return replace(corpus, dataset=dataset, report=report)
+
+
+def rows_at_most(cfg: DataConfig, path: str) -> int:
+    """An upper bound on the records of the corpus at ``path``, known before reading it: the image files, or the
+    rows in the Parquet footers (a series has fewer windows than rows). An unreadable footer counts 0 (the file
+    is bad)."""
+    if cfg.source == "images":
+        return len(list_files(path, IMAGE_SUFFIXES))
+    files = list_files(path, (".parquet",))
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        return sum(pool.map(footer_rows, files))
 
 
 def _select(batch: Batch, val_fraction: float, want_validation: bool) -> Batch:

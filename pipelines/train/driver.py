@@ -32,6 +32,7 @@ from pipelines.data import (
     fit_normalizer,
     load_dataset,
     normalize_dataset,
+    rows_at_most,
     split_dataset,
     validate_corpus,
     with_shard_key,
@@ -101,9 +102,20 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
         )
 
 
+def _cache_decision(job: JobConfig, sample_shape: tuple[int, ...]) -> cache.CacheDecision:
+    """Whether the splits will be held in memory, decided before the corpus is read (so that the validation pass
+    can keep the rows): ``auto`` judges by an upper bound on the records (:func:`rows_at_most`)."""
+    rows = rows_at_most(job.data, job.data_path) if job.data.cache == "auto" else 0
+    return cache.decide(job.data.cache, rows, sample_shape, job.data.cache_max_fraction)
+
+
 def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
-    normalizer on the training split and cache both splits when they fit."""
+    normalizer on the training split and cache both splits when they fit.
+
+    When the splits are cached, the validation pass is the only read of the files: it keeps the good records in
+    the object store, and the normalizer and the cached splits are made from them. Streamed, the normalizer's fit
+    reads the training split once more (two reads before the first step; every epoch then reads it again)."""
     for path in (job.data_path, job.checkpoint_path):  # an unusable store stops here, before any work
         storage.check_reachable(path)
     quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
@@ -113,8 +125,9 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
     if job.data.source == "parquet":  # read at the model's size: a shard of other lengths is bad wherever it sorts
         shape = tuple(job.model["input_shape"])
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
+    caching = _cache_decision(job, corpus.sample_shape)
     with step(progress, "validating the corpus") as task, counting(task) as counter:
-        corpus = validate_corpus(corpus, counter=counter)
+        corpus = validate_corpus(corpus, counter=counter, keep=caching.in_memory)
     assert corpus.report is not None  # validate_corpus always reports
     log(f"corpus: {corpus.report.records} records ({corpus.report.skipped} skipped) in {job.data_path}")
     train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
@@ -124,11 +137,12 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
         name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))
     }
-    caching = cache.decide(job.data.cache, corpus.report.records, corpus.sample_shape, job.data.cache_max_fraction)
     log(f"training input: {caching.reason}")
     with step(progress, "caching the splits" if caching.in_memory else "planning the streamed splits"):
         splits = cache.prepare(normalized, caching)
-    return PreparedData(splits, val_ds, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
+        # cached: the validation rows as read are kept too, so that the records the pass kept can be released
+        val_rows = val_ds.materialize() if caching.in_memory else val_ds
+    return PreparedData(splits, val_rows, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
 
 
 def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerprints, commit: str) -> str:

@@ -12,7 +12,7 @@ from pipelines.data.reads import logging_reads, read_counts
 from pipelines.train.driver import prepare_data
 
 
-@pytest.mark.parametrize(("cache", "most"), [("auto", 1), ("stream", 2)])
+@pytest.mark.parametrize(("cache", "most"), [("stream", 2), ("auto", 1)])
 def test_the_corpus_is_read_at_most_twice_before_training(ray_local, tmp_path, cache, most):
     ids = np.array([f"row-{i:03d}" for i in range(120)])
     x = np.random.default_rng(0).normal(size=(120, 6)).astype(np.float32)

@@ -25,7 +25,13 @@ from pipelines.data.parquet import footer_rows, read_parquet_records
 from pipelines.data.records import Batch, clean
 from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
-from pipelines.data.validate import ValidationReport, validate_and_keep, validate_records
+from pipelines.data.validate import (
+    IDS,
+    ValidationReport,
+    validate_and_keep,
+    validate_and_summarize,
+    validate_records,
+)
 from pipelines.progress import SILENT_TASK, RowCounter, Task
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "normalize_dataset",
     "rows_at_most",
     "split_dataset",
+    "validate_and_fit",
     "validate_corpus",
     "with_shard_key",
 ]
@@ -102,15 +109,21 @@ def validate_corpus(
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
     if keep:
         report, kept = validate_and_keep(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
-    else:
-        report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+        return _validated(corpus, report, kept, require_records)
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    return _validated(corpus, report, corpus.records, require_records)
+
+
+def _validated(
+    corpus: Corpus, report: ValidationReport, records: ray.data.Dataset, require_records: bool = True
+) -> Corpus:
+    """``corpus`` with its ``report``; its ``dataset`` the good rows of ``records`` (read again, or kept) but the
+    duplicated ids."""
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset
-    if keep:
-        dataset = _clean_rows(kept, corpus.on_bad_records, report.duplicated_ids)
-    elif report.duplicated_ids:
-        dataset = _clean_rows(corpus.records, corpus.on_bad_records, report.duplicated_ids)
+    if records is not corpus.records or report.duplicated_ids:
+        dataset = _clean_rows(records, corpus.on_bad_records, report.duplicated_ids)
     return replace(corpus, dataset=dataset, report=report)
 
 
@@ -152,21 +165,55 @@ def _moments(batch: Batch, scope: str) -> Batch:
     return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], scope).items()}
 
 
+def _combined(parts: ray.data.Dataset, kind: str, task: Task) -> Normalizer:
+    """Reduce a dataset of per-batch moments on the driver (``task`` shows the rows they cover as they arrive)."""
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for part in parts.iter_batches(batch_size=None, batch_format="numpy"):
+        rows += [{k: v[i] for k, v in part.items()} for i in range(len(part["count"]))]
+        seen += int(part["count"].sum())
+        task.update(seen, status=f"{seen:,} rows")
+    return combine_moments(rows, kind)
+
+
 def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str, task: Task = SILENT_TASK) -> Normalizer:
     """One distributed pass over ``train``: per-batch moments are reduced on the driver (``task`` shows the rows
     they cover as they arrive)."""
     if kind == "none":
         return Normalizer("none")
-    parts = train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096).iter_batches(
-        batch_size=None, batch_format="numpy"
+    return _combined(train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096), kind, task)
+
+
+def _train_moments(good: Batch, val_fraction: float, scope: str) -> Batch:
+    """Moments (each ``[1, ...]``) of the training rows among the good records ``good``."""
+    x = good["x"][~is_validation(good["id"], val_fraction)]
+    return {k: np.expand_dims(v, 0) for k, v in partial_moments(x, scope).items()}
+
+
+def validate_and_fit(
+    corpus: Corpus,
+    val_fraction: float,
+    kind: str,
+    scope: str,
+    keep: bool = False,
+    counter: RowCounter | None = None,
+) -> tuple[Corpus, Normalizer]:
+    """The pass over the corpus before training: :func:`validate_corpus` (with ``keep``: the good records kept in
+    the object store, read there from then on) and the normalizer fitted on the training split of the same
+    records. One read of the files, except when ids were duplicated and skipped: the pass's moments include
+    every copy, so the fit reads the training split again without them.
+    Raises :class:`DataError` as :func:`validate_corpus` does."""
+    if keep or kind == "none":
+        corpus = validate_corpus(corpus, counter=counter, keep=keep)
+        return corpus, fit_normalizer(split_dataset(corpus.dataset, val_fraction)[0], kind, scope)
+    summarize = functools.partial(_train_moments, val_fraction=val_fraction, scope=scope)
+    report, summaries = validate_and_summarize(
+        corpus.records, corpus.on_bad_records, corpus.quarantine_dir, summarize, counter
     )
-    rows: list[dict[str, Any]] = []
-    seen = 0
-    for part in parts:
-        rows += [{k: v[i] for k, v in part.items()} for i in range(len(part["count"]))]
-        seen += int(part["count"].sum())
-        task.update(seen, status=f"{seen:,} rows")
-    return combine_moments(rows, kind)
+    corpus = _validated(corpus, report, corpus.records)
+    if report.duplicated_ids:
+        return corpus, fit_normalizer(split_dataset(corpus.dataset, val_fraction)[0], kind, scope)
+    return corpus, _combined(summaries.drop_columns([IDS]), kind, SILENT_TASK)
 
 
 def _apply(batch: Batch, normalizer: Normalizer) -> Batch:

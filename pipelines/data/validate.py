@@ -19,7 +19,7 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -226,6 +226,38 @@ def validate_records(
     return _report(records.map_batches(functools.partial(_audit, audit=audit)), records, audit)
 
 
+#: The column of a summarizing pass (:func:`validate_and_summarize`) that holds a batch's good ids, as JSON.
+IDS = "ids"
+
+
+def _audit_summary(batch: Batch, audit: _Audit, summarize: Callable[[Batch], Batch]) -> Batch:
+    """One row per batch: its good ids (JSON) and ``summarize`` of its good records (each value ``[1, ...]``)."""
+    good = _audit(batch, audit, keep_rows=True)
+    if not good:
+        return {}
+    return {IDS: np.array([json.dumps(good["id"].tolist())], dtype=object), **summarize(good)}
+
+
+def _explode_ids(batch: Batch) -> Batch:
+    return {"id": np.array([i for ids in batch[IDS] for i in json.loads(ids)], dtype=object)}
+
+
+def _one_pass(
+    audited: ray.data.Dataset,
+    ids_of: Callable[[ray.data.Dataset], ray.data.Dataset],
+    audit: _Audit,
+    records: ray.data.Dataset | None = None,
+) -> tuple[ValidationReport, MaterializedDataset]:
+    """Run the pass ``audited`` into the object store, then check the ids (``ids_of`` the kept result) there;
+    duplicated ids are located in ``records`` (default: the kept result)."""
+    with _data_errors_raised(audited):
+        kept = audited.materialize()
+    if kept.count() == 0:  # no block, no schema: nothing to group
+        by_file = quarantined(audit.quarantine_dir, audit.token)
+        return ValidationReport(0, sum(by_file.values()), audit.quarantine_dir, frozenset(), by_file), kept
+    return _report(ids_of(kept), kept if records is None else records, replace(audit, counter=None)), kept
+
+
 def validate_and_keep(
     records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
 ) -> tuple[ValidationReport, MaterializedDataset]:
@@ -234,9 +266,21 @@ def validate_and_keep(
     records. Returns the report and the kept records, duplicates still among them."""
     audit = _new_audit(on_bad_records, quarantine_dir, counter)
     good = records.map_batches(functools.partial(_audit, audit=audit, keep_rows=True))
-    with _data_errors_raised(good):
-        kept = good.materialize()
-    if kept.count() == 0:  # no block, no schema: nothing to group
-        by_file = quarantined(quarantine_dir, audit.token)
-        return ValidationReport(0, sum(by_file.values()), quarantine_dir, frozenset(), by_file), kept
-    return _report(kept.select_columns(["id"]), kept, replace(audit, counter=None)), kept
+    return _one_pass(good, lambda kept: kept.select_columns(["id"]), audit)
+
+
+def validate_and_summarize(
+    records: ray.data.Dataset,
+    on_bad_records: str,
+    quarantine_dir: str | None,
+    summarize: Callable[[Batch], Batch],
+    counter: RowCounter | None = None,
+) -> tuple[ValidationReport, MaterializedDataset]:
+    """:func:`validate_records` in a pass that also applies ``summarize`` to the good records of every batch
+    (e.g. moments: a dict of arrays ``[1, ...]``): the files are read once, and only one row per batch (its
+    good ids and its summary) is kept in the object store. Returns the report and the summaries, whose rows
+    include the copies of duplicated ids, and whose :data:`IDS` column holds the ids. Duplicated ids (an error,
+    or skipped) are located by reading ``records`` again."""
+    audit = _new_audit(on_bad_records, quarantine_dir, counter)
+    summaries = records.map_batches(functools.partial(_audit_summary, audit=audit, summarize=summarize))
+    return _one_pass(summaries, lambda kept: kept.select_columns([IDS]).map_batches(_explode_ids), audit, records)

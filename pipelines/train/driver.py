@@ -29,12 +29,11 @@ from pipelines.data import (
     SHARD_KEY,
     Normalizer,
     cache,
-    fit_normalizer,
     load_dataset,
     normalize_dataset,
     rows_at_most,
     split_dataset,
-    validate_corpus,
+    validate_and_fit,
     with_shard_key,
 )
 from pipelines.progress import SILENT, Progress, counting, step
@@ -113,9 +112,9 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
     normalizer on the training split and cache both splits when they fit.
 
-    When the splits are cached, the validation pass is the only read of the files: it keeps the good records in
-    the object store, and the normalizer and the cached splits are made from them. Streamed, the normalizer's fit
-    reads the training split once more (two reads before the first step; every epoch then reads it again)."""
+    The validation pass is the only read of the files before training (:func:`validate_and_fit`): it fits the
+    normalizer too, and when the splits are cached it keeps the good records in the object store, from which the
+    cached splits are made. Streamed, every epoch then reads the files again."""
     for path in (job.data_path, job.checkpoint_path):  # an unusable store stops here, before any work
         storage.check_reachable(path)
     quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
@@ -126,13 +125,14 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
         shape = tuple(job.model["input_shape"])
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
     caching = _cache_decision(job, corpus.sample_shape)
-    with step(progress, "validating the corpus") as task, counting(task) as counter:
-        corpus = validate_corpus(corpus, counter=counter, keep=caching.in_memory)
-    assert corpus.report is not None  # validate_corpus always reports
+    dc = job.data
+    with step(progress, "validating the corpus, fitting normalization") as task, counting(task) as counter:
+        corpus, normalizer = validate_and_fit(
+            corpus, dc.val_fraction, dc.normalize, dc.normalize_scope, keep=caching.in_memory, counter=counter
+        )
+    assert corpus.report is not None  # validate_and_fit always reports
     log(f"corpus: {corpus.report.records} records ({corpus.report.skipped} skipped) in {job.data_path}")
-    train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
-    with step(progress, "fitting normalization on the training split") as task:
-        normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope, task)
+    train_ds, val_ds = split_dataset(corpus.dataset, dc.val_fraction)
     normalized = {
         name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))

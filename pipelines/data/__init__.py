@@ -7,6 +7,7 @@ Every source streams: files are opened in Ray tasks, and the driver only ever ho
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,13 +17,21 @@ import ray.data
 from pipelines.bundle import Normalizer
 from pipelines.config import DataConfig
 from pipelines.data.errors import DataError
+from pipelines.data.files import list_files
+from pipelines.data.images import SUFFIXES as IMAGE_SUFFIXES
 from pipelines.data.images import read_image_records
 from pipelines.data.normalize import combine_moments, partial_moments
-from pipelines.data.parquet import read_parquet_records
+from pipelines.data.parquet import footer_rows, read_parquet_records
 from pipelines.data.records import Batch, clean
 from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
-from pipelines.data.validate import ValidationReport, validate_records
+from pipelines.data.validate import (
+    IDS,
+    ValidationReport,
+    validate_and_keep,
+    validate_and_summarize,
+    validate_records,
+)
 from pipelines.progress import SILENT_TASK, RowCounter, Task
 
 __all__ = [
@@ -34,7 +43,9 @@ __all__ = [
     "fit_normalizer",
     "load_dataset",
     "normalize_dataset",
+    "rows_at_most",
     "split_dataset",
+    "validate_and_fit",
     "validate_corpus",
     "with_shard_key",
 ]
@@ -88,18 +99,43 @@ def load_dataset(
     return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
 
 
-def validate_corpus(corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None) -> Corpus:
+def validate_corpus(
+    corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None, keep: bool = False
+) -> Corpus:
     """One streaming pass over every record (see :mod:`pipelines.data.validate`); returns the corpus with its
     report, whose ``skipped_by_file`` says what each file lost, and with duplicated ids left out when skipping.
-    ``counter`` counts the records read, for a progress bar.
+    ``counter`` counts the records read, for a progress bar. ``keep``: the same pass keeps the good records in
+    the object store, and the returned ``dataset`` reads them there, never the files again.
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
+    if keep:
+        report, kept = validate_and_keep(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+        return _validated(corpus, report, kept, require_records)
     report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    return _validated(corpus, report, corpus.records, require_records)
+
+
+def _validated(
+    corpus: Corpus, report: ValidationReport, records: ray.data.Dataset, require_records: bool = True
+) -> Corpus:
+    """``corpus`` with its ``report``; its ``dataset`` the good rows of ``records`` (read again, or kept) but the
+    duplicated ids."""
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset
-    if report.duplicated_ids:
-        dataset = _clean_rows(corpus.records, corpus.on_bad_records, report.duplicated_ids)
+    if records is not corpus.records or report.duplicated_ids:
+        dataset = _clean_rows(records, corpus.on_bad_records, report.duplicated_ids)
     return replace(corpus, dataset=dataset, report=report)
+
+
+def rows_at_most(cfg: DataConfig, path: str) -> int:
+    """An upper bound on the records of the corpus at ``path``, known before reading it: the image files, or the
+    rows in the Parquet footers (a series has fewer windows than rows). An unreadable footer counts 0 (the file
+    is bad)."""
+    if cfg.source == "images":
+        return len(list_files(path, IMAGE_SUFFIXES))
+    files = list_files(path, (".parquet",))
+    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+        return sum(pool.map(footer_rows, files))
 
 
 def _select(batch: Batch, val_fraction: float, want_validation: bool) -> Batch:
@@ -129,21 +165,55 @@ def _moments(batch: Batch, scope: str) -> Batch:
     return {k: np.expand_dims(v, 0) for k, v in partial_moments(batch["x"], scope).items()}
 
 
+def _combined(parts: ray.data.Dataset, kind: str, task: Task) -> Normalizer:
+    """Reduce a dataset of per-batch moments on the driver (``task`` shows the rows they cover as they arrive)."""
+    rows: list[dict[str, Any]] = []
+    seen = 0
+    for part in parts.iter_batches(batch_size=None, batch_format="numpy"):
+        rows += [{k: v[i] for k, v in part.items()} for i in range(len(part["count"]))]
+        seen += int(part["count"].sum())
+        task.update(seen, status=f"{seen:,} rows")
+    return combine_moments(rows, kind)
+
+
 def fit_normalizer(train: ray.data.Dataset, kind: str, scope: str, task: Task = SILENT_TASK) -> Normalizer:
     """One distributed pass over ``train``: per-batch moments are reduced on the driver (``task`` shows the rows
     they cover as they arrive)."""
     if kind == "none":
         return Normalizer("none")
-    parts = train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096).iter_batches(
-        batch_size=None, batch_format="numpy"
+    return _combined(train.map_batches(functools.partial(_moments, scope=scope), batch_size=4096), kind, task)
+
+
+def _train_moments(good: Batch, val_fraction: float, scope: str) -> Batch:
+    """Moments (each ``[1, ...]``) of the training rows among the good records ``good``."""
+    x = good["x"][~is_validation(good["id"], val_fraction)]
+    return {k: np.expand_dims(v, 0) for k, v in partial_moments(x, scope).items()}
+
+
+def validate_and_fit(
+    corpus: Corpus,
+    val_fraction: float,
+    kind: str,
+    scope: str,
+    keep: bool = False,
+    counter: RowCounter | None = None,
+) -> tuple[Corpus, Normalizer]:
+    """The pass over the corpus before training: :func:`validate_corpus` (with ``keep``: the good records kept in
+    the object store, read there from then on) and the normalizer fitted on the training split of the same
+    records. One read of the files, except when ids were duplicated and skipped: the pass's moments include
+    every copy, so the fit reads the training split again without them.
+    Raises :class:`DataError` as :func:`validate_corpus` does."""
+    if keep or kind == "none":
+        corpus = validate_corpus(corpus, counter=counter, keep=keep)
+        return corpus, fit_normalizer(split_dataset(corpus.dataset, val_fraction)[0], kind, scope)
+    summarize = functools.partial(_train_moments, val_fraction=val_fraction, scope=scope)
+    report, summaries = validate_and_summarize(
+        corpus.records, corpus.on_bad_records, corpus.quarantine_dir, summarize, counter
     )
-    rows: list[dict[str, Any]] = []
-    seen = 0
-    for part in parts:
-        rows += [{k: v[i] for k, v in part.items()} for i in range(len(part["count"]))]
-        seen += int(part["count"].sum())
-        task.update(seen, status=f"{seen:,} rows")
-    return combine_moments(rows, kind)
+    corpus = _validated(corpus, report, corpus.records)
+    if report.duplicated_ids:
+        return corpus, fit_normalizer(split_dataset(corpus.dataset, val_fraction)[0], kind, scope)
+    return corpus, _combined(summaries.drop_columns([IDS]), kind, SILENT_TASK)
 
 
 def _apply(batch: Batch, normalizer: Normalizer) -> Batch:

@@ -27,7 +27,7 @@ def reduce_axes(ndim: int, scope: str) -> tuple[int, ...]:
 
 
 def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
-    """Sufficient statistics of one batch ``[B, *shape]``: count, sum, sum of squares, min, max.
+    """Sufficient statistics of one batch ``[B, *shape]`` (B may be 0): count, sum, sum of squares, min, max.
 
     Global statistics are scalars; feature and channel ones have the sample's ``shape`` (a channel's
     statistic repeated over its positions), the layout a saved model bundle expects.
@@ -44,15 +44,17 @@ def partial_moments(x: np.ndarray, scope: str) -> dict[str, np.ndarray]:
         "count": np.array(np.prod([x.shape[a] for a in axes]), dtype=np.float64),
         "sum": reduce(np.sum),
         "sumsq": reduce(lambda a, **kw: np.square(a).sum(**kw)),
-        "min": reduce(np.min),
-        "max": reduce(np.max),
+        "min": reduce(lambda a, **kw: np.min(a, initial=np.inf, **kw)),
+        "max": reduce(lambda a, **kw: np.max(a, initial=-np.inf, **kw)),
     }
 
 
 def combine_moments(parts: list[dict[str, np.ndarray]], kind: str) -> Normalizer:
-    """Merge per-batch moments into a :class:`Normalizer`; constant features get scale 1."""
+    """Merge per-batch moments into a :class:`Normalizer`; constant features get scale 1. Parts of no rows are
+    passed over."""
     if kind == "none":
         return Normalizer("none")
+    parts = [p for p in parts if p["count"] > 0]
     if not parts:
         raise ValueError("cannot fit normalization on an empty training split")
     count = sum(p["count"] for p in parts)

@@ -215,6 +215,15 @@ def sample_length(files: list[str], cfg: DataConfig) -> tuple[str, int]:
     )
 
 
+def footer_rows(path: str) -> int:
+    """The rows a Parquet file's footer declares (0 for a file that cannot be opened: the tasks report it)."""
+    try:
+        with open_file(path) as f:
+            return int(pq.ParquetFile(f).metadata.num_rows)
+    except Exception:
+        return 0
+
+
 def _column_names(path: str) -> list[str]:
     """The columns of a Parquet file; none for a file that cannot be opened (the tasks report it)."""
     try:

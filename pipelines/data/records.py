@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import ray.data
 
 from pipelines import storage
+from pipelines.data import reads
 from pipelines.data.errors import DataError
 
 #: A batch of records, of canonical rows or of per-block summaries: column name -> array ``[B, ...]``.
@@ -150,6 +151,15 @@ def write_quarantine(table: pa.Table, directory: str, token: str) -> None:
             pq.write_table(part, out)
 
 
+def _reading_logged(
+    items: Batch, reader: Callable[..., Iterator[Batch]], read_log: str, **kwargs: Any
+) -> Iterator[Batch]:
+    """``reader(items, **kwargs)`` after noting each input file in the read log (see :mod:`pipelines.data.reads`)."""
+    for path in items["path"]:
+        reads.note_read(read_log, str(path))
+    yield from reader(items, **kwargs)
+
+
 def read_in_tasks(
     items: list[dict[str, Any]],
     fn: Callable[..., Iterator[Batch]],
@@ -159,8 +169,11 @@ def read_in_tasks(
     """Run the generator ``fn(batch_of_items, **fn_kwargs)`` over ``items`` (e.g. file paths) in Ray tasks.
 
     Each task gets ``per_task`` items and streams out the record batches ``fn`` yields, so no file is ever
-    read on the driver and a bad file only produces error records.
+    read on the driver and a bad file only produces error records. Inside :func:`pipelines.data.reads.logging_reads`
+    each task notes the files it reads.
     """
+    if (read_log := reads.active_log()) is not None:
+        fn_kwargs, fn = {**fn_kwargs, "reader": fn, "read_log": read_log}, _reading_logged
     blocks = max(1, math.ceil(len(items) / per_task))
     return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         fn, fn_kwargs=fn_kwargs, batch_size=per_task, batch_format="numpy"

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray.data
+from ray.data.dataset import MaterializedDataset
 
 from pipelines import storage
 from pipelines.data.errors import DataError, TaskDataError, task_data_error
@@ -82,8 +83,9 @@ class _Audit:
         write_quarantine(table, self.quarantine_dir, self.token)
 
 
-def _audit(batch: Batch, audit: _Audit) -> Batch:
-    """Raise at the first bad record (fail) or quarantine the bad ones (skip); pass on the good ids."""
+def _audit(batch: Batch, audit: _Audit, keep_rows: bool = False) -> Batch:
+    """Raise at the first bad record (fail) or quarantine the bad ones (skip); pass on the good ids, or with
+    ``keep_rows`` the good records whole."""
     if audit.counter is not None:
         audit.counter.add(len(batch[ERROR]))
     if audit.on_bad_records == "fail" and (message := first_error(batch)):
@@ -91,7 +93,11 @@ def _audit(batch: Batch, audit: _Audit) -> Batch:
     bad = batch[ERROR] != ""
     if bad.any():
         audit.quarantine(quarantine_rows(batch, bad))
-    return {"id": batch["id"][~bad]}
+    if not keep_rows:
+        return {"id": batch["id"][~bad]}
+    if bad.all():
+        return {}  # an empty tensor column cannot become an Arrow block
+    return {k: v[~bad] for k, v in batch.items()}
 
 
 def _summarize(batch: Batch, keep: int) -> Batch:
@@ -136,17 +142,24 @@ def _task_errors_as_raised(ds: ray.data.Dataset) -> Iterator[None]:
         context.raise_original_map_exception = before
 
 
-def _driver_side(ds: ray.data.Dataset) -> list[dict[str, Any]]:
-    """Run ``ds`` and collect its (small) result on the driver; a :class:`TaskDataError` raised in a Ray task is
-    raised here as a :class:`DataError` with the task's message (no Ray traceback)."""
+@contextlib.contextmanager
+def _data_errors_raised(ds: ray.data.Dataset) -> Iterator[None]:
+    """While the block runs ``ds``, a :class:`TaskDataError` raised in a Ray task is raised here as a
+    :class:`DataError` with the task's message (no Ray traceback)."""
     with _task_errors_as_raised(ds):
         try:
-            return list(ds.iter_rows())
+            yield
         except Exception as exc:
             found = task_data_error(exc)
             if found is None:
                 raise
             raise found from None
+
+
+def _driver_side(ds: ray.data.Dataset) -> list[dict[str, Any]]:
+    """Run ``ds`` and collect its (small) result on the driver (see :func:`_data_errors_raised`)."""
+    with _data_errors_raised(ds):
+        return list(ds.iter_rows())
 
 
 def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
@@ -165,13 +178,11 @@ def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
     return counts
 
 
-def _count_ids(records: ray.data.Dataset, audit: _Audit, keep: int) -> tuple[int, int, frozenset[str]]:
-    """The pass over every record: ``(good records, ids that occur more than once, up to keep of those ids)``."""
-    audited = records.map_batches(functools.partial(_audit, audit=audit)).repartition(
-        target_num_rows_per_block=ID_ROWS_PER_BLOCK, strict=True
-    )
+def _count_ids(audited: ray.data.Dataset, keep: int) -> tuple[int, int, frozenset[str]]:
+    """Over the good ids ``audited``: ``(good records, ids that occur more than once, up to keep of those ids)``."""
+    regrouped = audited.repartition(target_num_rows_per_block=ID_ROWS_PER_BLOCK, strict=True)
     summary = _driver_side(
-        group_by(audited, "id").count().map_batches(functools.partial(_summarize, keep=keep)),
+        group_by(regrouped, "id").count().map_batches(functools.partial(_summarize, keep=keep)),
     )
     rows = int(sum(s["rows"] for s in summary))
     n_duplicated = int(sum(s["duplicated"] for s in summary))
@@ -185,22 +196,91 @@ def _locate_duplicates(records: ray.data.Dataset, ids: frozenset[str], audit: _A
     return [r["where"] for r in located]
 
 
+def _new_audit(on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None) -> _Audit:
+    if on_bad_records == "skip" and quarantine_dir is None:
+        raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
+    return _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12], counter)
+
+
+def _report(audited: ray.data.Dataset, records: ray.data.Dataset, audit: _Audit) -> ValidationReport:
+    """The report of a pass whose good ids are ``audited``; duplicated ids are located in ``records``."""
+    keep = MAX_DUPLICATES if audit.on_bad_records == "skip" else EXAMPLES
+    rows, n_duplicated, duplicated = _count_ids(audited, keep)
+    if n_duplicated:
+        if n_duplicated > MAX_DUPLICATES and audit.on_bad_records == "skip":
+            raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")
+        located = _locate_duplicates(records, duplicated, replace(audit, counter=None))
+        if audit.on_bad_records == "fail":
+            raise DataError(f"{n_duplicated} ids occur more than once, e.g. {'; '.join(located[: 2 * EXAMPLES])}")
+        rows -= len(located)
+    by_file = quarantined(audit.quarantine_dir, audit.token)
+    return ValidationReport(rows, sum(by_file.values()), audit.quarantine_dir, duplicated, by_file)
+
+
 def validate_records(
     records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
 ) -> ValidationReport:
     """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids. ``counter``: where
     the pass counts the records it reads (see :func:`pipelines.progress.counting`)."""
-    if on_bad_records == "skip" and quarantine_dir is None:
-        raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
-    audit = _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12], counter)
-    keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
-    rows, n_duplicated, duplicated = _count_ids(records, audit, keep)
-    if n_duplicated:
-        if n_duplicated > MAX_DUPLICATES and on_bad_records == "skip":
-            raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")
-        located = _locate_duplicates(records, duplicated, replace(audit, counter=None))
-        if on_bad_records == "fail":
-            raise DataError(f"{n_duplicated} ids occur more than once, e.g. {'; '.join(located[: 2 * EXAMPLES])}")
-        rows -= len(located)
-    by_file = quarantined(quarantine_dir, audit.token)
-    return ValidationReport(rows, sum(by_file.values()), quarantine_dir, duplicated, by_file)
+    audit = _new_audit(on_bad_records, quarantine_dir, counter)
+    return _report(records.map_batches(functools.partial(_audit, audit=audit)), records, audit)
+
+
+#: The column of a summarizing pass (:func:`validate_and_summarize`) that holds a batch's good ids, as JSON.
+IDS = "ids"
+
+
+def _audit_summary(batch: Batch, audit: _Audit, summarize: Callable[[Batch], Batch]) -> Batch:
+    """One row per batch: its good ids (JSON) and ``summarize`` of its good records (each value ``[1, ...]``)."""
+    good = _audit(batch, audit, keep_rows=True)
+    if not good:
+        return {}
+    return {IDS: np.array([json.dumps(good["id"].tolist())], dtype=object), **summarize(good)}
+
+
+def _explode_ids(batch: Batch) -> Batch:
+    return {"id": np.array([i for ids in batch[IDS] for i in json.loads(ids)], dtype=object)}
+
+
+def _one_pass(
+    audited: ray.data.Dataset,
+    ids_of: Callable[[ray.data.Dataset], ray.data.Dataset],
+    audit: _Audit,
+    records: ray.data.Dataset | None = None,
+) -> tuple[ValidationReport, MaterializedDataset]:
+    """Run the pass ``audited`` into the object store, then check the ids (``ids_of`` the kept result) there;
+    duplicated ids are located in ``records`` (default: the kept result)."""
+    with _data_errors_raised(audited):
+        kept = audited.materialize()
+    if kept.count() == 0:  # no block, no schema: nothing to group
+        by_file = quarantined(audit.quarantine_dir, audit.token)
+        return ValidationReport(0, sum(by_file.values()), audit.quarantine_dir, frozenset(), by_file), kept
+    return _report(ids_of(kept), kept if records is None else records, replace(audit, counter=None)), kept
+
+
+def validate_and_keep(
+    records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
+) -> tuple[ValidationReport, MaterializedDataset]:
+    """:func:`validate_records` in a pass that also keeps every good record (bookkeeping columns included) in the
+    object store: the files are read once, and the id check (and the search for duplicates) reads the kept
+    records. Returns the report and the kept records, duplicates still among them."""
+    audit = _new_audit(on_bad_records, quarantine_dir, counter)
+    good = records.map_batches(functools.partial(_audit, audit=audit, keep_rows=True))
+    return _one_pass(good, lambda kept: kept.select_columns(["id"]), audit)
+
+
+def validate_and_summarize(
+    records: ray.data.Dataset,
+    on_bad_records: str,
+    quarantine_dir: str | None,
+    summarize: Callable[[Batch], Batch],
+    counter: RowCounter | None = None,
+) -> tuple[ValidationReport, MaterializedDataset]:
+    """:func:`validate_records` in a pass that also applies ``summarize`` to the good records of every batch
+    (e.g. moments: a dict of arrays ``[1, ...]``): the files are read once, and only one row per batch (its
+    good ids and its summary) is kept in the object store. Returns the report and the summaries, whose rows
+    include the copies of duplicated ids, and whose :data:`IDS` column holds the ids. Duplicated ids (an error,
+    or skipped) are located by reading ``records`` again."""
+    audit = _new_audit(on_bad_records, quarantine_dir, counter)
+    summaries = records.map_batches(functools.partial(_audit_summary, audit=audit, summarize=summarize))
+    return _one_pass(summaries, lambda kept: kept.select_columns([IDS]).map_batches(_explode_ids), audit, records)

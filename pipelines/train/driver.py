@@ -29,11 +29,11 @@ from pipelines.data import (
     SHARD_KEY,
     Normalizer,
     cache,
-    fit_normalizer,
     load_dataset,
     normalize_dataset,
+    rows_at_most,
     split_dataset,
-    validate_corpus,
+    validate_and_fit,
     with_shard_key,
 )
 from pipelines.progress import SILENT, Progress, counting, step
@@ -101,9 +101,20 @@ def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
         )
 
 
+def _cache_decision(job: JobConfig, sample_shape: tuple[int, ...]) -> cache.CacheDecision:
+    """Whether the splits will be held in memory, decided before the corpus is read (so that the validation pass
+    can keep the rows): ``auto`` judges by an upper bound on the records (:func:`rows_at_most`)."""
+    rows = rows_at_most(job.data, job.data_path) if job.data.cache == "auto" else 0
+    return cache.decide(job.data.cache, rows, sample_shape, job.data.cache_max_fraction)
+
+
 def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
-    normalizer on the training split and cache both splits when they fit."""
+    normalizer on the training split and cache both splits when they fit.
+
+    The validation pass is the only read of the files before training (:func:`validate_and_fit`): it fits the
+    normalizer too, and when the splits are cached it keeps the good records in the object store, from which the
+    cached splits are made. Streamed, every epoch then reads the files again."""
     for path in (job.data_path, job.checkpoint_path):  # an unusable store stops here, before any work
         storage.check_reachable(path)
     quarantine = storage.join(job.checkpoint_path, "quarantine", job.name)  # beside the checkpoints: any node's
@@ -113,22 +124,25 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
     if job.data.source == "parquet":  # read at the model's size: a shard of other lengths is bad wherever it sorts
         shape = tuple(job.model["input_shape"])
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
-    with step(progress, "validating the corpus") as task, counting(task) as counter:
-        corpus = validate_corpus(corpus, counter=counter)
-    assert corpus.report is not None  # validate_corpus always reports
+    caching = _cache_decision(job, corpus.sample_shape)
+    dc = job.data
+    with step(progress, "validating the corpus, fitting normalization") as task, counting(task) as counter:
+        corpus, normalizer = validate_and_fit(
+            corpus, dc.val_fraction, dc.normalize, dc.normalize_scope, keep=caching.in_memory, counter=counter
+        )
+    assert corpus.report is not None  # validate_and_fit always reports
     log(f"corpus: {corpus.report.records} records ({corpus.report.skipped} skipped) in {job.data_path}")
-    train_ds, val_ds = split_dataset(corpus.dataset, job.data.val_fraction)
-    with step(progress, "fitting normalization on the training split") as task:
-        normalizer = fit_normalizer(train_ds, job.data.normalize, job.data.normalize_scope, task)
+    train_ds, val_ds = split_dataset(corpus.dataset, dc.val_fraction)
     normalized = {
         name: normalize_dataset(with_shard_key(ds), normalizer).select_columns(["x", SHARD_KEY])
         for name, ds in (("train", train_ds), ("val", val_ds))
     }
-    caching = cache.decide(job.data.cache, corpus.report.records, corpus.sample_shape, job.data.cache_max_fraction)
     log(f"training input: {caching.reason}")
     with step(progress, "caching the splits" if caching.in_memory else "planning the streamed splits"):
         splits = cache.prepare(normalized, caching)
-    return PreparedData(splits, val_ds, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
+        # cached: the validation rows as read are kept too, so that the records the pass kept can be released
+        val_rows = val_ds.materialize() if caching.in_memory else val_ds
+    return PreparedData(splits, val_rows, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
 
 
 def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerprints, commit: str) -> str:

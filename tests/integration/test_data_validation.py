@@ -87,12 +87,13 @@ def test_bad_parquet_fails_naming_file_and_row(ray_local, tmp_path, case):
         assert "part-bad.parquet: row 1 (id 'a3'): duplicate id" in str(err.value)
 
 
-def test_a_bad_record_found_in_a_task_is_raised_with_its_message_only(ray_local, tmp_path):
+@pytest.mark.parametrize("keep", [False, True], ids=["streamed", "kept"])
+def test_a_bad_record_found_in_a_task_is_raised_with_its_message_only(ray_local, tmp_path, keep):
     _good_shard(tmp_path)
     PARQUET_CASES["NaN value"][0](tmp_path / "part-bad.parquet")
     corpus = load_dataset(DataConfig(), str(tmp_path))
     with pytest.raises(DataError) as err:
-        validate_corpus(corpus)
+        validate_corpus(corpus, keep=keep)
     assert type(err.value) is DataError
     assert str(err.value) == f"{tmp_path / 'part-bad.parquet'}: row 2 (id 'part-bad.b2'): null, NaN or infinite value"
     # the pass lets task errors through whole only while it runs: training and scoring keep Ray Data's default
@@ -110,12 +111,14 @@ def test_empty_directory_and_missing_path(tmp_path):
         load_dataset(DataConfig(), str(tmp_path / "nowhere"))
 
 
-def test_skip_quarantines_every_bad_parquet_record(ray_local, tmp_path):
+@pytest.mark.parametrize("keep", [False, True], ids=["streamed", "kept"])  # kept: the pass that fills the cache
+def test_skip_quarantines_every_bad_parquet_record(ray_local, tmp_path, keep):
     data, quarantine = tmp_path / "data", tmp_path / "q"
     _good_shard(data)
     for i, (write, _) in enumerate(PARQUET_CASES.values()):
         write(data / f"bad-{i:02d}.parquet")
-    corpus = validate_corpus(load_dataset(DataConfig(on_bad_records="skip"), str(data), quarantine_dir=str(quarantine)))
+    corpus = load_dataset(DataConfig(on_bad_records="skip"), str(data), quarantine_dir=str(quarantine))
+    corpus = validate_corpus(corpus, keep=keep)
 
     q = pd.read_parquet(quarantine)
     got = sorted(

@@ -257,7 +257,7 @@ def _finish(
     with step(progress, "plotting"):
         _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), val_rows=data.val_rows, log=log)
     with step(progress, "logging and registering the model"):
-        example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
+        example = input_example(data.val_rows.take_batch(2, batch_format="numpy"))
         version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     if version is not None:
         held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
@@ -345,6 +345,6 @@ def _log_plots(
         log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")
 
 
-def _input_example(sample: dict[str, np.ndarray]) -> pd.DataFrame:
+def input_example(sample: dict[str, np.ndarray]) -> pd.DataFrame:
     """Two real validation rows as the pyfunc input example (``x`` holds each raw sample, flattened)."""
     return pd.DataFrame({"x": [np.asarray(row, np.float32).reshape(-1).tolist() for row in sample["x"][:2]]})

@@ -27,7 +27,7 @@ from pipelines.progress import SILENT, Progress, Task
 from pipelines.provenance import CODE_ROOT, git_commit
 from pipelines.tracking import promotion
 from pipelines.train import resume
-from pipelines.train.driver import GIT_TAG, PreparedData, _input_example, prepare_data
+from pipelines.train.driver import GIT_TAG, PreparedData, input_example, prepare_data
 from pipelines.tune import leaderboard, objective
 from pipelines.tune.space import Branch, param_space, parse_space, raw_space
 from pipelines.tune.trial import TrialData, run_trial
@@ -237,7 +237,7 @@ def _register_best(
     bundle_dir = Path(job.resolve("outputs")) / "models" / run_id / tracking.BUNDLE_ARTIFACT
     checkpoint.to_directory(str(bundle_dir))
     bundle = ModelBundle.load(bundle_dir)
-    example = _input_example(data.val_rows.take_batch(2, batch_format="numpy"))
+    example = input_example(data.val_rows.take_batch(2, batch_format="numpy"))
     version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
     verdict = "not registered"
     if version is not None:

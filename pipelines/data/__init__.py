@@ -7,6 +7,7 @@ Every source streams: files are opened in Ray tasks, and the driver only ever ho
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +16,10 @@ import ray.data
 
 from pipelines.bundle import Normalizer
 from pipelines.config import DataConfig
+from pipelines.data.chunks import FileChunk
 from pipelines.data.errors import DataError
 from pipelines.data.images import read_image_records
+from pipelines.data.images import sample_shape as image_shape
 from pipelines.data.normalize import combine_moments, partial_moments
 from pipelines.data.parquet import read_parquet_records
 from pipelines.data.records import Batch, clean
@@ -24,6 +27,8 @@ from pipelines.data.split import SHARD_KEY, is_validation, shard_keys
 from pipelines.data.timeseries import read_series_records
 from pipelines.data.validate import ValidationReport, validate_records
 from pipelines.progress import SILENT_TASK, RowCounter, Task
+
+_READERS = {"images": read_image_records, "timeseries": read_series_records}
 
 __all__ = [
     "SHARD_KEY",
@@ -34,12 +39,11 @@ __all__ = [
     "fit_normalizer",
     "load_dataset",
     "normalize_dataset",
+    "sample_shape",
     "split_dataset",
     "validate_corpus",
     "with_shard_key",
 ]
-
-_READERS = {"images": read_image_records, "timeseries": read_series_records}
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Corpus:
     records: ray.data.Dataset
     on_bad_records: str = "fail"
     quarantine_dir: str | None = None
+    unique_ids: bool = False
+    """Ids unique by construction (an image's path relative to the root): validation looks for no repeats."""
     report: ValidationReport | None = None
 
 
@@ -72,20 +78,34 @@ def load_dataset(
     quarantine_dir: str | None = None,
     for_model: tuple[int, ...] | None = None,
     labels: bool = True,
-    files: list[str] | None = None,
+    files: Sequence[FileChunk] | None = None,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
     ``for_model``: the model's input shape, which Parquet samples are read at; ``labels``: read labels where
     the files have them (see :func:`read_parquet_records`); ``files``: the input files of a scoring pass's
-    shards (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
+    shards as chunks (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
     read whole (a series may span files) and keeps the windows whose last row is in them. Derived ids (``FILE:ROW``,
     image names) are relative to ``path``, as in training."""
+    paths = None if files is None else [p for chunk in files for p in chunk.paths()]
     if cfg.source == "parquet":
-        records, shape = read_parquet_records(path, cfg, for_model, labels, files)
+        records, shape = read_parquet_records(path, cfg, for_model, labels, paths)
     else:
-        records, shape = _READERS[cfg.source](path, cfg, path, only=None if files is None else tuple(files))
-    return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
+        records, shape = _READERS[cfg.source](path, cfg, path, only=files)
+    return Corpus(
+        _clean_rows(records, cfg.on_bad_records),
+        tuple(shape),
+        records,
+        cfg.on_bad_records,
+        quarantine_dir,
+        unique_ids=cfg.source == "images",
+    )
+
+
+def sample_shape(cfg: DataConfig, path: str) -> tuple[int, ...]:
+    """The shape of one sample of the corpus at ``path``: an image folder's from the settings alone (no listing),
+    otherwise read from the first usable file, as in training."""
+    return image_shape(cfg) if cfg.source == "images" else load_dataset(cfg, path).sample_shape
 
 
 def validate_corpus(corpus: Corpus, require_records: bool = True, counter: RowCounter | None = None) -> Corpus:
@@ -93,7 +113,7 @@ def validate_corpus(corpus: Corpus, require_records: bool = True, counter: RowCo
     report, whose ``skipped_by_file`` says what each file lost, and with duplicated ids left out when skipping.
     ``counter`` counts the records read, for a progress bar.
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
-    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter, corpus.unique_ids)
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset

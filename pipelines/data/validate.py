@@ -165,6 +165,16 @@ def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
     return counts
 
 
+def _good_rows(batch: Batch, audit: _Audit) -> Batch:
+    return {"rows": np.array([len(_audit(batch, audit)["id"])])}
+
+
+def _count_good(records: ray.data.Dataset, audit: _Audit) -> int:
+    """The pass over every record when ids need no check: good records, from one count per block (the ids are
+    never gathered, so nothing waits on the driver for a shuffle)."""
+    return int(sum(s["rows"] for s in _driver_side(records.map_batches(functools.partial(_good_rows, audit=audit)))))
+
+
 def _count_ids(records: ray.data.Dataset, audit: _Audit, keep: int) -> tuple[int, int, frozenset[str]]:
     """The pass over every record: ``(good records, ids that occur more than once, up to keep of those ids)``."""
     audited = records.map_batches(functools.partial(_audit, audit=audit)).repartition(
@@ -186,15 +196,23 @@ def _locate_duplicates(records: ray.data.Dataset, ids: frozenset[str], audit: _A
 
 
 def validate_records(
-    records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
+    records: ray.data.Dataset,
+    on_bad_records: str,
+    quarantine_dir: str | None,
+    counter: RowCounter | None = None,
+    unique_ids: bool = False,
 ) -> ValidationReport:
     """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids. ``counter``: where
-    the pass counts the records it reads (see :func:`pipelines.progress.counting`)."""
+    the pass counts the records it reads (see :func:`pipelines.progress.counting`); ``unique_ids``: the ids are
+    unique by construction (an image's path), so no shuffle looks for repeated ones."""
     if on_bad_records == "skip" and quarantine_dir is None:
         raise ValueError("on_bad_records=skip needs a quarantine directory to record what it skips")
     audit = _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12], counter)
     keep = MAX_DUPLICATES if on_bad_records == "skip" else EXAMPLES
-    rows, n_duplicated, duplicated = _count_ids(records, audit, keep)
+    if unique_ids:
+        rows, n_duplicated, duplicated = _count_good(records, audit), 0, frozenset[str]()
+    else:
+        rows, n_duplicated, duplicated = _count_ids(records, audit, keep)
     if n_duplicated:
         if n_duplicated > MAX_DUPLICATES and on_bad_records == "skip":
             raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")

@@ -18,7 +18,12 @@ from pipelines.data.files import list_file_infos, open_file, relative_names
 from pipelines.data.records import Batch, make_records, read_in_tasks
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
-IMAGES_PER_TASK = 128
+#: Decoded pixels (float32 bytes) one read task yields at most, as one block: far under Ray Data's 128 MiB block
+#: target, and for small images well over the 100 KiB below which a block is held on the driver's heap.
+TASK_BYTES = 4 * 2**20
+#: Files one read task decodes at most: a shard of tiny images is one task. Ray Data's driver-side bookkeeping
+#: grows with the tasks (8x8 PNGs at 128 per task: +17 MiB of driver peak in the validation pass at 100,000).
+MAX_IMAGES_PER_TASK = 1024
 MODES = {"grayscale": "L", "rgb": "RGB"}
 
 
@@ -26,6 +31,11 @@ def sample_shape(cfg: DataConfig) -> tuple[int, int, int]:
     """``(C, H, W)`` of every image after conversion and resizing."""
     h, w = cfg.image_size
     return (1 if cfg.color_mode == "grayscale" else 3, h, w)
+
+
+def images_per_task(cfg: DataConfig) -> int:
+    """Files per read task: :data:`TASK_BYTES` of decoded pixels, at most :data:`MAX_IMAGES_PER_TASK`."""
+    return max(1, min(MAX_IMAGES_PER_TASK, TASK_BYTES // (4 * int(np.prod(sample_shape(cfg))))))
 
 
 def decode(path: str, cfg: DataConfig) -> np.ndarray:
@@ -72,11 +82,11 @@ def read_image_records(
 ) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Records of every image under ``path`` (or of the chunks ``only``: a scoring pass's shards) and the sample
     shape ``(C, H, W)``; ids are paths relative to ``root`` (the chunks' prefixes are). One read task decodes
-    up to :data:`IMAGES_PER_TASK` files of one chunk, named in one string: the driver holds no object per file."""
+    up to :func:`images_per_task` files of one chunk, named in one string: the driver holds no object per file."""
     chunks = list(only) if only is not None else _listed_chunks(path, root)
     items = [
         {"folder": part.folder, "prefix": part.prefix, "names": part.names}
         for chunk in chunks
-        for part in chunk.split(IMAGES_PER_TASK)
+        for part in chunk.split(images_per_task(cfg))
     ]
     return read_in_tasks(items, _records, {"cfg": cfg}), sample_shape(cfg)

@@ -10,7 +10,6 @@ chunk that holds a file path.
 from __future__ import annotations
 
 import bisect
-import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,7 +32,7 @@ class FileChunk:
     """Files of one folder, in name order."""
 
     folder: str
-    """The folder's path or URI: a file's path is ``folder/name``."""
+    """The folder's path or URI: a file's path is ``folder/name`` (a name may hold sub-folders: :meth:`listed`)."""
     prefix: str
     """The folder relative to the corpus root ("" for the root itself)."""
     names: str
@@ -53,6 +52,13 @@ class FileChunk:
             _int64(f.size for f in infos),
             _int64(f.mtime_ns for f in infos),
         )
+
+    @classmethod
+    def listed(cls, files: Sequence[str], names: Sequence[str], infos: Sequence[pafs.FileInfo]) -> FileChunk:
+        """One chunk of a whole listing: ``files`` (paths or URIs) named ``names`` relative to the corpus root,
+        which may hold sub-folders (the chunk's folder is then the root)."""
+        root = files[0][: len(files[0]) - len(names[0]) - 1] if files else ""
+        return cls(root, "", "\n".join(names), _int64(f.size for f in infos), _int64(f.mtime_ns for f in infos))
 
     def __len__(self) -> int:
         return len(self.sizes) // 8
@@ -161,18 +167,6 @@ def iter_folders(path: str, suffixes: tuple[str, ...]) -> Iterator[FileChunk]:
             yield FileChunk.of(scheme + inner, prefix, files)
     if not found:
         raise DataError(f"input directory {path} has no {'/'.join(suffixes)} files")
-
-
-def runs_of(listed: Sequence[tuple[str, pafs.FileInfo]], names: Sequence[str]) -> list[FileChunk]:
-    """Chunks of a sorted listing's runs of consecutive files in one folder (its order kept); ``names``: each
-    file's name relative to the corpus root."""
-    rows = zip(listed, names, strict=True)
-    chunks = []
-    for (folder, prefix), run in itertools.groupby(
-        rows, key=lambda r: (r[0][0].rpartition("/")[0], r[1].rpartition("/")[0])
-    ):
-        chunks.append(FileChunk.of(folder, prefix, [info for (_, info), _ in run]))
-    return chunks
 
 
 class ChunkIndex:

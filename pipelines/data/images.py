@@ -13,7 +13,7 @@ import ray.data
 from PIL import Image, UnidentifiedImageError
 
 from pipelines.config import DataConfig
-from pipelines.data.chunks import FileChunk, runs_of
+from pipelines.data.chunks import FileChunk
 from pipelines.data.files import list_file_infos, open_file, relative_names
 from pipelines.data.records import Batch, make_records, read_in_tasks
 
@@ -72,9 +72,11 @@ def _records(items: Batch, cfg: DataConfig) -> Iterator[Batch]:
 
 
 def _listed_chunks(path: str, root: str) -> list[FileChunk]:
-    """Every image under ``path`` as chunks of consecutive files of one folder, in sorted path order."""
+    """Every image under ``path`` as one chunk named relative to ``root``, in sorted path order (so one read task's
+    files may span folders, as before the chunks)."""
     listed = list_file_infos(path, SUFFIXES)
-    return runs_of(listed, relative_names([f for f, _ in listed], root))
+    files = [f for f, _ in listed]
+    return [FileChunk.listed(files, relative_names(files, root), [info for _, info in listed])]
 
 
 def read_image_records(

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
-from pipelines.data.chunks import ChunkIndex, iter_folders
+from pipelines.data.chunks import ChunkIndex, FileChunk, iter_folders
 from pipelines.data.errors import DataError
 
 
@@ -54,3 +55,10 @@ def test_a_chunk_splits_leaves_out_held_files_and_an_index_finds_each_file_s_chu
     assert [index[p] for p in day.paths()[:2] + day.paths()[4:] + other.paths()] == [2, 2, 0, 1]
     with pytest.raises(KeyError):
         index[day.paths()[2]]  # a file of a chunk not indexed
+
+    files = day.paths() + other.paths()  # a whole listing as one chunk: names keep their sub-folders
+    listing = FileChunk.listed(
+        files, [f[len(str(tmp_path)) + 1 :] for f in files], pafs.LocalFileSystem().get_file_info(files)
+    )
+    assert listing.folder == str(tmp_path) and listing.paths() == files
+    assert listing.inputs() == day.inputs() + other.inputs()

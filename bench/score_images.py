@@ -11,18 +11,18 @@ shards of ``score.images_per_shard`` files.
   torch threads as the actor pool has actors (over a sample of the folder).
 - ``steady_rows_per_s``: the same after each pass's first scored batch (actor start-up and first reads left out).
 - ``driver_peak_mb``: peak resident memory of the driver above its level before the call, at the full folder vs
-  a tenth of it (one folder at least); flat means no image and no per-image row passes through the driver (the
-  manifest does list every file with its size and mtime: ``manifest_mb``).
-- ``noop_s``: an incremental re-run over the published folder (plan every file against the manifest's
-  files, find nothing new), vs the full run's planning.
+  a tenth of it (one folder at least); flat means no image, no per-image row and no per-file object passes
+  through or stays on the driver (the manifest names each shard's input index instead of listing its files:
+  ``manifest_mb``).
+- ``noop_s``: an incremental re-run over the published folder (plan every folder against the input indexes of
+  the published shards of that folder, find nothing new), vs the full run's planning.
 
-Measured (2026-12-01, 2 cores shared with other jobs, load average ~50, so rates are low and noisy), 100,000
-images in 100 shards: planning 1.3 s (the bare listing 0.44 s); 427 rows/s end to end, 2,069 rows/s steady vs
-4,452 in-process (the folder is decoded twice: the validation pass, then scoring); the nightly no-op 5.9 s
-with an 8.1 MB manifest. Driver peak 604 MB vs 11 MB at 10,000 images: not flat. It does not grow with the
-shard count: 50,000 images in one shard peaked at 226-471 MB, in 100 shards of 500 at 13 MB, and 20,000 images
-at 20-28 MB in 1 or 20 shards. A guess, not yet checked: blocks of 128 tiny images are under Ray's 100 KiB
-inline limit, so queued blocks are held in the driver's in-process object store.
+Measured (2026-12-01, 2 cores shared with other jobs, rates noisy), 100,000 images in 100 shards: driver peak
+21 MB vs 19 MB at 10,000 images (1.1x; it was 118 vs 23, 5.1x, with the file lists held as Python objects: the
+listing, each shard's files and inputs, an 8.2 MB manifest listing every file, and 782 read tasks of 128 images
+whose id blocks the duplicate-id check buffered on the driver); planning 1.3 s (was 1.9); 1,556 rows/s end to
+end (was 486), 7,207 steady (was 1,200) vs 5,213 in-process (the folder is still decoded twice: the validation
+pass, then scoring); the nightly no-op 1.4 s (was 3.8) with a 0.1 MB manifest (was 8.2 MB).
 """
 
 from __future__ import annotations

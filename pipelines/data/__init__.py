@@ -7,6 +7,7 @@ Every source streams: files are opened in Ray tasks, and the driver only ever ho
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,10 +17,12 @@ import ray.data
 
 from pipelines.bundle import Normalizer
 from pipelines.config import DataConfig
+from pipelines.data.chunks import FileChunk
 from pipelines.data.errors import DataError
 from pipelines.data.files import list_files
 from pipelines.data.images import SUFFIXES as IMAGE_SUFFIXES
 from pipelines.data.images import read_image_records
+from pipelines.data.images import sample_shape as image_shape
 from pipelines.data.normalize import combine_moments, partial_moments
 from pipelines.data.parquet import footer_rows, read_parquet_records
 from pipelines.data.records import Batch, clean
@@ -34,6 +37,8 @@ from pipelines.data.validate import (
 )
 from pipelines.progress import SILENT_TASK, RowCounter, Task
 
+_READERS = {"images": read_image_records, "timeseries": read_series_records}
+
 __all__ = [
     "SHARD_KEY",
     "Corpus",
@@ -44,13 +49,12 @@ __all__ = [
     "load_dataset",
     "normalize_dataset",
     "rows_at_most",
+    "sample_shape",
     "split_dataset",
     "validate_and_fit",
     "validate_corpus",
     "with_shard_key",
 ]
-
-_READERS = {"images": read_image_records, "timeseries": read_series_records}
 
 
 @dataclass
@@ -68,6 +72,8 @@ class Corpus:
     records: ray.data.Dataset
     on_bad_records: str = "fail"
     quarantine_dir: str | None = None
+    unique_ids: bool = False
+    """Ids unique by construction (an image's path relative to the root): validation looks for no repeats."""
     report: ValidationReport | None = None
 
 
@@ -83,20 +89,34 @@ def load_dataset(
     quarantine_dir: str | None = None,
     for_model: tuple[int, ...] | None = None,
     labels: bool = True,
-    files: list[str] | None = None,
+    files: Sequence[FileChunk] | None = None,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
     ``for_model``: the model's input shape, which Parquet samples are read at; ``labels``: read labels where
     the files have them (see :func:`read_parquet_records`); ``files``: the input files of a scoring pass's
-    shards (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
+    shards as chunks (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
     read whole (a series may span files) and keeps the windows whose last row is in them. Derived ids (``FILE:ROW``,
     image names) are relative to ``path``, as in training."""
+    paths = None if files is None else [p for chunk in files for p in chunk.paths()]
     if cfg.source == "parquet":
-        records, shape = read_parquet_records(path, cfg, for_model, labels, files)
+        records, shape = read_parquet_records(path, cfg, for_model, labels, paths)
     else:
-        records, shape = _READERS[cfg.source](path, cfg, path, only=None if files is None else tuple(files))
-    return Corpus(_clean_rows(records, cfg.on_bad_records), tuple(shape), records, cfg.on_bad_records, quarantine_dir)
+        records, shape = _READERS[cfg.source](path, cfg, path, only=files)
+    return Corpus(
+        _clean_rows(records, cfg.on_bad_records),
+        tuple(shape),
+        records,
+        cfg.on_bad_records,
+        quarantine_dir,
+        unique_ids=cfg.source == "images",
+    )
+
+
+def sample_shape(cfg: DataConfig, path: str) -> tuple[int, ...]:
+    """The shape of one sample of the corpus at ``path``: an image folder's from the settings alone (no listing),
+    otherwise read from the first usable file, as in training."""
+    return image_shape(cfg) if cfg.source == "images" else load_dataset(cfg, path).sample_shape
 
 
 def validate_corpus(
@@ -108,9 +128,11 @@ def validate_corpus(
     the object store, and the returned ``dataset`` reads them there, never the files again.
     Raises :class:`DataError` on bad input (fail), or when ``require_records`` and no good record is left."""
     if keep:
-        report, kept = validate_and_keep(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+        report, kept = validate_and_keep(
+            corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter, corpus.unique_ids
+        )
         return _validated(corpus, report, kept, require_records)
-    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter)
+    report = validate_records(corpus.records, corpus.on_bad_records, corpus.quarantine_dir, counter, corpus.unique_ids)
     return _validated(corpus, report, corpus.records, require_records)
 
 
@@ -208,7 +230,7 @@ def validate_and_fit(
         return corpus, fit_normalizer(split_dataset(corpus.dataset, val_fraction)[0], kind, scope)
     summarize = functools.partial(_train_moments, val_fraction=val_fraction, scope=scope)
     report, summaries = validate_and_summarize(
-        corpus.records, corpus.on_bad_records, corpus.quarantine_dir, summarize, counter
+        corpus.records, corpus.on_bad_records, corpus.quarantine_dir, summarize, counter, corpus.unique_ids
     )
     corpus = _validated(corpus, report, corpus.records)
     if report.duplicated_ids:

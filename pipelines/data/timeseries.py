@@ -19,7 +19,7 @@ series, the windows the new rows complete belong to the new file while those alr
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import ray.data
 
 from pipelines.config import DataConfig
+from pipelines.data.chunks import FileChunk
 from pipelines.data.files import list_files
 from pipelines.data.parquet import ANY, NUMBER, ColumnCheck, finite_errors, first_readable, iter_parquet, to_float
 from pipelines.data.records import ERROR, FILE, ROW, ROWS, Batch, file_error, group_by, make_records, read_in_tasks
@@ -193,10 +194,10 @@ def _located_in(batch: Batch, files: frozenset[str]) -> Batch:
 
 
 def read_series_records(
-    path: str, cfg: DataConfig, root: str, only: tuple[str, ...] | None = None
+    path: str, cfg: DataConfig, root: str, only: Sequence[FileChunk] | None = None
 ) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Window records of every series under ``path`` and the sample shape ``(T, F)``; with ``only`` (the files
-    of a scoring shard), every file is still read (a series may span files) but only the records located in
+    of a scoring pass's shards), every file is still read (a series may span files) but only the records located in
     ``only`` are kept. Window ids come from the series and the window's position, never from file names, so
     ``root`` is not needed."""
     files = list_files(path, (".parquet",))
@@ -208,5 +209,7 @@ def read_series_records(
     to_windows = functools.partial(_windows, cfg=cfg, datetime=datetime, with_label=with_label)
     windows = group_by(rows, SERIES).map_groups(to_windows, batch_format="numpy")
     if only is not None:
-        windows = windows.map_batches(functools.partial(_located_in, files=frozenset(only)), batch_format="numpy")
+        windows = windows.map_batches(
+            functools.partial(_located_in, files=frozenset(p for c in only for p in c.paths())), batch_format="numpy"
+        )
     return windows, (cfg.window, len(cfg.value_columns))

@@ -178,6 +178,16 @@ def quarantined(quarantine_dir: str | None, token: str) -> dict[str, int]:
     return counts
 
 
+def _block_rows(batch: Batch) -> Batch:
+    return {"rows": np.array([len(batch.get("id", ()))])}
+
+
+def _count_good(audited: ray.data.Dataset) -> int:
+    """Good records, from one count per block of the good ids ``audited`` (the ids are never gathered, so
+    nothing waits on the driver for a shuffle)."""
+    return int(sum(s["rows"] for s in _driver_side(audited.map_batches(_block_rows))))
+
+
 def _count_ids(audited: ray.data.Dataset, keep: int) -> tuple[int, int, frozenset[str]]:
     """Over the good ids ``audited``: ``(good records, ids that occur more than once, up to keep of those ids)``."""
     regrouped = audited.repartition(target_num_rows_per_block=ID_ROWS_PER_BLOCK, strict=True)
@@ -202,10 +212,16 @@ def _new_audit(on_bad_records: str, quarantine_dir: str | None, counter: RowCoun
     return _Audit(on_bad_records, quarantine_dir, uuid.uuid4().hex[:12], counter)
 
 
-def _report(audited: ray.data.Dataset, records: ray.data.Dataset, audit: _Audit) -> ValidationReport:
-    """The report of a pass whose good ids are ``audited``; duplicated ids are located in ``records``."""
+def _report(
+    audited: ray.data.Dataset, records: ray.data.Dataset, audit: _Audit, unique_ids: bool = False
+) -> ValidationReport:
+    """The report of a pass whose good ids are ``audited``; duplicated ids are located in ``records``.
+    ``unique_ids``: the ids are unique by construction (an image's path), so no shuffle looks for repeated ones."""
     keep = MAX_DUPLICATES if audit.on_bad_records == "skip" else EXAMPLES
-    rows, n_duplicated, duplicated = _count_ids(audited, keep)
+    if unique_ids:
+        rows, n_duplicated, duplicated = _count_good(audited), 0, frozenset[str]()
+    else:
+        rows, n_duplicated, duplicated = _count_ids(audited, keep)
     if n_duplicated:
         if n_duplicated > MAX_DUPLICATES and audit.on_bad_records == "skip":
             raise DataError(f"{n_duplicated} ids occur more than once; too many to skip (at most {MAX_DUPLICATES})")
@@ -218,7 +234,11 @@ def _report(audited: ray.data.Dataset, records: ray.data.Dataset, audit: _Audit)
 
 
 def validate_records(
-    records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
+    records: ray.data.Dataset,
+    on_bad_records: str,
+    quarantine_dir: str | None,
+    counter: RowCounter | None = None,
+    unique_ids: bool = False,
 ) -> ValidationReport:
     """Read every record once; raise (fail) or quarantine (skip) bad records and duplicate ids. ``counter``: where
     the pass counts the records it reads (see :func:`pipelines.progress.counting`)."""
@@ -247,6 +267,7 @@ def _one_pass(
     ids_of: Callable[[ray.data.Dataset], ray.data.Dataset],
     audit: _Audit,
     records: ray.data.Dataset | None = None,
+    unique_ids: bool = False,
 ) -> tuple[ValidationReport, MaterializedDataset]:
     """Run the pass ``audited`` into the object store, then check the ids (``ids_of`` the kept result) there;
     duplicated ids are located in ``records`` (default: the kept result)."""
@@ -255,18 +276,23 @@ def _one_pass(
     if kept.count() == 0:  # no block, no schema: nothing to group
         by_file = quarantined(audit.quarantine_dir, audit.token)
         return ValidationReport(0, sum(by_file.values()), audit.quarantine_dir, frozenset(), by_file), kept
-    return _report(ids_of(kept), kept if records is None else records, replace(audit, counter=None)), kept
+    report = _report(ids_of(kept), kept if records is None else records, replace(audit, counter=None), unique_ids)
+    return report, kept
 
 
 def validate_and_keep(
-    records: ray.data.Dataset, on_bad_records: str, quarantine_dir: str | None, counter: RowCounter | None = None
+    records: ray.data.Dataset,
+    on_bad_records: str,
+    quarantine_dir: str | None,
+    counter: RowCounter | None = None,
+    unique_ids: bool = False,
 ) -> tuple[ValidationReport, MaterializedDataset]:
     """:func:`validate_records` in a pass that also keeps every good record (bookkeeping columns included) in the
     object store: the files are read once, and the id check (and the search for duplicates) reads the kept
     records. Returns the report and the kept records, duplicates still among them."""
     audit = _new_audit(on_bad_records, quarantine_dir, counter)
     good = records.map_batches(functools.partial(_audit, audit=audit, keep_rows=True))
-    return _one_pass(good, lambda kept: kept.select_columns(["id"]), audit)
+    return _one_pass(good, lambda kept: kept.select_columns(["id"]), audit, unique_ids=unique_ids)
 
 
 def validate_and_summarize(
@@ -275,6 +301,7 @@ def validate_and_summarize(
     quarantine_dir: str | None,
     summarize: Callable[[Batch], Batch],
     counter: RowCounter | None = None,
+    unique_ids: bool = False,
 ) -> tuple[ValidationReport, MaterializedDataset]:
     """:func:`validate_records` in a pass that also applies ``summarize`` to the good records of every batch
     (e.g. moments: a dict of arrays ``[1, ...]``): the files are read once, and only one row per batch (its
@@ -283,4 +310,5 @@ def validate_and_summarize(
     or skipped) are located by reading ``records`` again."""
     audit = _new_audit(on_bad_records, quarantine_dir, counter)
     summaries = records.map_batches(functools.partial(_audit_summary, audit=audit, summarize=summarize))
-    return _one_pass(summaries, lambda kept: kept.select_columns([IDS]).map_batches(_explode_ids), audit, records)
+    ids_of = lambda kept: kept.select_columns([IDS]).map_batches(_explode_ids)
+    return _one_pass(summaries, ids_of, audit, records, unique_ids)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
-from pipelines.data import Corpus, DataError, load_dataset
+from pipelines.data import Corpus, DataError, sample_shape
 from pipelines.data.records import group_by
 from pipelines.progress import SILENT, Progress, counting
 from pipelines.progress import step as progress_step
@@ -141,7 +141,7 @@ def _check_input(bundle: ModelBundle, data_cfg: DataConfig, input_path: str) -> 
     """The corpus holds the kind of samples the model takes (shape read from the first usable file, as in
     training); a single shard of other lengths is found row by row by the validation pass instead."""
     try:
-        bundle.check_shape(load_dataset(data_cfg, input_path).sample_shape, input_path)
+        bundle.check_shape(sample_shape(data_cfg, input_path), input_path)
     except ValueError as exc:
         raise DataError(f"{exc}; score it with a model trained on this kind of data") from None
 
@@ -270,11 +270,12 @@ def _commit(
         top=top,
     )
     publish.commit(job.partition, job.output.attempt, report.manifest(outcome, job.schema, time.perf_counter() - t0))
-    swept = publish.sweep(
-        job.partition, job.output.attempt, job.identity, {f["path"] for m in markers for f in m["files"]}
-    )
+    listed = {f["path"] for m in markers for f in m["files"]} | {
+        m["input_index"] for m in markers if "input_index" in m
+    }
+    swept = publish.sweep(job.partition, job.output.attempt, job.identity, listed)
     if swept:
-        log(f"removed {len(swept)} data files the new manifest does not list (older generation or killed attempts)")
+        log(f"removed {len(swept)} files the new manifest does not list (older generation or killed attempts)")
     return outcome
 
 

@@ -1,8 +1,8 @@
 """One scoring pass: a group of input shards streamed through one pool of :class:`Scorer` actors.
 
 Each shard's rows are tagged with the shard's index; the actors write the scored rows straight into the partition
-and hand back one small summary per data file (:mod:`pipelines.score.output`). A shard is finished (its marker
-written, listing its files) as soon as the summaries account for its last row.
+and hand back one small summary per data file (:mod:`pipelines.score.output`). A shard is finished (an image
+shard's input index and its marker written, listing its files) as soon as the summaries account for its last row.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import ray.data
 from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
+from pipelines.data.chunks import ChunkIndex
 from pipelines.data.records import FILE, Batch, clean, quarantine_folder
 from pipelines.progress import RowCounter, Task
-from pipelines.score import publish
+from pipelines.score import inputs, publish
 from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
 from pipelines.score.output import SHARD, OutputSpec
@@ -134,7 +135,7 @@ class _ShardProgress:
 def shard_records(job: ScoreJob, shards: list[publish.Shard]) -> Corpus:
     """The records of ``shards`` as one dataset, whatever their number: Ray Data's operators, stats and block
     bookkeeping on the driver do not grow with the shards (one dataset per shard made them grow)."""
-    files = [f for s in shards for f in s.files]  # images: read just them; time series: the windows ending in them
+    files = [s.files for s in shards]  # images: read just them; time series: the windows ending in them
     return load_dataset(
         job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, labels=False, files=files
     )
@@ -150,19 +151,21 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard], counter: RowCounter 
     shard keeps its good rows, possibly none."""
     if not shards:
         return None
-    folders = {quarantine_folder(f) for s in shards for f in s.files}
-    for entry in storage.list_dir(job.quarantine_dir):
-        if entry.base_name in folders:
-            storage.delete_dir(storage.uri_of(job.quarantine_dir, entry))
+    quarantined = {e.base_name: e for e in storage.list_dir(job.quarantine_dir)}
+    for folder in (quarantine_folder(f) for s in shards if quarantined for f in s.files.paths()):
+        if folder in quarantined:
+            storage.delete_dir(storage.uri_of(job.quarantine_dir, quarantined.pop(folder)))
     return validate_corpus(shard_records(job, shards), require_records=False, counter=counter)
 
 
 def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:
     """Input rows of ``shard``'s files the validation pass quarantined."""
-    return 0 if report is None else sum(report.skipped_by_file.get(f, 0) for f in shard.files)
+    if report is None or not report.skipped_by_file:
+        return 0
+    return sum(report.skipped_by_file.get(f, 0) for f in shard.files.paths())
 
 
-def _tagged_rows(batch: Batch, shard_of: dict[str, int], on_bad_records: str, exclude: frozenset[str]) -> Batch:
+def _tagged_rows(batch: Batch, shard_of: ChunkIndex, on_bad_records: str, exclude: frozenset[str]) -> Batch:
     """The good rows of a record batch (:func:`pipelines.data.records.clean`), each tagged with the index of the
     shard its file belongs to (a window: the file of its last row)."""
     files, inverse = np.unique(batch[FILE], return_inverse=True)
@@ -219,12 +222,12 @@ class ScorePass:
     def _expected_rows(self, i: int) -> int | None:
         """Good rows shard ``i`` will yield; None for time series (windows), known only at the end."""
         rows = self.shards[i].rows
-        return None if rows is None else rows - self._skipped(i)
+        return None if rows is None else rows - self._progress(i).skipped
 
     def _summaries(self) -> ray.data.Dataset:
         """The scoring actors' summaries: one row per data file written."""
         job, s = self.job, self.job.settings
-        shard_of = {f: i for i, sh in enumerate(self.shards) for f in sh.files}
+        shard_of = ChunkIndex([sh.files for sh in self.shards])  # per folder, the shards' first and last names
         exclude = self.corpus.report.duplicated_ids if self.corpus.report is not None else frozenset()
         ds = self.corpus.records.map_batches(
             functools.partial(
@@ -269,8 +272,11 @@ class ScorePass:
         return self.progress[i]
 
     def _finish(self, i: int) -> None:
-        """Write shard ``i``'s marker: its fingerprint, data files, row count and summary."""
+        """Write shard ``i``'s input index (an image chunk) and marker: its fingerprint, data files, row count and
+        summary."""
         self.finished.add(i)
+        if self.shards[i].indexed:
+            inputs.write_index(self.job.partition, self.shards[i])
         p = self.progress.pop(i)
         seconds = time.perf_counter() - p.started
         marker = {

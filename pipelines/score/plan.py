@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipelines import storage
 from pipelines.config import DataConfig
-from pipelines.data.files import list_file_infos, relative_names
+from pipelines.data.chunks import FileChunk, InputKey, iter_folders
 from pipelines.data.images import SUFFIXES as IMAGE_SUFFIXES
 from pipelines.score import publish
+from pipelines.score.inputs import HeldFiles
 
 ShardKey = tuple[str, int, int, int | None]
 
@@ -35,47 +38,47 @@ class Plan:
         return f"{len(self.to_score)} shards to score, {len(self.resumed)} resumed, {len(self.carried)} carried over"
 
 
-def image_shards(path: str, per_shard: int, held: frozenset[publish.InputKey] = frozenset()) -> list[publish.Shard]:
-    """The shards of an image folder, leaving out the files in ``held`` (name, size, mtime_ns).
+#: The image files of a folder (by its name relative to the corpus root) that published partitions hold.
+Held = Callable[[str], AbstractSet[InputKey]]
 
-    Files are grouped by their folder (a date or batch folder is the natural unit) and each folder's sorted
-    files are cut into chunks of ``per_shard``; a chunk is named after its folder, first file, size and a digest
-    of its files' names, sizes and mtimes, so a changed file makes a new shard. New files in a new folder make
-    new shards and leave every other shard as it was. New files in an existing folder shift the chunks after
+
+def _image_shard(path: str, chunk: FileChunk) -> publish.Shard:
+    """The shard of an image chunk, named after its folder, first file, size and a digest of its files' names,
+    sizes and mtimes."""
+    digest = hashlib.sha256(json.dumps(chunk.inputs()).encode()).hexdigest()[:10]
+    first = chunk.first.rsplit(".", 1)[0]
+    return publish.Shard(
+        storage.join(path, chunk.prefix) if chunk.prefix else path,
+        f"{chunk.prefix}/{first}-n{len(chunk)}-{digest}".lstrip("/"),
+        int(chunk.size_array().sum()),
+        int(chunk.mtime_array().max()),
+        len(chunk),
+        chunk,
+        indexed=True,
+    )
+
+
+def image_shards(path: str, per_shard: int, held: Held | None = None) -> list[publish.Shard]:
+    """The shards of an image folder, leaving out the files ``held`` holds (name, size, mtime_ns).
+
+    The folder is listed one sub-folder at a time (a date or batch folder is the natural unit), and each folder's
+    sorted files are cut into chunks of ``per_shard``; a chunk is named after its folder, first file, size and a
+    digest of its files' names, sizes and mtimes, so a changed file makes a new shard. New files in a new folder
+    make new shards and leave every other shard as it was. New files in an existing folder shift the chunks after
     them: a full re-run scores those chunks again (under new names), while an incremental run, which plans only
-    the files no published partition holds, scores just the new files."""
-    listed = list_file_infos(path, IMAGE_SUFFIXES)
-    by_folder: dict[str, list[tuple[str, publish.InputKey]]] = {}
-    for (file, info), name in zip(listed, relative_names([f for f, _ in listed], path), strict=True):
-        key = (name, int(info.size or 0), int(info.mtime_ns or 0))
-        if key not in held:
-            by_folder.setdefault(name.rpartition("/")[0], []).append((file, key))
+    the files no published partition holds, scores just the new files. The shards hold their files compactly
+    (:class:`pipelines.data.chunks.FileChunk`)."""
     shards = []
-    for folder, items in sorted(by_folder.items()):
-        for k in range(0, len(items), per_shard):
-            chunk = items[k : k + per_shard]
-            inputs = tuple(key for _, key in chunk)
-            digest = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:10]
-            first = inputs[0][0].rpartition("/")[2].rsplit(".", 1)[0]
-            shards.append(
-                publish.Shard(
-                    storage.join(path, folder) if folder else path,
-                    f"{folder}/{first}-n{len(chunk)}-{digest}".lstrip("/"),
-                    sum(key[1] for key in inputs),
-                    max(key[2] for key in inputs),
-                    len(chunk),
-                    tuple(file for file, _ in chunk),
-                    inputs,
-                )
-            )
+    for folder in iter_folders(path, IMAGE_SUFFIXES):
+        if held is not None:
+            folder = folder.without(held(folder.prefix))
+        shards += [_image_shard(path, chunk) for chunk in folder.split(per_shard)]
     return shards
 
 
-def corpus_shards(
-    path: str, cfg: DataConfig, images_per_shard: int, held: frozenset[publish.InputKey] = frozenset()
-) -> list[publish.Shard]:
+def corpus_shards(path: str, cfg: DataConfig, images_per_shard: int, held: Held | None = None) -> list[publish.Shard]:
     """Input shards: each Parquet file (of a time-series corpus too: each window is scored with the file holding
-    its last row); chunks of an image folder (:func:`image_shards`) without the files in ``held``."""
+    its last row); chunks of an image folder (:func:`image_shards`) without the files ``held`` holds."""
     if cfg.source == "images":
         return image_shards(path, images_per_shard, held)
     return publish.list_shards(path, footers=cfg.source == "parquet")
@@ -100,8 +103,8 @@ class _Published:
 
     done: set[ShardKey]
     carried: list[dict[str, Any]]
-    held: frozenset[publish.InputKey]
-    """The image files the done shards hold."""
+    held: HeldFiles
+    """The image files the done shards hold (read from their input indexes folder by folder)."""
 
 
 def _published_for(output_path: str, partition: str, identity: dict[str, str], rescore: bool) -> _Published:
@@ -112,18 +115,20 @@ def _published_for(output_path: str, partition: str, identity: dict[str, str], r
     A shard counts as done when any other partition holds it for this model whatever the version (with
     ``rescore``: only for this version), or ``partition`` holds it for this version: ``partition`` is replaced as a
     whole, so shards another version scored into it are scored again rather than dropped."""
-    done: list[dict[str, Any]] = []
+    done: set[ShardKey] = set()
     carried: list[dict[str, Any]] = []
+    held = HeldFiles()
     for part in publish.published_partitions(output_path):
         manifest = publish.read_manifest(part)
         if part == partition:
-            if _same_model(manifest, identity, any_version=False):
-                carried = manifest["shards"]
-                done += carried
-        elif _same_model(manifest, identity, any_version=not rescore):
-            done += manifest["shards"]
-    held = frozenset((n, int(size), int(mtime)) for s in done for n, size, mtime in s.get("inputs", ()))
-    return _Published({_key(s) for s in done}, carried, held)
+            if not _same_model(manifest, identity, any_version=False):
+                continue
+            carried = manifest["shards"]
+        elif not _same_model(manifest, identity, any_version=not rescore):
+            continue
+        done |= {_key(s) for s in manifest["shards"]}
+        held.add(part, manifest["shards"])
+    return _Published(done, carried, held)
 
 
 def make_plan(
@@ -148,7 +153,7 @@ def make_plan(
         shards = corpus_shards(path, cfg, images_per_shard)
         return shards, _resume(shards, partition, identity, [])
     published = _published_for(output_path, partition, identity, rescore)
-    shards = corpus_shards(path, cfg, images_per_shard, published.held)
+    shards = corpus_shards(path, cfg, images_per_shard, published.held.in_folder)
     todo = [s for s in shards if _key(s.fingerprint) not in published.done]
     if not todo:
         return shards, None

@@ -5,10 +5,12 @@ Layout of a partition ``P`` (a path or URI)::
     P/_SUCCESS                            JSON manifest: the commit point, written last in one PUT
     P/<shard>.<attempt>.parquet ...       scored rows, written by the scoring actors under names unique per attempt
     P/_markers/<model>-v<version>-<mode>/<shard>.json   a finished shard not yet published (what resume reads)
+    P/_inputs/<shard>.parquet             an image shard's input files (name, size, mtime): what incremental runs skip
     P/_quarantine/<input file>/...        bad input records (``on_bad_records=skip``)
     P/_LEASE                              which run is writing P now
 
-Readers trust only the manifest: it lists, per input shard, exactly the data files that hold its rows, so files
+Readers trust only the manifest: it lists, per input shard, exactly the data files that hold its rows (and an
+image shard's input index), so files
 of a killed attempt or of an older generation are never read, and nothing half-written is ever visible. A
 re-run finds the shards a killed run finished from their markers (fingerprint, model and files) and scores only
 the rest. After a commit, data files the new manifest does not list are deleted (older generations and
@@ -39,6 +41,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.data.chunks import FileChunk, single_file
 from pipelines.data.errors import DataError
 from pipelines.data.files import list_files, relative_names
 
@@ -46,11 +49,10 @@ MANIFEST = "_SUCCESS"
 MARKERS = "_markers"
 LEASE = "_LEASE"
 QUARANTINE = "_quarantine"
-FORMAT = "aepipe.scores/2"
-
-
-#: One input file as (name relative to the corpus root, size, mtime_ns).
-InputKey = tuple[str, int, int]
+INPUTS = "_inputs"
+FORMAT = "aepipe.scores/3"
+#: Formats this version reads: /2 listed an image shard's input files in the manifest itself.
+READABLE = (FORMAT, "aepipe.scores/2")
 
 
 class UnpublishedError(DataError):
@@ -73,11 +75,11 @@ class Shard:
     rows: int | None
     """Rows in the shard (a Parquet footer's count, an image chunk's files); None for time series, whose windows
     are known only once read."""
-    files: tuple[str, ...] = ()
-    """The input files (paths or URIs) it reads."""
-    inputs: tuple[InputKey, ...] = ()
-    """An image chunk's files as (name relative to the root, size, mtime_ns): recorded with the published
-    shard, so an incremental run can leave out the files a partition holds."""
+    files: FileChunk
+    """The input files it reads: one Parquet file, or an image chunk (files of one folder)."""
+    indexed: bool = False
+    """An image chunk: its files are recorded in an input index published with the shard
+    (:func:`input_index`), so an incremental run can leave out the files a partition holds."""
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -85,8 +87,14 @@ class Shard:
 
     @property
     def entry(self) -> dict[str, Any]:
-        """The fingerprint, with the image files it holds: what its marker and the manifest record."""
-        return {**self.fingerprint, "inputs": [list(i) for i in self.inputs]} if self.inputs else self.fingerprint
+        """The fingerprint, with an image chunk's input index: what its marker and the manifest record."""
+        return {**self.fingerprint, "input_index": input_index(self.name)} if self.indexed else self.fingerprint
+
+
+def input_index(shard_name: str) -> str:
+    """Where an image shard's input index lies, relative to the partition: named after the shard, whose name
+    holds a digest of its files, so every run that scores the shard writes the same index there."""
+    return f"{INPUTS}/{shard_name.replace('/', '__')}.parquet"
 
 
 def _footer_rows(path: str) -> int | None:
@@ -107,7 +115,7 @@ def list_shards(path: str, footers: bool = True) -> list[Shard]:
     for f, name in zip(files, relative_names(files, path), strict=True):
         info = storage.info(f)
         rows = _footer_rows(f) if footers else None
-        shards.append(Shard(f, name, int(info.size or 0), int(info.mtime_ns or 0), rows, (f,)))
+        shards.append(Shard(f, name, int(info.size or 0), int(info.mtime_ns or 0), rows, single_file(f, name, info)))
     return shards
 
 
@@ -154,7 +162,7 @@ def write_marker(partition: str, identity: dict[str, str], marker: dict[str, Any
 
 def read_marker(partition: str, shard: Shard, identity: dict[str, Any]) -> dict[str, Any] | None:
     """A shard's completion marker when it matches the shard's fingerprint and ``identity`` (model, mode) and
-    every data file it lists exists; otherwise None (the shard must be scored)."""
+    every data file it lists (and its input index) exists; otherwise None (the shard must be scored)."""
     path = _marker_path(partition, identity, shard.name)
     if not storage.is_file(path):
         return None
@@ -162,7 +170,8 @@ def read_marker(partition: str, shard: Shard, identity: dict[str, Any]) -> dict[
     expected = {**shard.fingerprint, **identity}
     if any(marker.get(k) != v for k, v in expected.items()):
         return None
-    if not all(storage.is_file(storage.join(partition, f["path"])) for f in marker.get("files", [])):
+    written = [f["path"] for f in marker.get("files", [])] + ([shard.entry["input_index"]] if shard.indexed else [])
+    if not all(storage.is_file(storage.join(partition, f)) for f in written):
         return None
     return dict(marker)
 
@@ -244,10 +253,20 @@ def commit(partition: str, attempt: str, manifest: dict[str, Any]) -> None:
     storage.write_json(storage.join(partition, MANIFEST), {"format": FORMAT, **manifest})
 
 
+def _stale(name: str, listed: set[str], holder: str | None) -> bool:
+    """Whether the partition's file ``name`` is one :func:`sweep` deletes: a data file of an attempt other than
+    ``holder``'s, or an input index (only while no other run holds the lease), that the manifest does not list."""
+    if name in listed:
+        return False
+    if name.startswith(INPUTS + "/"):
+        return holder is None
+    return attempt_of(name) not in (None, holder) and not name.startswith("_")
+
+
 def sweep(partition: str, attempt: str, identity: dict[str, str], listed: set[str]) -> list[str]:
-    """After ``attempt``'s commit: delete this model's markers and every data file the manifest does not list
-    (older generations, orphans of killed attempts, this attempt's own retried writes), sparing the files of
-    another run that holds the lease by now. Returns the deleted data files."""
+    """After ``attempt``'s commit: delete this model's markers and every data file and input index the manifest
+    does not list (``listed``: older generations, orphans of killed attempts, this attempt's own retried
+    writes), sparing the files of another run that holds the lease by now. Returns the deleted files."""
     storage.delete_dir(storage.join(partition, MARKERS, identity_key(identity)))
     holder = (lease_holder(partition) or {}).get("attempt")
     holder = None if holder == attempt else holder
@@ -258,9 +277,8 @@ def sweep(partition: str, attempt: str, identity: dict[str, str], listed: set[st
         name
         for name, entry in files.items()
         if entry.type == pafs.FileType.File
-        and attempt_of(name) not in (None, holder)
-        and name not in listed
-        and not name.startswith(("_", *nested))  # markers, quarantine; partitions nested in this one
+        and _stale(name, listed, holder)
+        and not name.startswith(tuple(nested))  # partitions nested in this one
     ]
     for name in doomed:
         storage.delete_file(storage.join(partition, name))
@@ -279,7 +297,7 @@ def read_manifest(path: str) -> dict[str, Any]:
             "refusing to read it"
         )
     data = storage.read_json(manifest)
-    if data.get("format") != FORMAT:
+    if data.get("format") not in READABLE:
         raise UnpublishedError(f"{manifest}: unknown manifest format {data.get('format')!r}")
     return dict(data)
 

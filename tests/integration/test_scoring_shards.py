@@ -20,7 +20,7 @@ import pytest
 
 from pipelines.config import ScoreConfig, load_config
 from pipelines.data.corpora import write_synthetic
-from pipelines.score import publish
+from pipelines.score import inputs, publish
 from pipelines.score.driver import ScoreRequest, ScoreResult, run_scoring
 from pipelines.train.driver import run_training
 from tests.support.s3 import moto_s3
@@ -137,7 +137,7 @@ def test_incremental_image_folder_scores_only_new_files_and_a_rerun_is_a_noop(ho
     assert {s["name"].rsplit("/", 1)[0] for s in manifest["shards"]} == {
         f"0000{k}/{label}" for k in range(3) for label in ("normal", "anomaly")
     }
-    assert sorted(i[0] for s in manifest["shards"] for i in s["inputs"]) == sorted(_image_ids(inp))
+    assert sorted(i[0] for s in manifest["shards"] for i in inputs.read_inputs(str(out), s)) == sorted(_image_ids(inp))
     old = _tables(out)
 
     _copy_folders(images, inp, "00003")  # tonight's batch folder
@@ -155,7 +155,9 @@ def test_incremental_image_folder_scores_only_new_files_and_a_rerun_is_a_noop(ho
     tables = _tables(out)
     assert all(tables[name].equals(old[name]) for name in old)  # the published shards were carried, not redone
     late = [s for s in publish.read_manifest(str(out))["shards"] if s["name"].startswith("00000/normal/img-99999999")]
-    assert [(s["rows"], [i[0] for i in s["inputs"]]) for s in late] == [(1, ["00000/normal/img-99999999.png"])]
+    assert [(s["rows"], [i[0] for i in inputs.read_inputs(str(out), s)]) for s in late] == [
+        (1, ["00000/normal/img-99999999.png"])
+    ]
 
     assert _score(home, inp, out, incremental=True).noop  # the same night again: nothing to do
 
@@ -238,8 +240,12 @@ def test_incremental_image_folder_on_s3(home, images, tmp_path):
             pafs.copy_files(str(images / "00002"), "data/images/00002", pafs.LocalFileSystem(), fs)
             score("dt=2026-12-02")
             score("dt=2026-12-03")
-            nights = [publish.read_manifest(f"s3://scores/img/dt=2026-12-0{d}") for d in (1, 2)]
-            held = [sorted(i[0] for s in m["shards"] for i in s["inputs"]) for m in nights]
+            parts = [f"s3://scores/img/dt=2026-12-0{d}" for d in (1, 2)]
+            nights = [publish.read_manifest(p) for p in parts]
+            held = [
+                sorted(i[0] for s in publish.read_manifest(p)["shards"] for i in inputs.read_inputs(p, s))
+                for p in parts
+            ]
             assert held[0] == sorted(i for i in _image_ids(images) if i.startswith(("00000/", "00001/")))
             assert held[1] == sorted(f"00002/{n}" for n in _image_ids(images / "00002"))
             assert [m["rows"] for m in nights] == [len(held[0]), len(held[1])]

@@ -156,7 +156,7 @@ def rows_at_most(cfg: DataConfig, path: str) -> int:
     if cfg.source == "images":
         return len(list_files(path, IMAGE_SUFFIXES))
     files = list_files(path, (".parquet",))
-    with ThreadPoolExecutor(max_workers=min(16, len(files))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(16, len(files)))) as pool:
         return sum(pool.map(footer_rows, files))
 
 

@@ -25,6 +25,7 @@ from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
 from pipelines.data.records import FILE, Batch, clean, quarantine_folder
+from pipelines.labelled import LabelledScores
 from pipelines.progress import RowCounter, Task
 from pipelines.score import publish
 from pipelines.score.actor import Scorer
@@ -136,7 +137,7 @@ def shard_records(job: ScoreJob, shards: list[publish.Shard]) -> Corpus:
     bookkeeping on the driver do not grow with the shards (one dataset per shard made them grow)."""
     files = [f for s in shards for f in s.files]  # images: read just them; time series: the windows ending in them
     return load_dataset(
-        job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, labels=False, files=files
+        job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, files=files
     )
 
 
@@ -242,8 +243,9 @@ class ScorePass:
             num_gpus=_gpus(s),
         )
 
-    def run(self, warmup: Warmup, top: TopRows) -> list[dict[str, Any]]:
-        """Score the pass; ``warmup`` and ``top`` (the highest-scored rows) accumulate over the passes."""
+    def run(self, warmup: Warmup, top: TopRows, labelled: LabelledScores) -> list[dict[str, Any]]:
+        """Score the pass; ``warmup``, ``top`` (the highest-scored rows) and ``labelled`` (labelled rows' scores)
+        accumulate over the passes."""
         self.started = time.perf_counter()
         first = True
         for summary in self._summaries().iter_rows():
@@ -252,6 +254,7 @@ class ScorePass:
                 warmup.rows += int(summary["rows"])
                 first = False
             top.add(summary["top"])
+            labelled.merge(summary["labelled"])
             i = int(summary[SHARD])
             self._progress(i).add(summary, self.job.edges)
             self.tally.scored(rows=int(summary["rows"]))

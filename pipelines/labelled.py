@@ -13,6 +13,7 @@ Light on purpose (numpy, pandas): scoring actors import it; scikit-learn is impo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,23 @@ class LabelledScores:
         self.codes = np.concatenate([r[part.codes] for r, part in zip(remap, (self, other), strict=True)])
         self.scores = np.concatenate([self.scores, other.scores])
         self.names = names
+
+    def to_bytes(self) -> bytes:
+        """A compact encoding (a JSON header line, then the scores and codes), for Arrow columns of summaries."""
+        header = json.dumps({"names": self.names, "identifier": self.identifier, "n": len(self)}).encode()
+        return b"\n".join([header, self.scores.astype(np.float32).tobytes() + self.codes.astype(np.int8).tobytes()])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LabelledScores:
+        """The pairs :meth:`to_bytes` encoded (empty bytes: none)."""
+        if not data:
+            return cls()
+        header, body = data.split(b"\n", 1)
+        meta = json.loads(header)
+        n = int(meta["n"])
+        scores = np.frombuffer(body[: 4 * n], np.float32).copy()
+        codes = np.frombuffer(body[4 * n :], np.int8).copy()
+        return cls(list(meta["names"]), scores, codes, bool(meta["identifier"]))
 
     def counts(self) -> dict[str, int]:
         """Rows per label."""

@@ -30,7 +30,7 @@ SUMMARY_COLUMNS: dict[str, type] = {
     "anomalies": np.int64,
     "sketch": object,
     "top": object,
-    "labelled": object,
+    "labelled": object,  # LabelledScores.to_bytes()
 }
 #: Salt of the hash that samples the labelled rows when a run scores more than MAX_EXACT_ROWS of them.
 LABEL_SALT = "aepipe-labelled"
@@ -83,7 +83,7 @@ class OutputSpec:
         one data file per shard it holds; returns one summary row per file written. ``top`` [B] marks the rows
         offered to the gallery (:func:`pipelines.score.top.pick`), whose raw samples ``out["x"]`` the summary
         carries; with labels, the summary carries the file's (score, label) pairs (:mod:`pipelines.labelled`)."""
-        rows: list[tuple[int, str, int, int, str, str, LabelledScores]] = []
+        rows: list[tuple[int, str, int, int, str, str, bytes]] = []
         tags = out[SHARD]
         for shard in np.unique(tags).tolist():
             sel = tags == shard
@@ -96,9 +96,9 @@ class OutputSpec:
                 anomalies = int(out["is_anomaly"][sel].sum())
             offered = sel & top if top is not None else np.zeros(0, bool)
             candidates = encode(out["id"][offered], out["score"][offered], out["x"][offered]) if offered.any() else ""
-            labelled = LabelledScores()
+            labelled = b""
             if self.edges is not None and "label" in out:
                 keep = sample_mask(out["id"][sel], self.label_fraction, LABEL_SALT)
-                labelled = LabelledScores.of(out["score"][sel], out["label"][sel], keep)
+                labelled = LabelledScores.of(out["score"][sel], out["label"][sel], keep).to_bytes()
             rows.append((shard, name, int(sel.sum()), anomalies, sketch, candidates, labelled))
         return {c: np.asarray([r[k] for r in rows], t) for k, (c, t) in enumerate(SUMMARY_COLUMNS.items())}

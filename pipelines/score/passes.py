@@ -254,7 +254,7 @@ class ScorePass:
                 warmup.rows += int(summary["rows"])
                 first = False
             top.add(summary["top"])
-            labelled.merge(summary["labelled"])
+            labelled.merge(LabelledScores.from_bytes(summary["labelled"]))
             i = int(summary[SHARD])
             self._progress(i).add(summary, self.job.edges)
             self.tally.scored(rows=int(summary["rows"]))

@@ -13,7 +13,8 @@ from pipelines.labelled import MAX_LABELS, LabelledScores, anomalous_label, samp
 def _merged(scores: np.ndarray, labels: np.ndarray, blocks: int) -> LabelledScores:
     total = LabelledScores()
     for part in np.array_split(np.random.default_rng(1).permutation(len(scores)), blocks):
-        total.merge(LabelledScores.of(scores[part], labels[part]))
+        # each block's pairs travel as bytes, as from a scoring actor
+        total.merge(LabelledScores.from_bytes(LabelledScores.of(scores[part], labels[part]).to_bytes()))
     return total
 
 
@@ -54,6 +55,7 @@ def test_labels_that_are_not_binary_give_no_metrics():
     binary = LabelledScores.of(scores, np.arange(30) % 2)
     binary.merge(wide)  # an identifier column in one block is one everywhere
     assert binary.identifier and binary.metrics(0.5) == {} and len(binary) == 0
+    assert LabelledScores.from_bytes(binary.to_bytes()).identifier and len(LabelledScores.from_bytes(b"")) == 0
     assert anomalous_label({"a": 3, "b": 1, "c": 1}) is None
 
 

@@ -49,9 +49,9 @@ def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
 @dataclass(frozen=True)
 class OutputSpec:
     """Where and how the actors of one scoring run write: the partition, the run's attempt token, the output
-        schema, the model's name and version (columns of every row), the shard names by index, the sketch
-        edges (None in ``embed`` mode), how many highest-scored rows the run's gallery shows (0: none) and the fraction
-    of labelled rows kept for the labelled metrics."""
+    schema, the model's name and version (columns of every row), the shard names by index, the sketch edges
+    (None in ``embed`` mode), how many highest-scored rows the run's gallery shows (0: none) and the fraction of
+    labelled rows kept for the labelled metrics."""
 
     partition: str
     attempt: str

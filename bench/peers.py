@@ -19,6 +19,11 @@ actors), one Ray session for every run.
 Peers, on the same rows (digits scaled to [0, 1], windows as 32 raw values), with their own defaults as users
 run them: PyOD's ``AutoEncoder()``, scikit-learn's ``IsolationForest()`` and PCA reconstruction error keeping 90%
 of the variance (PCA's own default keeps every component, whose reconstruction error is zero).
+
+Measured 2026-12-01, 2 shared cores (load ~40 from other jobs, so the seconds are inflated several-fold), mean
+AUROC over the digits: MNIST aepipe 0.951 (1,140 s for ten train+score runs), PCA 0.945, PyOD 0.891,
+IsolationForest 0.850; sklearn digits aepipe 0.9969 (767 s), PCA 0.9971, IsolationForest 0.981, PyOD 0.965;
+series windows (shift 0.2) aepipe 0.99990 (68 s), PCA 0.99997, PyOD 0.926, IsolationForest 0.856.
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ DIGIT_SETS = {
 }
 SERIES_CONFIG = "series_dense.yaml"
 WINDOW, STRIDE = 32, 16
-#: Level shift of an anomalous series step: 10x the noise, a fifth of the sine's range.
-SHIFT = 0.5
+#: Level shift of an anomalous series step: 4x the noise, a tenth of the sine's range.
+SHIFT = 0.2
 AEPIPE = "aepipe default config (pipeline)"
 
 

@@ -13,6 +13,9 @@ code; on the 1,000 scored digits the bench reports:
 
 Seconds are end to end: run_training and run_scoring whole, fixed costs included, in one Ray session.
 Run ``python -m bench.quality`` (add ``--quick`` for a smoke run) to print a markdown table.
+
+Measured 2026-12-01 (2 shared cores under heavy load): held-out MSE vs PCA, dense 0.645 (264 s end to end), conv
+0.374 (689 s); the VAE's IWAE NLL 112.5 vs negative ELBO 119.0 nats (386 s).
 """
 
 from __future__ import annotations

@@ -242,8 +242,8 @@ def read_parquet_records(
     """Records of every shard under ``path`` (or of ``files``, some of them) and the sample shape ``(D,)``; derived
     ids name files relative to ``path``. ``for_model``: the model's input shape; samples are read flat at its size
     whatever the files hold (a shard of other lengths is bad row by row, wherever it sorts); without it the length
-    is the first usable file's. ``labels``: read the label column when the files have one (training's pictures;
-    scoring does not)."""
+    is the first usable file's. ``labels``: read the label column when the first file has one (the pictures and
+    labelled metrics of training and scoring; a later file without it is then bad)."""
     files = list_files(path, (".parquet",)) if files is None else files
     first, length = (files[0], int(np.prod(for_model))) if for_model is not None else sample_length(files, cfg)
     with_label = labels and bool(cfg.label_column) and cfg.label_column in _column_names(first)

@@ -57,4 +57,5 @@ class Scorer:
         offered = None
         if self.output.top_k and "score" in self.output.schema.names:
             offered, self.top_scores = top.pick(out["score"], self.top_scores, self.output.top_k)
-        return self.output.write({**out, "x": batch["x"]}, offered)
+        labels = {"label": batch["label"]} if "label" in batch else {}
+        return self.output.write({**out, "x": batch["x"], **labels}, offered)

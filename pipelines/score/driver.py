@@ -25,6 +25,7 @@ from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import Corpus, DataError, sample_shape
 from pipelines.data.records import group_by
+from pipelines.labelled import MAX_EXACT_ROWS, LabelledScores
 from pipelines.progress import SILENT, Progress, counting
 from pipelines.progress import step as progress_step
 from pipelines.score import publish, report
@@ -175,6 +176,7 @@ def _score_job(
         shard_names=(),
         edges=None if edges is None else tuple(float(e) for e in edges),
         top_k=req.settings.gallery_size if req.mode != "embed" else 0,
+        label_fraction=min(1.0, MAX_EXACT_ROWS / max(_rows(shards) or 1, 1)),  # windows: counts unknown, keep all
     )
     return ScoreJob(model, data_cfg, req.settings, output, identity, ray.put(files), req.input_path, bundle.input_shape)
 
@@ -213,21 +215,22 @@ def _rows(shards: list[publish.Shard]) -> int | None:
 
 def _score_all(
     job: ScoreJob, to_score: list[publish.Shard], corpus: Corpus | None, log: Log, progress: Progress
-) -> tuple[list[dict[str, Any]], Warmup, TopRows, float]:
+) -> tuple[list[dict[str, Any]], Warmup, TopRows, LabelledScores, float]:
     """Score the pending shards (``corpus``: all of them, validated; None when none), up to ``shards_per_pass``
-    per actor pool start; their markers, the warm-up, the highest-scored rows and the seconds it took."""
-    t0, warmup, top = time.perf_counter(), Warmup(), TopRows(job.output.top_k)
+    per actor pool start; their markers, the warm-up, the highest-scored rows, the labelled rows' scores and the
+    seconds it took."""
+    t0, warmup, top, labelled = time.perf_counter(), Warmup(), TopRows(job.output.top_k), LabelledScores()
     new: list[dict[str, Any]] = []
     if corpus is None:
-        return new, warmup, top, 0.0
+        return new, warmup, top, labelled, 0.0
     step = job.settings.shards_per_pass
     with progress_step(progress, "scoring", _rows(to_score)) as task:
         tally = ScoringProgress(task, len(to_score))
         for k in range(0, len(to_score), step):
             group = to_score[k : k + step]
             part = corpus if len(group) == len(to_score) else replace(shard_records(job, group), report=corpus.report)
-            new += ScorePass(job, group, part, log, tally).run(warmup, top)
-    return new, warmup, top, time.perf_counter() - t0
+            new += ScorePass(job, group, part, log, tally).run(warmup, top, labelled)
+    return new, warmup, top, labelled, time.perf_counter() - t0
 
 
 def _commit(
@@ -245,7 +248,7 @@ def _commit(
 ) -> report.RunOutcome:
     """Score what the plan says, verify the partition's shards from their files' footers, check their ids are
     unique, and commit the manifest."""
-    new, warmup, top, score_seconds = _score_all(job, the_plan.to_score, corpus, log, progress)
+    new, warmup, top, labelled, score_seconds = _score_all(job, the_plan.to_score, corpus, log, progress)
     this_run = the_plan.resumed + new
     markers = sorted(the_plan.carried + this_run, key=lambda m: m["name"])
     rows = publish.verify(job.partition, markers, job.schema)
@@ -268,6 +271,7 @@ def _commit(
         drift=_drift(job, this_run, calibration),
         run_id=run_id,
         top=top,
+        labelled=labelled,
     )
     publish.commit(job.partition, job.output.attempt, report.manifest(outcome, job.schema, time.perf_counter() - t0))
     listed = {f["path"] for m in markers for f in m["files"]} | {

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.labelled import LabelledScores, sample_mask
 from pipelines.score.drift import ScoreSketch
 from pipelines.score.publish import data_file_name
 from pipelines.score.top import encode
@@ -29,7 +30,10 @@ SUMMARY_COLUMNS: dict[str, type] = {
     "anomalies": np.int64,
     "sketch": object,
     "top": object,
+    "labelled": object,  # LabelledScores.to_bytes()
 }
+#: Salt of the hash that samples the labelled rows when a run scores more than MAX_EXACT_ROWS of them.
+LABEL_SALT = "aepipe-labelled"
 
 
 def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
@@ -45,8 +49,9 @@ def output_schema(mode: str, id_type: pa.DataType, embed_dim: int) -> pa.Schema:
 @dataclass(frozen=True)
 class OutputSpec:
     """Where and how the actors of one scoring run write: the partition, the run's attempt token, the output
-    schema, the model's name and version (columns of every row), the shard names by index, the sketch
-    edges (None in ``embed`` mode) and how many highest-scored rows the run's gallery shows (0: none)."""
+    schema, the model's name and version (columns of every row), the shard names by index, the sketch edges
+    (None in ``embed`` mode), how many highest-scored rows the run's gallery shows (0: none) and the fraction of
+    labelled rows kept for the labelled metrics."""
 
     partition: str
     attempt: str
@@ -56,6 +61,8 @@ class OutputSpec:
     shard_names: tuple[str, ...]
     edges: tuple[float, ...] | None
     top_k: int = 0
+    label_fraction: float = 1.0
+    """Fraction of the labelled rows (by a hash of the id) whose score and label the summaries carry."""
 
     def table(self, out: dict[str, np.ndarray], sel: np.ndarray) -> pa.Table:
         """The rows of a scored batch that ``sel`` [B] picks, as an output table."""
@@ -72,10 +79,11 @@ class OutputSpec:
         return pa.table(cols, schema=self.schema)
 
     def write(self, out: dict[str, np.ndarray], top: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Write a scored block (``id``, SHARD, ``score``, ``is_anomaly``, ``embedding``; [B] each) as one data
-        file per shard it holds; returns one summary row per file written. ``top`` [B] marks the rows offered to
-        the gallery (:func:`pipelines.score.top.pick`), whose raw samples ``out["x"]`` the summary carries."""
-        rows: list[tuple[int, str, int, int, str, str]] = []
+        """Write a scored block (``id``, SHARD, ``score``, ``is_anomaly``, ``embedding``, ``label``?; [B] each) as
+        one data file per shard it holds; returns one summary row per file written. ``top`` [B] marks the rows
+        offered to the gallery (:func:`pipelines.score.top.pick`), whose raw samples ``out["x"]`` the summary
+        carries; with labels, the summary carries the file's (score, label) pairs (:mod:`pipelines.labelled`)."""
+        rows: list[tuple[int, str, int, int, str, str, bytes]] = []
         tags = out[SHARD]
         for shard in np.unique(tags).tolist():
             sel = tags == shard
@@ -88,5 +96,9 @@ class OutputSpec:
                 anomalies = int(out["is_anomaly"][sel].sum())
             offered = sel & top if top is not None else np.zeros(0, bool)
             candidates = encode(out["id"][offered], out["score"][offered], out["x"][offered]) if offered.any() else ""
-            rows.append((shard, name, int(sel.sum()), anomalies, sketch, candidates))
+            labelled = b""
+            if self.edges is not None and "label" in out:
+                keep = sample_mask(out["id"][sel], self.label_fraction, LABEL_SALT)
+                labelled = LabelledScores.of(out["score"][sel], out["label"][sel], keep).to_bytes()
+            rows.append((shard, name, int(sel.sum()), anomalies, sketch, candidates, labelled))
         return {c: np.asarray([r[k] for r in rows], t) for k, (c, t) in enumerate(SUMMARY_COLUMNS.items())}

@@ -26,6 +26,7 @@ from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
 from pipelines.data.chunks import ChunkIndex
 from pipelines.data.records import FILE, Batch, clean, quarantine_folder
+from pipelines.labelled import LabelledScores
 from pipelines.progress import RowCounter, Task
 from pipelines.score import inputs, publish
 from pipelines.score.actor import Scorer
@@ -137,7 +138,7 @@ def shard_records(job: ScoreJob, shards: list[publish.Shard]) -> Corpus:
     bookkeeping on the driver do not grow with the shards (one dataset per shard made them grow)."""
     files = [s.files for s in shards]  # images: read just them; time series: the windows ending in them
     return load_dataset(
-        job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, labels=False, files=files
+        job.data_cfg, job.root, quarantine_dir=job.quarantine_dir, for_model=job.input_shape, files=files
     )
 
 
@@ -245,8 +246,9 @@ class ScorePass:
             num_gpus=_gpus(s),
         )
 
-    def run(self, warmup: Warmup, top: TopRows) -> list[dict[str, Any]]:
-        """Score the pass; ``warmup`` and ``top`` (the highest-scored rows) accumulate over the passes."""
+    def run(self, warmup: Warmup, top: TopRows, labelled: LabelledScores) -> list[dict[str, Any]]:
+        """Score the pass; ``warmup``, ``top`` (the highest-scored rows) and ``labelled`` (labelled rows' scores)
+        accumulate over the passes."""
         self.started = time.perf_counter()
         first = True
         for summary in self._summaries().iter_rows():
@@ -255,6 +257,7 @@ class ScorePass:
                 warmup.rows += int(summary["rows"])
                 first = False
             top.add(summary["top"])
+            labelled.merge(LabelledScores.from_bytes(summary["labelled"]))
             i = int(summary[SHARD])
             self._progress(i).add(summary, self.job.edges)
             self.tally.scored(rows=int(summary["rows"]))

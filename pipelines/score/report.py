@@ -4,7 +4,7 @@ histogram against the threshold, the highest-scored rows next to their reconstru
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pyarrow as pa
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle
 from pipelines.config import DataConfig
+from pipelines.labelled import LabelledScores
 from pipelines.score import publish
 from pipelines.score.drift import DriftReport, ScoreSketch, baseline_cdf
 from pipelines.score.plan import Plan
@@ -47,6 +48,8 @@ class RunOutcome:
     run_id: str
     top: TopRows
     """The highest-scored rows this run scored (not those of resumed shards, scored by a killed run)."""
+    labelled: LabelledScores = field(default_factory=LabelledScores)
+    """The scores and labels of the labelled rows this run scored (not those of resumed shards)."""
 
     @property
     def steady_rows_per_s(self) -> float:
@@ -93,8 +96,9 @@ def merged_sketch(edges: np.ndarray | None, markers: list[dict[str, Any]]) -> Sc
     return total
 
 
-def run_metrics(outcome: RunOutcome, sketch: ScoreSketch | None) -> dict[str, float]:
-    """Counts, rates and the score distribution of the rows this run scored."""
+def run_metrics(outcome: RunOutcome, sketch: ScoreSketch | None, threshold: float) -> dict[str, float]:
+    """Counts, rates and the score distribution of the rows this run scored; with a binary label column, the
+    labelled metrics of their scores (``auroc``, ``average_precision``, ``f1`` of ``score > threshold``)."""
     o = outcome
     metrics: dict[str, float] = {
         "rows": o.rows,
@@ -115,6 +119,7 @@ def run_metrics(outcome: RunOutcome, sketch: ScoreSketch | None) -> dict[str, fl
         metrics.update({f"score_p{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, levels, strict=True)})
     if o.drift is not None:
         metrics.update(o.drift.metrics())
+    metrics.update(o.labelled.metrics(threshold))
     return metrics
 
 
@@ -136,7 +141,7 @@ def log_run(
 ) -> None:
     """Metrics, the drift tag and the manifest on the scoring run, and under ``plots/`` the score histogram
     against the baseline and the gallery of the highest-scored rows."""
-    tracking.log_metrics(tracking_uri, outcome.run_id, run_metrics(outcome, sketch), step=0)
+    tracking.log_metrics(tracking_uri, outcome.run_id, run_metrics(outcome, sketch, bundle.threshold), step=0)
     drifted = bool(outcome.drift and outcome.drift.drifted)
     tracking.set_tags(tracking_uri, outcome.run_id, {"aepipe.drift": str(drifted).lower()})
     with tempfile.TemporaryDirectory() as tmp:

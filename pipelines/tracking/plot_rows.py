@@ -4,7 +4,8 @@ read order (corpora exported sorted by class, date or customer are common).
 :func:`summarize_scores` makes one pass over the split in a Ray Data actor that histograms every row's score
 per label, keeps the best and worst reconstructed rows and a couple of rows of every label, and draws a seeded
 uniform sample of the whole split by a salted hash of the id (the same rows for any shard layout or worker
-count, about ``n`` of them). Only these small per-block summaries reach the driver, never the split's rows.
+count, about ``n`` of them), and keeps every labelled row's score and label for the labelled metrics
+(:mod:`pipelines.labelled`). Only these small per-block summaries reach the driver, never the split's rows.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 import ray.data
 
 from pipelines.bundle import ModelBundle
+from pipelines.labelled import MAX_EXACT_ROWS, MAX_LABELS, LabelledScores, anomalous_label, label_strings, sample_mask
 
-#: Above this many distinct labels, a label column is treated as an identifier: no per-label pictures.
-MAX_LABELS = 20
 #: Rows of each label kept for the reconstructions and the code map.
 PER_LABEL = 2
 #: Histogram resolution (the AUROC of binary labels is read from it; the picture shows coarser bins).
@@ -32,9 +31,7 @@ Row = dict[str, Any]
 
 def _sample_mask(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """True for about ``fraction`` of the ids, chosen by a hash salted with ``seed`` (not the split's hash)."""
-    key = f"aepipe-plot{seed % 100_000:05d}"
-    hashed = pd.util.hash_pandas_object(pd.Series(ids).astype(str), index=False, hash_key=key).to_numpy()
-    return (hashed % (1 << 32)) < int(fraction * (1 << 32))
+    return sample_mask(ids, fraction, f"aepipe-plot{seed % 100_000:05d}")
 
 
 @dataclass
@@ -51,6 +48,8 @@ class ScoreSummary:
     """Up to :data:`PER_LABEL` rows of each label (empty without labels or with too many labels)."""
     sample: list[Row] = field(default_factory=list)
     """The uniform sample's rows."""
+    labelled: LabelledScores = field(default_factory=LabelledScores)
+    """Every labelled row's score and label (a uniform sample above :data:`pipelines.labelled.MAX_EXACT_ROWS`)."""
 
     @property
     def total(self) -> int:
@@ -88,19 +87,15 @@ class ScoreSummary:
         if other.worst is not None and (self.worst is None or other.worst["score"] > self.worst["score"]):
             self.worst = other.worst
         self.sample += other.sample
+        self.labelled.merge(other.labelled)
         for label, rows in other.examples.items():
             if label in self.counts:  # not collapsed
                 kept = self.examples.setdefault(label, [])
                 kept += rows[: PER_LABEL - len(kept)]
 
     def positive_label(self) -> str | None:
-        """With exactly two labels, the anomalous one: ``1``/``true``, a name like ``anomaly``, else the rarer."""
-        if len(self.labels) != 2:
-            return None
-        for label in self.labels:
-            if label.lower() in ("1", "1.0", "true", "anomaly", "anomalous", "abnormal", "outlier", "fraud"):
-                return label
-        return min(self.labels, key=lambda k: self.counts[k].sum())
+        """With exactly two labels, the anomalous one (:func:`pipelines.labelled.anomalous_label`)."""
+        return anomalous_label({k: int(v.sum()) for k, v in self.counts.items()})
 
     def auroc(self) -> float | None:
         """AUROC of the score for binary labels, from the histogram (ties within a bin count half)."""
@@ -122,14 +117,23 @@ def row_at(batch: dict[str, np.ndarray], scores: np.ndarray, i: int) -> Row:
 
 
 def summarize_batch(
-    bundle: ModelBundle, batch: dict[str, np.ndarray], edges: np.ndarray, sample_fraction: float = 1.0, seed: int = 0
+    bundle: ModelBundle,
+    batch: dict[str, np.ndarray],
+    edges: np.ndarray,
+    sample_fraction: float = 1.0,
+    seed: int = 0,
+    label_fraction: float = 1.0,
 ) -> ScoreSummary:
     """The summary of one batch of raw validation rows (``id`` [B], ``x`` [B, ...], ``label`` [B]?), with the
-    rows the seeded hash picks for the sample (``sample_fraction`` of them)."""
+    rows the seeded hash picks for the sample (``sample_fraction`` of them) and the scores and labels of
+    ``label_fraction`` of the rows (another seeded hash) for the labelled metrics."""
     scores = bundle.infer(batch["x"])["score"].astype(np.float64)
     clipped = np.clip(scores, edges[0], edges[-1])
-    labels = np.asarray(batch["label"]).astype(str) if "label" in batch else np.full(len(scores), "")
+    labels = label_strings(batch["label"]) if "label" in batch else np.full(len(scores), "")
     summary = ScoreSummary(edges)
+    if "label" in batch:
+        keep = sample_mask(batch["id"], label_fraction, "aepipe-labelled")
+        summary.labelled = LabelledScores.of(scores, batch["label"], keep)
     distinct = np.unique(labels)
     for label in distinct if len(distinct) <= MAX_LABELS else []:
         members = labels == label
@@ -151,14 +155,19 @@ class _Summarizer:
     """Ray Data actor: loads the bundle once, returns one :class:`ScoreSummary` per block."""
 
     def __init__(
-        self, bundle_files: ray.ObjectRef[dict[str, bytes]], edges: np.ndarray, sample_fraction: float, seed: int
+        self,
+        bundle_files: ray.ObjectRef[dict[str, bytes]],
+        edges: np.ndarray,
+        sample_fraction: float,
+        seed: int,
+        label_fraction: float,
     ) -> None:
         self.bundle = ModelBundle.from_files(ray.get(bundle_files))
         self.bundle.model.eval()
-        self.edges, self.sample_fraction, self.seed = edges, sample_fraction, seed
+        self.edges, self.sample_fraction, self.seed, self.label_fraction = edges, sample_fraction, seed, label_fraction
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        summary = summarize_batch(self.bundle, batch, self.edges, self.sample_fraction, self.seed)
+        summary = summarize_batch(self.bundle, batch, self.edges, self.sample_fraction, self.seed, self.label_fraction)
         return {"summary": np.array([summary], dtype=object)}
 
 
@@ -175,7 +184,8 @@ def summarize_scores(
     """One pass over ``val_rows`` (raw rows with ``id``, ``x`` and maybe ``label``) with the trained bundle,
     sampling about ``n`` rows."""
     edges = score_edges(calibration)
-    fraction = min(1.0, n / max(int(calibration["val_count"]), 1))
+    rows = max(int(calibration["val_count"]), 1)
+    fraction = min(1.0, n / rows)
     summaries = val_rows.map_batches(
         _Summarizer,
         fn_constructor_kwargs={
@@ -183,6 +193,7 @@ def summarize_scores(
             "edges": edges,
             "sample_fraction": fraction,
             "seed": seed,
+            "label_fraction": min(1.0, MAX_EXACT_ROWS / rows),
         },
         batch_format="numpy",
         batch_size=1024,

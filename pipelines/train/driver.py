@@ -39,7 +39,7 @@ from pipelines.data import (
 from pipelines.progress import SILENT, Progress, counting, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
-from pipelines.tracking.plot_rows import summarize_scores
+from pipelines.tracking.plot_rows import ScoreSummary, summarize_scores
 from pipelines.train import checkpoint as ckpt
 from pipelines.train import resume
 from pipelines.train.feed import DriverFeed
@@ -254,8 +254,14 @@ def _finish(
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    with step(progress, "plotting"):
-        _log_plots(job, run_id, bundle, files=bundle_files(bundle_dir), val_rows=data.val_rows, log=log)
+    summary = _summarize_validation(job, bundle, bundle_dir, data.val_rows, log, progress)
+    if summary is not None:
+        labelled = summary.labelled.metrics(bundle.threshold, prefix="val_")
+        if labelled:  # a binary label column: how well the registered model's score finds the anomalous rows
+            tracking.log_metrics(uri, run_id, labelled, step=int(best_metrics.get("epoch", 0)))
+            log(_describe_labelled(labelled))
+        with step(progress, "plotting"):
+            _log_plots(job, run_id, bundle, summary, log=log)
     with step(progress, "logging and registering the model"):
         example = input_example(data.val_rows.take_batch(2, batch_format="numpy"))
         version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
@@ -323,26 +329,41 @@ def run_training(
     return _finish(job, spec, data, kept, log, progress)
 
 
-def _log_plots(
-    job: JobConfig,
-    run_id: str,
-    bundle: ModelBundle,
-    *,
-    files: dict[str, bytes],
-    val_rows: ray.data.Dataset,
-    log: Log,
-) -> None:
+def _summarize_validation(
+    job: JobConfig, bundle: ModelBundle, bundle_dir: Path, val_rows: ray.data.Dataset, log: Log, progress: Progress
+) -> ScoreSummary | None:
+    """Score every validation row with the exported model (:func:`summarize_scores`): the pictures' rows and the
+    labelled metrics. None, with a warning, when that fails: neither must cost a finished multi-hour training."""
+    try:
+        with step(progress, "scoring the validation split"):
+            tc = job.train
+            return summarize_scores(
+                val_rows, bundle_files(bundle_dir), bundle.calibration, n=tc.plot_rows, seed=tc.seed
+            )
+    except Exception as exc:
+        log(f"warning: scoring the validation split failed ({type(exc).__name__}: {exc}); no plots or labelled metrics")
+        return None
+
+
+def _log_plots(job: JobConfig, run_id: str, bundle: ModelBundle, summary: ScoreSummary, log: Log) -> None:
     """Draw the end-of-run pictures from the summary of every validation score and a uniform sample of the
     split, and log them under ``plots/`` (with ``plot_rows.json``: which rows each picture shows)."""
     uri = job.tracking_uri
     try:
-        tc = job.train
-        summary = summarize_scores(val_rows, files, bundle.calibration, n=tc.plot_rows, seed=tc.seed)
         with tempfile.TemporaryDirectory() as tmp:
             plots.render(bundle, summary.sample_batch(), summary, tracking.metric_histories(uri, run_id), tmp)
             tracking.log_artifacts(uri, run_id, tmp, "plots")
     except Exception as exc:  # pictures must never cost a finished multi-hour training
         log(f"warning: plots failed ({type(exc).__name__}: {exc}); the model is still registered")
+
+
+def _describe_labelled(metrics: dict[str, float]) -> str:
+    """One console line of the labelled validation metrics."""
+    m = {k.removeprefix("val_"): v for k, v in metrics.items()}
+    return (
+        f"labelled validation rows: AUROC {m['auroc']:.3f}, average precision {m['average_precision']:.3f}, "
+        f"F1 at the threshold {m['f1']:.3f} ({m['labelled_rows']:.0f} rows, {m['anomalous_fraction']:.1%} anomalous)"
+    )
 
 
 def input_example(sample: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
 from typer.testing import CliRunner
 
 from jobs.cli import app
@@ -99,13 +101,38 @@ def test_images_conv(ray_local, home):
     assert set(scores["id"]) == {f"{labels[i]}/mnist-{i:05d}.png" for i in range(160)}
 
 
+def _window_labels(data: Path, ids: pd.Series, window: int) -> np.ndarray:
+    """Each window's label from the corpus: 1 when any of its ``window`` rows from ``SERIES@START`` is anomalous."""
+    rows = pd.read_parquet(data).sort_values(["series_id", "timestamp"])
+    flags = {
+        name: (group["timestamp"].to_numpy(), group["is_anomaly"].to_numpy())
+        for name, group in rows.groupby("series_id")
+    }
+    labels = []
+    for window_id in ids:
+        name, start = window_id.split("@")
+        stamps, flagged = flags[name]
+        first = int(np.searchsorted(stamps, np.datetime64(start)))
+        labels.append(bool(flagged[first : first + window].any()))
+    return np.array(labels)
+
+
 def test_series_recurrent(ray_local, home):
     data = home / "series"
     _ok("data", "synthetic", "--kind", "series", "--rows", "2048", "--shards", "3", "--out", str(data))
-    _, scores = _train_and_score(home, "series_recurrent.yaml", data, "series", "model.hidden_size=8")
+    run_id, scores = _train_and_score(home, "series_recurrent.yaml", data, "series", "model.hidden_size=8")
     # 2048 steps = 8 series of 256 hourly steps; windows of 32 every 16 steps: 15 per series
     assert len(scores) == 8 * 15 and _gallery(home, scores) == "windows"
     assert "series-3@2024-01-01T16:00:00" in set(scores["id"])
+    # a binary label column (is_anomaly): the training run logs how well the registered model's score finds the
+    # anomalous validation windows, the scoring run the same over every window it scored
+    assert all(0.0 <= _metric(home, run_id, f"val_{key}") <= 1.0 for key in ("auroc", "average_precision", "f1"))
+    labels = _window_labels(data, scores["id"], window=32)
+    scoring_run = publish.read_manifest(str(home / "scores"))["scoring_run_id"]
+    assert _metric(home, scoring_run, "auroc") == pytest.approx(roc_auc_score(labels, scores["score"]), abs=1e-6)
+    threshold_f1 = f1_score(labels, scores["is_anomaly"])
+    assert _metric(home, scoring_run, "f1") == pytest.approx(threshold_f1)
+    assert _metric(home, scoring_run, "labelled_rows") == len(scores)
 
 
 def test_tabular_named_columns_dense(ray_local, home):

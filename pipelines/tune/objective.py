@@ -9,26 +9,21 @@ from typing import Any
 import numpy as np
 
 from pipelines.config import ConfigError, TuneMetric
-
-#: Label values read as "anomalous" when two labels are present and none is declared (lower case).
-ANOMALOUS_NAMES = ("1", "1.0", "true", "anomaly", "anomalous", "abnormal", "outlier", "fraud")
+from pipelines.labelled import anomalous_label
 
 
 def anomalous(labels: np.ndarray, declared: Sequence[Any] | None) -> np.ndarray | None:
     """``[N]`` bool: which rows of ``labels`` ``[N]`` (None / NaN = unlabelled, left out by the caller) are
     anomalous: those whose label is in ``declared``, else with exactly two label values the one named like an
-    anomaly (see :data:`ANOMALOUS_NAMES`), else the rarer. None when that cannot be told (not two values, or
-    declared labels of which no row has one)."""
+    anomaly (:func:`pipelines.labelled.anomalous_label`), else the rarer. None when that cannot be told (not two
+    values, or declared labels of which no row has one)."""
     names = np.array([str(v).lower() for v in labels])
     if declared is not None:
         marked = np.isin(names, [str(v).lower() for v in declared])
         return marked if marked.any() and not marked.all() else None
     values, counts = np.unique(names, return_counts=True)
-    if len(values) != 2:
-        return None
-    named = [v for v in values if v in ANOMALOUS_NAMES]
-    positive = named[0] if len(named) == 1 else values[int(np.argmin(counts))]
-    return names == positive
+    positive = anomalous_label(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+    return None if positive is None else names == positive
 
 
 def labelled_rows(labels: np.ndarray | None) -> np.ndarray | None:

@@ -41,7 +41,7 @@ def test_a_sampled_trial_sets_its_branch_values_and_nothing_of_the_others():
             assert values == {"model.name": "linear"} and trial.train.lr == job.train.lr
             # another family starts from its own defaults, keeping the job's input shape and code size
             assert trial.model["name"] == "linear" and trial.model["output_activation"] == "identity"
-            assert trial.model["input_shape"] == [64] and trial.model["latent_dim"] == 8
+            assert trial.model["input_shape"] == [64] and trial.model["latent_dim"] == job.model["latent_dim"]
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ DIGIT_SETS = {
     "MNIST subset": ("mnist", 255.0, "mnist_dense.yaml"),
     "sklearn digits": ("digits", 16.0, "digits_dense.yaml"),
 }
-SERIES_CONFIG = "series_dense.yaml"
+SERIES_CONFIG = "series_linear.yaml"
 WINDOW, STRIDE = 32, 16
 #: Level shift of an anomalous series step: 4x the noise, a tenth of the sine's range.
 SHIFT = 0.2

@@ -88,19 +88,18 @@ def load_dataset(
     path: str,
     quarantine_dir: str | None = None,
     for_model: tuple[int, ...] | None = None,
-    labels: bool = True,
     files: Sequence[FileChunk] | None = None,
 ) -> Corpus:
     """Open the corpus at ``path`` (lazily: nothing is read but a file listing and one schema).
 
-    ``for_model``: the model's input shape, which Parquet samples are read at; ``labels``: read labels where
-    the files have them (see :func:`read_parquet_records`); ``files``: the input files of a scoring pass's
+    ``for_model``: the model's input shape, which Parquet samples are read at (labels are read where the files
+    have them, see :func:`read_parquet_records`); ``files``: the input files of a scoring pass's
     shards as chunks (one dataset, however many): Parquet and image files read are just these, a time-series corpus is
     read whole (a series may span files) and keeps the windows whose last row is in them. Derived ids (``FILE:ROW``,
     image names) are relative to ``path``, as in training."""
     paths = None if files is None else [p for chunk in files for p in chunk.paths()]
     if cfg.source == "parquet":
-        records, shape = read_parquet_records(path, cfg, for_model, labels, paths)
+        records, shape = read_parquet_records(path, cfg, for_model, paths)
     else:
         records, shape = _READERS[cfg.source](path, cfg, path, only=files)
     return Corpus(

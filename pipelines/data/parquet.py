@@ -236,16 +236,15 @@ def read_parquet_records(
     path: str,
     cfg: DataConfig,
     for_model: tuple[int, ...] | None = None,
-    labels: bool = True,
     files: list[str] | None = None,
 ) -> tuple[ray.data.Dataset, tuple[int, ...]]:
     """Records of every shard under ``path`` (or of ``files``, some of them) and the sample shape ``(D,)``; derived
     ids name files relative to ``path``. ``for_model``: the model's input shape; samples are read flat at its size
     whatever the files hold (a shard of other lengths is bad row by row, wherever it sorts); without it the length
-    is the first usable file's. ``labels``: read the label column when the first file has one (the pictures and
+    is the first usable file's. The label column is read when the first file has one (the pictures and
     labelled metrics of training and scoring; a later file without it is then bad)."""
     files = list_files(path, (".parquet",)) if files is None else files
     first, length = (files[0], int(np.prod(for_model))) if for_model is not None else sample_length(files, cfg)
-    with_label = labels and bool(cfg.label_column) and cfg.label_column in _column_names(first)
+    with_label = bool(cfg.label_column) and cfg.label_column in _column_names(first)
     items = [{"path": f, "name": n} for f, n in zip(files, relative_names(files, path), strict=True)]
     return read_in_tasks(items, _records, {"cfg": cfg, "length": length, "with_label": with_label}), (length,)

@@ -139,13 +139,13 @@ def _validated(
     corpus: Corpus, report: ValidationReport, records: ray.data.Dataset, require_records: bool = True
 ) -> Corpus:
     """``corpus`` with its ``report``; its ``dataset`` the good rows of ``records`` (read again, or kept) but the
-    duplicated ids."""
+    duplicated ids, and its ``records`` the kept ones when they were kept."""
     if require_records and report.records == 0:
         raise DataError(f"no usable records ({report.skipped} skipped, listed in {report.quarantine_dir})")
     dataset = corpus.dataset
     if records is not corpus.records or report.duplicated_ids:
         dataset = _clean_rows(records, corpus.on_bad_records, report.duplicated_ids)
-    return replace(corpus, dataset=dataset, report=report)
+    return replace(corpus, dataset=dataset, records=records, report=report)
 
 
 def rows_at_most(cfg: DataConfig, path: str) -> int:

@@ -23,7 +23,7 @@ import ray.data
 
 from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
-from pipelines.data import Corpus, ValidationReport, load_dataset, validate_corpus
+from pipelines.data import Corpus, ValidationReport, cache, load_dataset, validate_corpus
 from pipelines.data.chunks import ChunkIndex
 from pipelines.data.records import FILE, Batch, clean, quarantine_folder
 from pipelines.labelled import LabelledScores
@@ -156,7 +156,23 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard], counter: RowCounter 
     for folder in (quarantine_folder(f) for s in shards if quarantined for f in s.files.paths()):
         if folder in quarantined:
             storage.delete_dir(storage.uri_of(job.quarantine_dir, quarantined.pop(folder)))
-    return validate_corpus(shard_records(job, shards), require_records=False, counter=counter)
+    corpus = shard_records(job, shards)
+    keep = keeps_records(job, shards).in_memory
+    if keep:  # the kept records are scored in the input's row order, as a streamed pass reads them
+        corpus.records.context.execution_options.preserve_order = True
+    return validate_corpus(corpus, require_records=False, counter=counter, keep=keep)
+
+
+def keeps_records(job: ScoreJob, shards: list[publish.Shard]) -> cache.CacheDecision:
+    """Whether the validation pass keeps the good records of ``shards`` in the object store, so that the
+    scoring pass reads them there instead of reading and decoding the files again: ``data.cache`` as in training
+    (``auto``: when they fit its share of the store), and only when one pass scores them all and their row count
+    is known ahead (Parquet footers, image files; not windows)."""
+    rows = [s.rows for s in shards]
+    if len(shards) > job.settings.shards_per_pass or None in rows:
+        return cache.CacheDecision(False, 0, 0, "several scoring passes, or rows not known ahead")
+    total = sum(r for r in rows if r is not None)
+    return cache.decide(job.data_cfg.cache, total, job.input_shape, job.data_cfg.cache_max_fraction)
 
 
 def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:

@@ -22,6 +22,7 @@ from jobs.cli import app
 from pipelines import tracking
 from pipelines.config import ScoreConfig
 from pipelines.data.corpora import mnist_arrays, write_vector_shards
+from pipelines.data.reads import logging_reads, read_counts
 from pipelines.score import publish
 
 MODEL = "models:/scoring-test@champion"
@@ -88,18 +89,21 @@ def _listed(out: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def clean(trained, mnist_small, tmp_path_factory):
-    """One uninterrupted scoring of ``mnist_small``: (input, output, CLI result)."""
+    """One uninterrupted scoring of ``mnist_small``: (input, output, CLI result, reads of each input file)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AEPIPE_HOME", str(trained))
         base = tmp_path_factory.mktemp("clean")
         inp = _corpus(mnist_small, base / "in")
-        result = _score(inp, base / "out")
-        yield inp, base / "out", result
+        with logging_reads(str(base / "reads")):
+            result = _score(inp, base / "out")
+        yield inp, base / "out", result, read_counts(str(base / "reads"))
 
 
 def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
-    inp, out, first = clean
+    inp, out, first, reads = clean
     assert first.exit_code == 0, first.output  # the training distribution raises no drift alarm
+    # the corpus fits the object store: the validation pass keeps its records, and scoring reads them there
+    assert reads == {f"part-{i:05d}.parquet": 1 for i in range(4)}
     manifest = publish.read_manifest(str(out))
     assert (
         manifest["rows"] == 600 and manifest["model"]["version"] == "1" and manifest["model"]["name"] == "scoring-test"
@@ -152,7 +156,7 @@ def test_publishes_one_file_per_shard_and_rerun_is_idempotent(env, clean):
 
 
 def test_scoring_run_draws_the_highest_scored_rows(env, clean, tmp_path):
-    _, out, _ = clean
+    _, out, _, _ = clean
     manifest = publish.read_manifest(str(out))
     run_id, uri = manifest["scoring_run_id"], f"sqlite:///{env / 'mlflow.db'}"
     plots = {a.path for a in tracking.client(uri).list_artifacts(run_id, "plots")}
@@ -170,7 +174,7 @@ def test_scoring_run_draws_the_highest_scored_rows(env, clean, tmp_path):
 
 
 def test_shards_scored_in_several_passes_publish_what_one_pass_does(env, clean, tmp_path):
-    inp, out, _ = clean
+    inp, out, _, _ = clean
     result = _score(inp, tmp_path / "out", "score.shards_per_pass=3")  # 4 shards: a pass of 3, then one of 1
     assert result.exit_code == 0, result.output
     one, several = _tables(out), _tables(tmp_path / "out")
@@ -180,7 +184,7 @@ def test_shards_scored_in_several_passes_publish_what_one_pass_does(env, clean, 
 
 
 def test_killed_run_resumes_to_the_same_output(env, clean, tmp_path):
-    inp, clean_out, _ = clean
+    inp, clean_out, _, _ = clean
     out = tmp_path / "out"
     markers = out / publish.MARKERS / "scoring-test-v1-both"
     environ = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

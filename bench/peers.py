@@ -24,6 +24,8 @@ Measured 2026-12-01, 2 shared cores (load ~40 from other jobs, so the seconds ar
 AUROC over the digits: MNIST aepipe 0.951 (1,140 s for ten train+score runs), PCA 0.945, PyOD 0.891,
 IsolationForest 0.850; sklearn digits aepipe 0.9969 (767 s), PCA 0.9971, IsolationForest 0.981, PyOD 0.965;
 series windows (shift 0.2) aepipe 0.99990 (68 s), PCA 0.99997, PyOD 0.926, IsolationForest 0.856.
+The series figure is series_linear.yaml at 32 windows per worker; it now takes 8 (bench/tune_peers.py), not
+re-measured here.
 """
 
 from __future__ import annotations

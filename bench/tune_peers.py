@@ -149,14 +149,14 @@ def images_task(root: Path, digit: int) -> Task:
     )  # fmt: skip
 
 
-def series_values(steps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One series ``[steps]`` (sines of periods 50 and 13 plus noise) and its planted anomalies ``[steps]`` (none
-    when ``seed`` is 0 ... the fitting stretch): runs of 12 steps every ~200 steps, one of five kinds each."""
+def series_values(steps: int, seed: int, planted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One series ``[steps]`` (sines of periods 50 and 13 plus noise) and its anomalous steps ``[steps]``: when
+    ``planted``, runs of 12 steps every ~200 steps, one of five kinds each (else none)."""
     rng = np.random.default_rng(seed)
     t = np.arange(steps)
     values = np.sin(2 * np.pi * t / 50) + 0.5 * np.sin(2 * np.pi * t / 13 + 1.0) + 0.1 * rng.normal(size=steps)
     flags = np.zeros(steps, bool)
-    if seed == 0:
+    if not planted:
         return values, flags
     for n, start in enumerate(range(100, steps - 20, 200)):
         start += int(rng.integers(0, 60))
@@ -184,7 +184,7 @@ def windows_task(root: Path) -> Task:
     stamps = np.datetime64("2025-01-01T00:00:00") + np.arange(FIT_STEPS + SCORE_STEPS).astype("timedelta64[m]")
     corpora = []
     for seed, (name, span) in enumerate((("fit", slice(0, FIT_STEPS)), ("score", slice(FIT_STEPS, None)))):
-        values, flags = series_values(len(stamps[span]), seed)
+        values, flags = series_values(len(stamps[span]), seed, planted=name == "score")
         frame = pd.DataFrame({"series_id": "sensor", "timestamp": stamps[span], "value": values, "is_anomaly": flags})
         corpora.append(_write_table(root / "windows" / name, frame))
     (_, x_fit, _), (ids, x_score, anomalous) = (series_windows(c, WINDOW, STRIDE) for c in corpora)

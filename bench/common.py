@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,32 +81,71 @@ def train_and_score(
 ) -> PipelineRun:
     """Train ``jobs/configs/{config}`` (plus ``overrides``) on the corpus ``fit`` and score the corpus ``score``
     (binary labels there make the scoring run log its labelled metrics); needs ``ray.init``."""
-    from pipelines import tracking
-    from pipelines.config import load_config
-    from pipelines.score.driver import ScoreRequest, run_scoring
     from pipelines.train.driver import run_training
 
-    overrides = (f"name={name}", f"data.path={fit}", f"tracking.registered_model={name}", *overrides)
-    job = load_config(CONFIGS / config, list(overrides), home=str(root))
-    quiet = lambda _msg: None
+    job = bench_job(root, name, config, fit, overrides)
     t = time.perf_counter()
-    trained = run_training(job, log=quiet)
+    trained = run_training(job, log=_quiet)
+    return _scored(root, name, job, trained.run_id, trained.model_version, trained.bundle_dir, score, t)
+
+
+def tune_and_score(
+    root: pathlib.Path, name: str, config: str, fit: pathlib.Path, score: pathlib.Path, overrides: tuple[str, ...] = ()
+) -> PipelineRun:
+    """Search ``jobs/configs/{config}`` (plus ``overrides``, e.g. ``tune.trials=20``) with
+    :func:`pipelines.tune.driver.run_tuning` (what ``aepipe tune`` calls) on the corpus ``fit`` only, and score the
+    corpus ``score``, which the search never saw, with the registered best trial; needs ``ray.init``.
+    ``train_metrics`` are the search run's."""
+    from pipelines.tune.driver import run_tuning
+
+    job = bench_job(root, name, config, fit, overrides)
+    t = time.perf_counter()
+    tuned = run_tuning(job, log=_quiet)
+    return _scored(root, name, job, tuned.run_id, tuned.model_version, tuned.bundle_dir, score, t)
+
+
+def bench_job(root: pathlib.Path, name: str, config: str, fit: pathlib.Path, overrides: tuple[str, ...]) -> Any:
+    """``jobs/configs/{config}`` named ``name`` with its corpus at ``fit`` and state under ``root``."""
+    from pipelines.config import load_config
+
+    overrides = (f"name={name}", f"data.path={fit}", f"tracking.registered_model={name}", *overrides)
+    return load_config(CONFIGS / config, list(overrides), home=str(root))
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _scored(
+    root: pathlib.Path,
+    name: str,
+    job: Any,
+    run_id: str,
+    version: str | None,
+    bundle_dir: str,
+    score: pathlib.Path,
+    started: float,
+) -> PipelineRun:
+    """Score the corpus ``score`` with version ``version`` of the job's registered model (logged by ``run_id``)."""
+    from pipelines import tracking
+    from pipelines.score.driver import ScoreRequest, run_scoring
+
     request = ScoreRequest(
-        model_uri=f"models:/{name}/{trained.model_version}",
+        model_uri=f"models:/{name}/{version}",
         input_path=str(score),
         output_path=str(root / name / "scored"),
         tracking_uri=job.tracking_uri,
         mode="score",
     )
-    scored = run_scoring(request, log=quiet)
-    seconds = time.perf_counter() - t
+    scored = run_scoring(request, log=_quiet)
+    seconds = time.perf_counter() - started
     table = pd.read_parquet(root / name / "scored", columns=["id", "score"])
     runs = tracking.client(job.tracking_uri)
     assert scored.run_id is not None
     return PipelineRun(
         table.set_index("id")["score"].astype(np.float64),
         seconds,
-        dict(runs.get_run(trained.run_id).data.metrics),
+        dict(runs.get_run(run_id).data.metrics),
         dict(runs.get_run(scored.run_id).data.metrics),
-        trained.bundle_dir,
+        bundle_dir,
     )

@@ -24,6 +24,8 @@ Measured 2026-12-01, 2 shared cores (load ~40 from other jobs, so the seconds ar
 AUROC over the digits: MNIST aepipe 0.951 (1,140 s for ten train+score runs), PCA 0.945, PyOD 0.891,
 IsolationForest 0.850; sklearn digits aepipe 0.9969 (767 s), PCA 0.9971, IsolationForest 0.981, PyOD 0.965;
 series windows (shift 0.2) aepipe 0.99990 (68 s), PCA 0.99997, PyOD 0.926, IsolationForest 0.856.
+The series figure is series_linear.yaml at 32 windows per worker; it now takes 8 (bench/tune_peers.py), not
+re-measured here.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def one_class_auroc(detector: Detector, split: Split, digits: list[int], seed: i
     return float(np.mean(aurocs)), seconds
 
 
-def _check_logged(run: PipelineRun, measured: float, what: str) -> None:
+def check_logged(run: PipelineRun, measured: float, what: str) -> None:
     """The scoring run logged the AUROC measured from its published scores (the labelled metrics at work)."""
     logged = run.score_metrics.get("auroc")
     if logged is None or abs(logged - measured) > 1e-6:
@@ -126,22 +128,22 @@ def pipeline_one_class_auroc(
         run = train_and_score(root, f"peers-{tag}-{d}", config, fit, score, overrides)
         seconds += run.seconds
         aurocs.append(roc_auc_score(anomalous, run.scores.loc[vector_ids(len(x_te))]))
-        _check_logged(run, aurocs[-1], f"{tag} digit {d}")
+        check_logged(run, aurocs[-1], f"{tag} digit {d}")
     return float(np.mean(aurocs)), seconds
 
 
-def series_windows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Windows of a synthetic series corpus as aepipe cuts them: ids ``SERIES@START`` [n], values [n, WINDOW] and
-    labels [n] (any step anomalous)."""
+def series_windows(path: Path, window: int = WINDOW, stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of a series corpus as aepipe cuts them: ids ``SERIES@START`` [n], values [n, window] and labels [n]
+    (any step anomalous)."""
     rows = pd.read_parquet(path).sort_values(["series_id", "timestamp"])
     ids, x, labels = [], [], []
     for name, series in rows.groupby("series_id"):
         stamps = np.datetime_as_string(series["timestamp"].to_numpy(), unit="s")
         values, flags = series["value"].to_numpy(np.float32), series["is_anomaly"].to_numpy()
-        for start in range(0, len(series) - WINDOW + 1, STRIDE):
+        for start in range(0, len(series) - window + 1, stride):
             ids.append(f"{name}@{stamps[start]}")
-            x.append(values[start : start + WINDOW])
-            labels.append(bool(flags[start : start + WINDOW].any()))
+            x.append(values[start : start + window])
+            labels.append(bool(flags[start : start + window].any()))
     return np.array(ids), np.stack(x), np.array(labels)
 
 
@@ -161,7 +163,7 @@ def series_aurocs(root: Path, rows: int, detectors: dict[str, Detector], overrid
     (_, x_fit, _), (ids, x_score, labels) = series_windows(fit), series_windows(score)
     run = train_and_score(root, "peers-series", SERIES_CONFIG, fit, score, overrides)
     ours = roc_auc_score(labels, run.scores.loc[ids])
-    _check_logged(run, ours, "series windows")
+    check_logged(run, ours, "series windows")
     results = {AEPIPE: (float(ours), run.seconds)}
     for name, detect in detectors.items():
         t = time.perf_counter()

@@ -22,6 +22,7 @@ SUITE = [
     "bench.cli_startup",
     "bench.quality",
     "bench.peers",
+    "bench.tune_peers",
     "bench.train_throughput",
     "bench.train_overhead",
     "bench.score_throughput",

@@ -22,6 +22,10 @@ def test_every_shipped_config_has_a_default_space_whose_every_choice_builds(path
     families = {b["model.name"].values[0] for b in branches}
     assert "linear" in families, "PCA's subspace is in every default space"
     assert len(branches) >= 2 and data_kind(job) in ("vectors", "images", "windows")
+    # every family is compared at the job's code size (val_mse would always pick the largest code)
+    for branch in branches:
+        trial = trial_job(job, {key: domain.values[0] for key, domain in branch.items()})
+        assert trial.model["latent_dim"] == job.model["latent_dim"], branch
 
 
 def test_a_sampled_trial_sets_its_branch_values_and_nothing_of_the_others():

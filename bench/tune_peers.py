@@ -106,16 +106,10 @@ def vectors_task(root: Path, seed: int = 0) -> Task:
     fit = _write_table(root / "vectors" / "fit", table.iloc[fit_rows].drop(columns="label"))
     score = _write_table(root / "vectors" / "score", table.iloc[score_rows])
     scaler = StandardScaler().fit(table.iloc[fit_rows][columns])
-    overrides = (
-        f"data.feature_columns=[{', '.join(columns)}]",
-        f"model.input_shape=[{len(columns)}]",
-        "data.normalize=standard",
-        "data.normalize_scope=feature",  # named columns of different units: one scale each
-        "model.output_activation=identity",  # standardized values are not in [0, 1]
-    )
+    overrides = (f"data.feature_columns=[{', '.join(columns)}]", f"model.input_shape=[{len(columns)}]")
     return Task(
         "vectors: breast cancer, 30 named columns, 250 normal rows",
-        "digits_dense.yaml",
+        "table_dense.yaml",
         overrides,
         fit,
         score,

@@ -10,10 +10,11 @@ exported as the model bundle, the end-of-run plots, the registered version).
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -56,6 +57,7 @@ GIT_TAG = "aepipe.git_commit"
 KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 def worker_env(tc: TrainConfig) -> dict[str, str]:
@@ -231,6 +233,33 @@ def _fit(
     return list(result.best_checkpoints or [])
 
 
+class _Aside(Generic[T]):
+    """``work(log)`` on a thread of its own beside the driver's; the lines it logs are held until :meth:`result`, so
+    that they keep their place in the console."""
+
+    def __init__(self, name: str, work: Callable[[Log], T]) -> None:
+        self.lines: list[str] = []
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), name=f"aepipe-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self, work: Callable[[Log], T]) -> None:
+        try:
+            self.value = work(self.lines.append)
+        except BaseException as exc:  # raised in the driver's thread by result()
+            self.error = exc
+
+    def result(self, log: Log) -> T:
+        """Wait for the work; log its lines; its value, or its exception raised."""
+        self.thread.join()
+        for line in self.lines:
+            log(line)
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
 def _export_bundle(job: JobConfig, run_id: str, best: Checkpoint) -> Path:
     """The best checkpoint as a local model bundle (its optimizer state stays with the checkpoint)."""
     bundle_dir = Path(job.resolve("outputs")) / "models" / run_id / tracking.BUNDLE_ARTIFACT
@@ -254,22 +283,22 @@ def _finish(
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    summary = _summarize_validation(job, bundle, bundle_dir, data.val_rows, log, progress)
-    if summary is not None:
-        labelled = summary.labelled.metrics(bundle.threshold, prefix="val_")
-        if labelled:  # a binary label column: how well the registered model's score finds the anomalous rows
-            tracking.log_metrics(uri, run_id, labelled, step=int(best_metrics.get("epoch", 0)))
-            log(_describe_labelled(labelled))
-        with step(progress, "plotting"):
-            _log_plots(job, run_id, bundle, summary, log=log)
+    # the pictures and labelled metrics do not change the registered model: drawn while it is logged and registered
+    pictures = _Aside(
+        "plots",
+        lambda aside_log: _plot_validation(job, run_id, bundle, bundle_dir, data, best_metrics, aside_log, progress),
+    )
     with step(progress, "logging and registering the model"):
         example = input_example(data.val_rows.take_batch(2, batch_format="numpy"))
         version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
+    decision = None
     if version is not None:
         held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
         decision = promotion.register_version(
             uri, tr, version, best_metrics, bundle=bundle, held_out=held_out, run_id=run_id
         )
+    pictures.result(log)
+    if decision is not None:
         log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
     tracking.end_run(uri, run_id)
     return TrainResult(
@@ -327,6 +356,29 @@ def run_training(
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     kept = _fit(job, spec, data.splits, feed)
     return _finish(job, spec, data, kept, log, progress)
+
+
+def _plot_validation(
+    job: JobConfig,
+    run_id: str,
+    bundle: ModelBundle,
+    bundle_dir: Path,
+    data: PreparedData,
+    best_metrics: dict[str, Any],
+    log: Log,
+    progress: Progress,
+) -> None:
+    """Score the validation split with the exported model; log the labelled metrics (binary labels) and the
+    end-of-run pictures."""
+    summary = _summarize_validation(job, bundle, bundle_dir, data.val_rows, log, progress)
+    if summary is None:
+        return
+    labelled = summary.labelled.metrics(bundle.threshold, prefix="val_")
+    if labelled:  # a binary label column: how well the registered model's score finds the anomalous rows
+        tracking.log_metrics(job.tracking_uri, run_id, labelled, step=int(best_metrics.get("epoch", 0)))
+        log(_describe_labelled(labelled))
+    with step(progress, "plotting"):
+        _log_plots(job, run_id, bundle, summary, log=log)
 
 
 def _summarize_validation(

@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, accepts_shape, bundle_files
-from pipelines.config import ConfigError, JobConfig, TrainConfig
+from pipelines.config import ConfigError, JobConfig, ResumePolicy, TrainConfig
 from pipelines.data import (
     SHARD_KEY,
     Normalizer,
@@ -239,6 +239,7 @@ class _Aside(Generic[T]):
 
     def __init__(self, name: str, work: Callable[[Log], T]) -> None:
         self.lines: list[str] = []
+        self.given = False
         self.value: T | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(work,), name=f"aepipe-{name}", daemon=True)
@@ -251,10 +252,12 @@ class _Aside(Generic[T]):
             self.error = exc
 
     def result(self, log: Log) -> T:
-        """Wait for the work; log its lines; its value, or its exception raised."""
+        """Wait for the work; log its lines (on the first call); its value, or its exception raised."""
         self.thread.join()
-        for line in self.lines:
-            log(line)
+        if not self.given:
+            self.given = True
+            for line in self.lines:
+                log(line)
         if self.error is not None:
             raise self.error
         return cast(T, self.value)
@@ -312,6 +315,14 @@ def _finish(
     )
 
 
+def _plan_resume(job: JobConfig, log: Log) -> tuple[resume.Decision, resume.Fingerprints]:
+    """:func:`pipelines.train.resume.plan`, saying why an unfinished run is not continued."""
+    decision, current = resume.plan(job, JOB_TAG)
+    if decision.reason:
+        log(decision.reason)
+    return decision, current
+
+
 def run_training(
     job: JobConfig, log: Log = print, *, code_commit: str | None = None, progress: Progress = SILENT
 ) -> TrainResult:
@@ -329,10 +340,18 @@ def run_training(
             unfinished run of the job to continue (before the corpus is read).
         DataError: bad input (``on_bad_records=fail``), naming the file and row.
     """
-    decision, current = resume.plan(job, JOB_TAG)
-    if decision.reason:
-        log(decision.reason)
-    data = prepare_data(job, log, progress)
+    # MLflow's first answer (a new SQLite store creates its tables: seconds) comes while the corpus is read; a job
+    # that must continue a run learns that it cannot before the corpus is read
+    planning = _Aside("resume-plan", lambda aside_log: _plan_resume(job, aside_log))
+    if job.train.resume == ResumePolicy.require:
+        planning.result(log)
+
+    def after_planning(line: str) -> None:  # the plan's line, if any, stays before the data pass's
+        planning.result(log)
+        log(line)
+
+    data = prepare_data(job, after_planning, progress)
+    decision, current = planning.result(log)
     run_id = open_run(job, decision, current, git_commit(CODE_ROOT) or code_commit or "unknown")
     uri = job.tracking_uri
     counts = {

@@ -10,8 +10,9 @@ Every rank reports to Ray Train only with a checkpoint: rank 0 alone writes chec
 previous checkpoint, held in memory until then) and sends metrics to MLflow in batches
 (:class:`~pipelines.train.cadence.MetricsBuffer`). A report without a checkpoint would buy nothing (Ray Train V2
 keeps only the metrics attached to checkpoints) and cost up to 2 s: the worker's result queue holds one report and
-the controller takes one per poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so reporting every epoch of
-a 5 ms epoch made it a 2 s one (``bench/train_overhead.py``).
+the controller takes one per poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (Ray's default 2 s; 0.5 s as aepipe
+runs, :data:`jobs.runtime.RAY_DEFAULTS`), so reporting every epoch of a 5 ms epoch made it a 2 s one
+(``bench/train_overhead.py``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Training driver: prepare the corpus, open the MLflow run, train on Ray Train, export, plot and register.
 
 The steps of :func:`run_training`, in order: :func:`pipelines.train.resume.plan` (may this job continue an
-unfinished run of its name?), :func:`prepare_data` (validate, split, fit the normalizer, cache), :func:`open_run`
-(continue that run or start one), :func:`_fit` (a ``TorchTrainer`` running
+unfinished run of its name?) beside :func:`prepare_data` (validate, split, fit the normalizer, cache),
+:func:`open_run` (continue that run or start one), :func:`_fit` (a ``TorchTrainer`` running
 :func:`pipelines.train.worker.train_loop_per_worker` on every worker) and :func:`_finish` (the best checkpoint
-exported as the model bundle, the end-of-run plots, the registered version).
+exported as the model bundle and registered while the end-of-run plots are drawn).
 """
 
 from __future__ import annotations

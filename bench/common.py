@@ -18,8 +18,13 @@ import pandas as pd
 
 @contextlib.contextmanager
 def ray_workspace(prefix: str, num_cpus: int | None = 2) -> Iterator[pathlib.Path]:
-    """Start a local Ray instance (unless one is up already) and a temp directory; clean both up."""
+    """Start a local Ray instance (unless one is up already), with the settings ``aepipe`` runs with, and a temp
+    directory; clean both up."""
     import ray
+
+    from jobs.runtime import ray_defaults
+
+    ray_defaults()
 
     root = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
     started = not ray.is_initialized()

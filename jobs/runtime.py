@@ -166,6 +166,19 @@ def user_errors(tracking: str | None = None) -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+#: Ray settings aepipe's processes run with unless the environment sets them: worker log lines deduplicated, and
+#: Ray Train's controller polling its workers every 0.5 s instead of 2 s. A finished training run, and each checkpoint
+#: report, waits for the controller's next poll (its report was taken at one poll, its end seen at the next): 2 to 4 s
+#: of every run's fixed cost at 2 s (bench/train_overhead.py). A poll is one small task per worker.
+RAY_DEFAULTS = {"RAY_DEDUP_LOGS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+def ray_defaults() -> None:
+    """Set :data:`RAY_DEFAULTS` where the environment does not (Ray Train reads them as a trainer starts)."""
+    for name, value in RAY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to ``address`` / ``RAY_ADDRESS``, else start a local Ray instance, for the block. Inside a quiet
@@ -174,7 +187,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     from ray.data import DataContext
 
     target = address or os.environ.get("RAY_ADDRESS") or "local"
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray_defaults()
     started = not ray.is_initialized()
     if started:
         ray.init(

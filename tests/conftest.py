@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,13 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """A real local Ray instance shared by every pipeline test (2 logical CPUs, like CI)."""
+    """A real local Ray instance shared by every pipeline test (2 logical CPUs, like CI), with the settings
+    ``aepipe`` runs with."""
     import ray
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    from jobs.runtime import ray_defaults
+
+    ray_defaults()
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray

@@ -5,7 +5,8 @@ read order (corpora exported sorted by class, date or customer are common).
 per label, keeps the best and worst reconstructed rows and a couple of rows of every label, and draws a seeded
 uniform sample of the whole split by a salted hash of the id (the same rows for any shard layout or worker
 count, about ``n`` of them), and keeps every labelled row's score and label for the labelled metrics
-(:mod:`pipelines.labelled`). Only these small per-block summaries reach the driver, never the split's rows.
+(:mod:`pipelines.labelled`). Only these small per-block summaries reach the driver, never the split's rows,
+except for a small split (:data:`IN_PROCESS_ROWS`), which the driver summarizes itself, a batch at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from pipelines.labelled import MAX_EXACT_ROWS, MAX_LABELS, LabelledScores, anoma
 PER_LABEL = 2
 #: Histogram resolution (the AUROC of binary labels is read from it; the picture shows coarser bins).
 BINS = 1000
+#: A validation split of at most this many rows is summarized in the calling process (the driver, which has the
+#: model's code loaded), a batch at a time: starting the actor, a process that imports torch, took seconds of every
+#: training run's fixed cost, scoring that many rows here a fraction of one (bench/train_overhead.py).
+IN_PROCESS_ROWS = 20_000
 
 Row = dict[str, Any]
 """One validation row: ``id``, ``x`` (raw, ``input_shape``), ``score`` and ``label`` (None without labels)."""
@@ -182,25 +187,30 @@ def summarize_scores(
     val_rows: ray.data.Dataset, bundle_files: dict[str, bytes], calibration: dict[str, Any], *, n: int, seed: int
 ) -> ScoreSummary:
     """One pass over ``val_rows`` (raw rows with ``id``, ``x`` and maybe ``label``) with the trained bundle,
-    sampling about ``n`` rows."""
+    sampling about ``n`` rows: in an actor, or here for a split of at most :data:`IN_PROCESS_ROWS` rows."""
     edges = score_edges(calibration)
     rows = max(int(calibration["val_count"]), 1)
-    fraction = min(1.0, n / rows)
+    summarizer_kwargs: dict[str, Any] = {
+        "bundle_files": ray.put(bundle_files),
+        "edges": edges,
+        "sample_fraction": min(1.0, n / rows),
+        "seed": seed,
+        "label_fraction": min(1.0, MAX_EXACT_ROWS / rows),
+    }
+    total = ScoreSummary(edges)
+    if rows <= IN_PROCESS_ROWS:
+        summarizer = _Summarizer(**summarizer_kwargs)
+        for batch in val_rows.iter_batches(batch_size=1024, batch_format="numpy"):
+            total.merge(summarizer(batch)["summary"][0])
+        return total
     summaries = val_rows.map_batches(
         _Summarizer,
-        fn_constructor_kwargs={
-            "bundle_files": ray.put(bundle_files),
-            "edges": edges,
-            "sample_fraction": fraction,
-            "seed": seed,
-            "label_fraction": min(1.0, MAX_EXACT_ROWS / rows),
-        },
+        fn_constructor_kwargs=summarizer_kwargs,
         batch_format="numpy",
         batch_size=1024,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
     )
-    total = ScoreSummary(edges)
     for batch in summaries.iter_batches(batch_size=None, batch_format="numpy"):
         for summary in batch["summary"]:
             total.merge(summary)

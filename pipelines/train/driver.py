@@ -1,19 +1,20 @@
 """Training driver: prepare the corpus, open the MLflow run, train on Ray Train, export, plot and register.
 
 The steps of :func:`run_training`, in order: :func:`pipelines.train.resume.plan` (may this job continue an
-unfinished run of its name?), :func:`prepare_data` (validate, split, fit the normalizer, cache), :func:`open_run`
-(continue that run or start one), :func:`_fit` (a ``TorchTrainer`` running
+unfinished run of its name?) beside :func:`prepare_data` (validate, split, fit the normalizer, cache),
+:func:`open_run` (continue that run or start one), :func:`_fit` (a ``TorchTrainer`` running
 :func:`pipelines.train.worker.train_loop_per_worker` on every worker) and :func:`_finish` (the best checkpoint
-exported as the model bundle, the end-of-run plots, the registered version).
+exported as the model bundle and registered while the end-of-run plots are drawn).
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from ray.train.torch import TorchTrainer
 
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, accepts_shape, bundle_files
-from pipelines.config import ConfigError, JobConfig, TrainConfig
+from pipelines.config import ConfigError, JobConfig, ResumePolicy, TrainConfig
 from pipelines.data import (
     SHARD_KEY,
     Normalizer,
@@ -56,6 +57,7 @@ GIT_TAG = "aepipe.git_commit"
 KEEP_FREED_MEMORY = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 def worker_env(tc: TrainConfig) -> dict[str, str]:
@@ -231,6 +233,36 @@ def _fit(
     return list(result.best_checkpoints or [])
 
 
+class _Aside(Generic[T]):
+    """``work(log)`` on a thread of its own beside the driver's; the lines it logs are held until :meth:`result`, so
+    that they keep their place in the console."""
+
+    def __init__(self, name: str, work: Callable[[Log], T]) -> None:
+        self.lines: list[str] = []
+        self.given = False
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), name=f"aepipe-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self, work: Callable[[Log], T]) -> None:
+        try:
+            self.value = work(self.lines.append)
+        except BaseException as exc:  # raised in the driver's thread by result()
+            self.error = exc
+
+    def result(self, log: Log) -> T:
+        """Wait for the work; log its lines (on the first call); its value, or its exception raised."""
+        self.thread.join()
+        if not self.given:
+            self.given = True
+            for line in self.lines:
+                log(line)
+        if self.error is not None:
+            raise self.error
+        return cast(T, self.value)
+
+
 def _export_bundle(job: JobConfig, run_id: str, best: Checkpoint) -> Path:
     """The best checkpoint as a local model bundle (its optimizer state stays with the checkpoint)."""
     bundle_dir = Path(job.resolve("outputs")) / "models" / run_id / tracking.BUNDLE_ARTIFACT
@@ -254,22 +286,22 @@ def _finish(
         log(f"removed unregistered checkpoint {path} (left by an interrupted attempt)")
     bundle_dir = _export_bundle(job, run_id, best_ckpt)
     bundle = ModelBundle.load(bundle_dir)
-    summary = _summarize_validation(job, bundle, bundle_dir, data.val_rows, log, progress)
-    if summary is not None:
-        labelled = summary.labelled.metrics(bundle.threshold, prefix="val_")
-        if labelled:  # a binary label column: how well the registered model's score finds the anomalous rows
-            tracking.log_metrics(uri, run_id, labelled, step=int(best_metrics.get("epoch", 0)))
-            log(_describe_labelled(labelled))
-        with step(progress, "plotting"):
-            _log_plots(job, run_id, bundle, summary, log=log)
+    # the pictures and labelled metrics do not change the registered model: drawn while it is logged and registered
+    pictures = _Aside(
+        "plots",
+        lambda aside_log: _plot_validation(job, run_id, bundle, bundle_dir, data, best_metrics, aside_log, progress),
+    )
     with step(progress, "logging and registering the model"):
         example = input_example(data.val_rows.take_batch(2, batch_format="numpy"))
         version = tracking.log_model(uri, run_id, bundle_dir, example, tr.registered_model, tr.registry_uri)
+    decision = None
     if version is not None:
         held_out = data.val_rows.select_columns(["x"]).take_batch(tr.gate_rows, batch_format="numpy")["x"]
         decision = promotion.register_version(
             uri, tr, version, best_metrics, bundle=bundle, held_out=held_out, run_id=run_id
         )
+    pictures.result(log)
+    if decision is not None:
         log(f"champion gate: {'passed' if decision.passed else 'not passed'} ({decision.reason})")
     tracking.end_run(uri, run_id)
     return TrainResult(
@@ -281,6 +313,14 @@ def _finish(
         {k: float(v) for k, v in best_metrics.items()},
         float(bundle.calibration["threshold"]),
     )
+
+
+def _plan_resume(job: JobConfig, log: Log) -> tuple[resume.Decision, resume.Fingerprints]:
+    """:func:`pipelines.train.resume.plan`, saying why an unfinished run is not continued."""
+    decision, current = resume.plan(job, JOB_TAG)
+    if decision.reason:
+        log(decision.reason)
+    return decision, current
 
 
 def run_training(
@@ -300,10 +340,18 @@ def run_training(
             unfinished run of the job to continue (before the corpus is read).
         DataError: bad input (``on_bad_records=fail``), naming the file and row.
     """
-    decision, current = resume.plan(job, JOB_TAG)
-    if decision.reason:
-        log(decision.reason)
-    data = prepare_data(job, log, progress)
+    # MLflow's first answer (a new SQLite store creates its tables: seconds) comes while the corpus is read; a job
+    # that must continue a run learns that it cannot before the corpus is read
+    planning = _Aside("resume-plan", lambda aside_log: _plan_resume(job, aside_log))
+    if job.train.resume == ResumePolicy.require:
+        planning.result(log)
+
+    def after_planning(line: str) -> None:  # the plan's line, if any, stays before the data pass's
+        planning.result(log)
+        log(line)
+
+    data = prepare_data(job, after_planning, progress)
+    decision, current = planning.result(log)
     run_id = open_run(job, decision, current, git_commit(CODE_ROOT) or code_commit or "unknown")
     uri = job.tracking_uri
     counts = {
@@ -327,6 +375,29 @@ def run_training(
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     kept = _fit(job, spec, data.splits, feed)
     return _finish(job, spec, data, kept, log, progress)
+
+
+def _plot_validation(
+    job: JobConfig,
+    run_id: str,
+    bundle: ModelBundle,
+    bundle_dir: Path,
+    data: PreparedData,
+    best_metrics: dict[str, Any],
+    log: Log,
+    progress: Progress,
+) -> None:
+    """Score the validation split with the exported model; log the labelled metrics (binary labels) and the
+    end-of-run pictures."""
+    summary = _summarize_validation(job, bundle, bundle_dir, data.val_rows, log, progress)
+    if summary is None:
+        return
+    labelled = summary.labelled.metrics(bundle.threshold, prefix="val_")
+    if labelled:  # a binary label column: how well the registered model's score finds the anomalous rows
+        tracking.log_metrics(job.tracking_uri, run_id, labelled, step=int(best_metrics.get("epoch", 0)))
+        log(_describe_labelled(labelled))
+    with step(progress, "plotting"):
+        _log_plots(job, run_id, bundle, summary, log=log)
 
 
 def _summarize_validation(

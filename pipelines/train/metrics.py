@@ -11,7 +11,9 @@ import torch.distributed as dist
 
 
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """Whether there are other ranks to talk to (one worker's collectives would each cost a round through gloo for
+    nothing, several per epoch)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def gather_objects(value: Any) -> list[Any]:

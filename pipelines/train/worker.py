@@ -10,16 +10,19 @@ Every rank reports to Ray Train only with a checkpoint: rank 0 alone writes chec
 previous checkpoint, held in memory until then) and sends metrics to MLflow in batches
 (:class:`~pipelines.train.cadence.MetricsBuffer`). A report without a checkpoint would buy nothing (Ray Train V2
 keeps only the metrics attached to checkpoints) and cost up to 2 s: the worker's result queue holds one report and
-the controller takes one per poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so reporting every epoch of
-a 5 ms epoch made it a 2 s one (``bench/train_overhead.py``).
+the controller takes one per poll, every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (Ray's default 2 s; 0.5 s as aepipe
+runs, :data:`jobs.runtime.RAY_DEFAULTS`), so reporting every epoch of a 5 ms epoch made it a 2 s one
+(``bench/train_overhead.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +100,11 @@ def seeded_model(job: JobConfig, rank: int) -> Autoencoder:
     return build_model(job.model, seed=job.train.seed)
 
 
+def _warm_tracking(spec: WorkerSpec) -> None:
+    with contextlib.suppress(Exception):  # the real calls report what fails
+        tracking.run_status(spec.tracking_uri, spec.run_id)
+
+
 def _loggable(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k != "epoch"}
 
@@ -150,6 +158,8 @@ class _Worker:
         tc = spec.job.train
         ctx = ray.train.get_context()
         rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+        if rank == 0:  # MLflow's first contact in this process (its store, a schema check) while the model is built
+            threading.Thread(target=_warm_tracking, args=(spec,), name="aepipe-mlflow-warm", daemon=True).start()
         torch.set_num_threads(tc.threads_per_worker or max(1, round(tc.cpus_per_worker)))
         model = seeded_model(spec.job, rank)
         device = ray.train.torch.get_device()

@@ -25,7 +25,9 @@ Seconds are end to end (every run_training / run_tuning and run_scoring call who
 
 Measured 2026-12-01 (2 shared cores, load average 16 to 44; 969 s for the bench), AUROC default / tune / PCA / IF /
 PyOD: vectors 0.9284 / 0.9531 / 0.9312 / 0.9586 / 0.9626; images (mean of digits 0 and 7) 0.8783 / 0.9480 /
-0.9591 / 0.8806 / 0.9415; windows 0.9987 / 0.9967 / 0.9989 / 0.7315 / 0.8724 (docs/tune.md discusses them).
+0.9591 / 0.8806 / 0.9415; windows 0.9987 / 0.9967 / 0.9989 / 0.7315 / 0.8724 (docs/tune.md discusses them). The
+vectors then started from digits_dense.yaml; from table_dense.yaml (a later run, load below 4): 0.9615 / 0.9314 /
+0.9312 / 0.9586 / 0.9626.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The production-shaped environment (``tests/support/production.py``), once per session, for the tests in this
-directory: ``make integration`` runs them alone; ``make test`` runs them with the rest.
+"""The production-shaped environment (``tests/support/production.py``), once for the tests in this directory (a
+package, so that its servers stop when these tests are done rather than idling through the rest of the suite):
+``make integration`` runs them alone; ``make test`` runs them with the rest.
 
 A test takes ``production_env`` (a :class:`~tests.support.production.ProductionEnv`) and reaches every server
 through it::
@@ -24,10 +25,10 @@ import pytest
 from tests.support.production import PostgresMissing, ProductionEnv, postgres_bin, production_environment
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def production_env() -> Iterator[ProductionEnv]:
     """PostgreSQL + moto (S3) + ``mlflow server`` (basic auth, artifacts in S3) + a two-node Ray cluster with
-    token auth, on loopback; stopped at the end of the session, also after failures."""
+    token auth, on loopback; stopped after this directory's last test, also after failures."""
     try:
         postgres_bin()
     except PostgresMissing as exc:

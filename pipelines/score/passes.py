@@ -157,22 +157,22 @@ def open_shards(job: ScoreJob, shards: list[publish.Shard], counter: RowCounter 
         if folder in quarantined:
             storage.delete_dir(storage.uri_of(job.quarantine_dir, quarantined.pop(folder)))
     corpus = shard_records(job, shards)
-    keep = keeps_records(job, shards).in_memory
+    keep = keeps_records(job, shards)
     if keep:  # the kept records are scored in the input's row order, as a streamed pass reads them
         corpus.records.context.execution_options.preserve_order = True
     return validate_corpus(corpus, require_records=False, counter=counter, keep=keep)
 
 
-def keeps_records(job: ScoreJob, shards: list[publish.Shard]) -> cache.CacheDecision:
+def keeps_records(job: ScoreJob, shards: list[publish.Shard]) -> bool:
     """Whether the validation pass keeps the good records of ``shards`` in the object store, so that the
     scoring pass reads them there instead of reading and decoding the files again: ``data.cache`` as in training
     (``auto``: when they fit its share of the store), and only when one pass scores them all and their row count
     is known ahead (Parquet footers, image files; not windows)."""
     rows = [s.rows for s in shards]
     if len(shards) > job.settings.shards_per_pass or None in rows:
-        return cache.CacheDecision(False, 0, 0, "several scoring passes, or rows not known ahead")
+        return False
     total = sum(r for r in rows if r is not None)
-    return cache.decide(job.data_cfg.cache, total, job.input_shape, job.data_cfg.cache_max_fraction)
+    return cache.decide(job.data_cfg.cache, total, job.input_shape, job.data_cfg.cache_max_fraction).in_memory
 
 
 def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:

@@ -273,32 +273,42 @@ def _short(text: str, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _grey_rgb(picture: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``[H, W]`` (grey) or ``[H, W, 3]`` values scaled from ``lo..hi`` to RGB in 0..1 ``[H, W, 3]``."""
+    scaled = np.clip((picture - lo) / (hi - lo or 1.0), 0.0, 1.0)
+    return scaled if scaled.ndim == 3 else np.repeat(scaled[..., None], 3, axis=-1)
+
+
+def triptych(image: np.ndarray, recon: np.ndarray, error: np.ndarray, error_max: float) -> np.ndarray:
+    """Input | reconstruction | absolute error side by side as one RGB picture ``[H, 3W + 2, 3]`` (white
+    gutters): input and reconstruction on the input's grey (or colour) scale, the error on inferno over
+    ``0..error_max``."""
+    from matplotlib import colormaps
+
+    lo, hi = float(image.min()), float(image.max())
+    heat = colormaps["inferno"](np.clip(error / (error_max or 1.0), 0.0, 1.0))[..., :3]
+    gutter = np.ones((image.shape[0], 1, 3))
+    return np.concatenate([_grey_rgb(image, lo, hi), gutter, _grey_rgb(recon, lo, hi), gutter, heat], axis=1)
+
+
 def top_images(titles: list[str], x: np.ndarray, x_hat: np.ndarray, input_shape: tuple[int, ...]) -> Figure:
     """Input | reconstruction | absolute error of each image ``x``, ``x_hat`` ``[N, *input_shape]`` (raw values),
     four triptychs to a row under their ``titles``; input and reconstruction share the input's grey scale, the
-    errors one colour scale for the whole gallery."""
+    errors one colour scale for the whole gallery. Each triptych is one picture (:func:`triptych`), so the
+    gallery draws N images rather than 3N axes."""
     images, recons = as_images(x, input_shape), as_images(x_hat, input_shape)
     assert images is not None and recons is not None, "top_images draws image-shaped samples"
     errors = np.abs(images - recons)
     errors = errors.mean(axis=-1) if errors.ndim == 4 else errors  # RGB: mean over channels
-    columns = min(GALLERY_COLUMNS, len(x))
-    fig = _figure(3.6 * columns, 1.55 * math.ceil(len(x) / columns) + 0.4)
-    fig.set_layout_engine("constrained")  # lays out the panels' titles (tight_layout ignores subfigures)
-    panels = fig.subfigures(math.ceil(len(x) / columns), columns, squeeze=False, wspace=0.04).reshape(-1)
-    for i, panel in enumerate(panels):
-        if i >= len(x):
-            continue
-        lo, hi = float(images[i].min()), float(images[i].max())
-        shown = [images[i], np.clip(recons[i], lo, hi)]
-        if images.ndim == 4:  # imshow takes RGB floats in 0..1
-            shown = [(v - lo) / (hi - lo or 1.0) for v in shown]
-        axes = panel.subplots(1, 3)
-        for ax, picture in zip(axes, shown, strict=False):
-            ax.imshow(picture, cmap="gray", vmin=lo, vmax=hi)
-        axes[2].imshow(errors[i], cmap="inferno", vmin=0, vmax=float(errors.max()) or 1.0)
-        for ax in axes:
-            ax.set_xticks([]), ax.set_yticks([])
-        panel.suptitle(titles[i], fontsize=8)
+    columns, rows = min(GALLERY_COLUMNS, len(x)), math.ceil(len(x) / GALLERY_COLUMNS)
+    height = 1.55 * rows + 0.5  # inches: each row's titles and triptychs, and the gallery's title above them
+    fig = _figure(3.6 * columns, height)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - 0.75 / height, wspace=0.05, hspace=0.45)
+    for i, ax in enumerate(fig.subplots(rows, columns, squeeze=False).reshape(-1)):
+        ax.axis("off")
+        if i < len(x):
+            ax.imshow(triptych(images[i], recons[i], errors[i], float(errors.max())), interpolation="nearest")
+            ax.set_title(titles[i], fontsize=8)
     return fig
 
 

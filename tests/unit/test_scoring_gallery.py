@@ -81,3 +81,15 @@ def test_every_family_gets_a_gallery(tmp_path, name):
     plots.render_top(bundle, ["a", "b", "c", "d"], scores, x.reshape(4, -1), None, tmp_path)
     kind = {3: "images", 2: "windows", 1: "table"}[len(example_shape(name))]
     assert json.loads((tmp_path / "top_anomalies.json").read_text())["kind"] == kind
+
+
+def test_a_triptych_shows_input_reconstruction_and_error_side_by_side():
+    image = np.array([[0.0, 2.0], [4.0, 8.0]])
+    recon = np.array([[1.0, 2.0], [4.0, 16.0]])  # out of the input's range: clipped to its scale
+    strip = plots.triptych(image, recon, np.abs(image - recon), error_max=8.0)
+    assert strip.shape == (2, 3 * 2 + 2, 3) and strip.min() >= 0.0 and strip.max() <= 1.0
+    np.testing.assert_allclose(strip[:, :2, 0], image / 8.0)  # input on its own grey scale
+    np.testing.assert_allclose(strip[:, 3:5, 1], [[0.125, 0.25], [0.5, 1.0]])  # the reconstruction, clipped
+    assert (strip[:, [2, 5]] == 1.0).all()  # white gutters
+    hot, cold = strip[1, 7], strip[0, 7]  # error 8 (the largest) vs 0
+    assert hot.sum() > cold.sum()

@@ -37,8 +37,10 @@ def test_kept_shard_is_read_once_then_reshuffled_from_memory_and_a_restart_repla
     second, third = _ids(kept, 2, shuffle=True), _ids(kept, 3, shuffle=True)
     assert sorted(second) == sorted(third) == list(range(ROWS))  # each row exactly once per epoch
     assert len({tuple(first), tuple(second), tuple(third)}) == 3
-    # a worker restarted before epoch 2 reads its shard afresh (another block layout) and replays epoch 2
-    restarted = ShardInput(_shard(blocks=7), (1, 2, 2), torch.device("cpu"), keep=True, shuffle_buffer=256, seed=3)
+    # a worker restarted before epoch 2 reads its shard afresh and replays epoch 2 (in another block layout too when
+    # the rows are owned, which orders them by shard key: test_owned_rows_cover_the_split_once_...; unowned rows
+    # keep the order Ray Data hands them in, which several blocks do not fix)
+    restarted = ShardInput(_shard(), (1, 2, 2), torch.device("cpu"), keep=True, shuffle_buffer=256, seed=3)
     assert _ids(restarted, 2, shuffle=True) == second
     other_seed = ShardInput(_shard(), (1, 2, 2), torch.device("cpu"), keep=True, shuffle_buffer=256, seed=4)
     assert _ids(other_seed, 2, shuffle=True) != second

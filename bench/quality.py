@@ -36,9 +36,13 @@ CONFIG = "mnist_dense.yaml"
 #: Model overrides of the default config: the family and its 30-d code (20-d Gaussian latent for the VAE).
 MODELS = {
     "dense": (f"model.latent_dim={CODE}",),
+    # three stride-2 stages (28 -> 14 -> 7 -> 4) with GELU, and a first epoch at half the learning rate (warm-up):
+    # 0.339 x PCA where [32, 64] with ReLU gave 0.374 at the same cost. With ReLU the three stages (and 5x5 kernels
+    # with either activation) collapsed in the first epoch to a blank image (the sigmoid output saturated at 0)
     "conv": (
-        f"model={{name: conv, input_shape: [1, 28, 28], channels: [32, 64], latent_dim: {CODE}, "
-        "output_activation: sigmoid}",
+        f"model={{name: conv, input_shape: [1, 28, 28], channels: [32, 64, 128], activation: gelu, "
+        f"latent_dim: {CODE}, output_activation: sigmoid}}",
+        "train.warmup_epochs=2",
     ),
     "vae": (
         "model={name: vae, input_shape: [784], hidden: [512, 256], latent_dim: 20, reconstruction: bce, "

@@ -8,17 +8,6 @@ import numpy as np
 import pytest
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup`` (``make test``) each test module runs whole on one worker, so that
-    its module-scoped fixtures (a trained model, a corpus, a server) are built once; the production package's
-    modules share one worker, whose environment (a 2-node Ray cluster, mlflow server, PostgreSQL, moto) starts
-    once."""
-    for item in items:
-        parts = item.path.relative_to(config.rootpath).parts
-        group = "tests/integration/production" if "production" in parts else "/".join(parts)
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance shared by every pipeline test (2 logical CPUs, like CI), with the settings

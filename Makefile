@@ -7,10 +7,6 @@ TORCH_INDEX ?=
 BIN := $(VENV)/bin
 export AEPIPE_HOME ?= $(CURDIR)/.aepipe
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test`: the suite mostly waits on Ray, servers and subprocesses starting (41 min of
-# wall for 21 min of CPU on 2 cores), so two workers overlap the waits; --dist loadscope runs each test module
-# whole on one worker, so that its module-scoped fixtures (a trained model, a corpus, servers) are built once
-TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast integration postgres lint format bench bench-quick bench-large clean
 
@@ -40,7 +36,7 @@ demo: install
 	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AEPIPE_HOME)/mlflow.db"
 
 test: install postgres
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The production-shaped environment alone (PostgreSQL-backed mlflow server with basic auth and S3 artifacts,
 # moto as S3, a two-node Ray cluster with token auth; tests/support/production.py). `make test` runs it too.

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -283,8 +284,6 @@ def triptych(image: np.ndarray, recon: np.ndarray, error: np.ndarray, error_max:
     """Input | reconstruction | absolute error side by side as one RGB picture ``[H, 3W + 2, 3]`` (white
     gutters): input and reconstruction on the input's grey (or colour) scale, the error on inferno over
     ``0..error_max``."""
-    from matplotlib import colormaps
-
     lo, hi = float(image.min()), float(image.max())
     heat = colormaps["inferno"](np.clip(error / (error_max or 1.0), 0.0, 1.0))[..., :3]
     gutter = np.ones((image.shape[0], 1, 3))
@@ -300,6 +299,7 @@ def top_images(titles: list[str], x: np.ndarray, x_hat: np.ndarray, input_shape:
     assert images is not None and recons is not None, "top_images draws image-shaped samples"
     errors = np.abs(images - recons)
     errors = errors.mean(axis=-1) if errors.ndim == 4 else errors  # RGB: mean over channels
+    error_max = float(errors.max())
     columns, rows = min(GALLERY_COLUMNS, len(x)), math.ceil(len(x) / GALLERY_COLUMNS)
     height = 1.55 * rows + 0.5  # inches: each row's titles and triptychs, and the gallery's title above them
     fig = _figure(3.6 * columns, height)
@@ -307,7 +307,7 @@ def top_images(titles: list[str], x: np.ndarray, x_hat: np.ndarray, input_shape:
     for i, ax in enumerate(fig.subplots(rows, columns, squeeze=False).reshape(-1)):
         ax.axis("off")
         if i < len(x):
-            ax.imshow(triptych(images[i], recons[i], errors[i], float(errors.max())), interpolation="nearest")
+            ax.imshow(triptych(images[i], recons[i], errors[i], error_max), interpolation="nearest")
             ax.set_title(titles[i], fontsize=8)
     return fig
 

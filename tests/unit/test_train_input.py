@@ -15,10 +15,10 @@ from pipelines.train.input import RowOwner, ShardInput
 ROWS, BATCH = 1000, 64
 
 
-def _shard(blocks: int = 1):
-    """A real Ray Data iterator over rows ``x[i] = (i, i, i, i)``, 4 values viewed as (1, 2, 2), in ``blocks``."""
+def _shard():
+    """A real Ray Data iterator over rows ``x[i] = (i, i, i, i)``, 4 values viewed as (1, 2, 2), in one block."""
     x = np.repeat(np.arange(ROWS, dtype=np.float32)[:, None], 4, axis=1)
-    ds = ray.data.from_numpy(x).repartition(blocks)
+    ds = ray.data.from_numpy(x).repartition(1)
     return ds.map_batches(lambda b: {"x": b["data"]}).materialize().iterator()
 
 

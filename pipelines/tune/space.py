@@ -41,10 +41,11 @@ DEFAULT_SPACES: dict[str, list[dict[str, Any]]] = {
         {"model.name": "linear", "train.lr": {"loguniform": [1e-3, 3e-2]}},
     ],
     "images": [
-        {
+        {  # batch norm always: without it a conv trial can collapse to a blank image (mnist_images_conv.yaml)
             "model.name": "conv",
             "model.channels": [[16, 32], [32, 64]],
-            "model.norm": ["none", "batch"],
+            "model.norm": "batch",
+            "model.activation": ["relu", "gelu"],
             "train.lr": {"loguniform": [3e-4, 1e-2]},
         },
         {

@@ -10,6 +10,11 @@ Layout::
 This module is shipped inside every registered pyfunc (MLflow ``code_paths``, see
 :data:`pipelines.tracking.mlflow_client.PYFUNC_CODE_PATHS`): it imports numpy, pandas, torch and ``aecore`` only,
 never Ray, MLflow or another ``pipelines`` module, so the model loads where aepipe is not installed.
+
+torch and ``aecore`` are imported where a model is built, saved or run, not with the module: the data path
+(:mod:`pipelines.data`, which every Ray Data task, split coordinator and the Ray Train controller import to run or
+unpickle its functions) needs :class:`Normalizer` alone, and importing torch costs each of those processes about
+1.5 s of CPU.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from aecore import Autoencoder, load_model, save_model
+if TYPE_CHECKING:
+    import torch
+
+    from aecore import Autoencoder
 
 MODEL_DIR, NORMALIZER_FILE, CALIBRATION_FILE, DATA_FILE = "model", "normalizer.json", "calibration.json", "data.json"
 
@@ -119,6 +126,8 @@ class ModelBundle:
         return float(self.calibration.get("threshold", float("inf")))
 
     def save(self, directory: str | Path) -> Path:
+        from aecore import save_model
+
         out = Path(directory)
         save_model(self.model, out / MODEL_DIR)
         self.normalizer.save(out / NORMALIZER_FILE)
@@ -128,6 +137,8 @@ class ModelBundle:
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelBundle:
+        from aecore import load_model
+
         src = Path(directory)
         return cls(
             load_model(src / MODEL_DIR),
@@ -166,17 +177,18 @@ class ModelBundle:
             x = x.reshape(len(x), *stats_shape)
         return self.normalizer.apply(x).reshape(len(x), *self.input_shape)
 
-    @torch.no_grad()
     def infer(self, x_raw: np.ndarray, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
         """Raw inputs ``[B, *input_shape]`` (or flat ``[B, prod(input_shape)]``) -> ``score`` [B],
         ``is_anomaly`` [B], ``embedding`` [B, k]."""
-        x = torch.from_numpy(self.normalize(x_raw)).to(device)
-        scores = self.model.score(x).float().cpu().numpy()
-        embedding = self.model.embed(x).float().cpu().numpy()
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(self.normalize(x_raw)).to(device)
+            scores = self.model.score(x).float().cpu().numpy()
+            embedding = self.model.embed(x).float().cpu().numpy()
         return {"score": scores, "is_anomaly": scores > self.threshold, "embedding": embedding}
 
 
-@torch.no_grad()
 def raw_reconstruction_error(bundle: ModelBundle, x_raw: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Per-row mean squared error ``[B]`` between raw rows ``x_raw`` ``[B, ...]`` and the bundle's reconstruction
     of them mapped back to the raw space (its own normalizer inverted), averaged over the row's values.
@@ -184,12 +196,15 @@ def raw_reconstruction_error(bundle: ModelBundle, x_raw: np.ndarray, batch_size:
     Unlike :meth:`ModelBundle.infer`'s ``score`` (each family's own error, in its own normalized space), this
     figure means the same for every family and normalizer, so two models can be compared on the same rows.
     """
+    import torch
+
     raw = np.asarray(x_raw, dtype=np.float32).reshape(len(x_raw), -1)
     model = bundle.model.eval()
     errors = []
     for start in range(0, len(raw), batch_size):
         chunk = raw[start : start + batch_size]
-        recon = model(torch.from_numpy(bundle.normalize(chunk))).float().cpu().numpy().reshape(len(chunk), -1)
+        with torch.no_grad():
+            recon = model(torch.from_numpy(bundle.normalize(chunk))).float().cpu().numpy().reshape(len(chunk), -1)
         errors.append(np.square(bundle.normalizer.invert_flat(recon) - chunk).mean(axis=1))
     return np.concatenate(errors) if errors else np.zeros(0, np.float32)
 

@@ -25,13 +25,14 @@ from pipelines import storage
 from pipelines.config import DataConfig, ScoreConfig
 from pipelines.data import Corpus, ValidationReport, cache, load_dataset, validate_corpus
 from pipelines.data.chunks import ChunkIndex
-from pipelines.data.records import FILE, Batch, clean, quarantine_folder
+from pipelines.data.records import quarantine_folder
 from pipelines.labelled import LabelledScores
 from pipelines.progress import RowCounter, Task
 from pipelines.score import inputs, publish
 from pipelines.score.actor import Scorer
 from pipelines.score.drift import ScoreSketch
 from pipelines.score.output import SHARD, OutputSpec
+from pipelines.score.tagging import tagged_rows
 from pipelines.score.top import TopRows
 from pipelines.tracking import ResolvedModel
 
@@ -182,14 +183,6 @@ def skipped_rows(report: ValidationReport | None, shard: publish.Shard) -> int:
     return sum(report.skipped_by_file.get(f, 0) for f in shard.files.paths())
 
 
-def _tagged_rows(batch: Batch, shard_of: ChunkIndex, on_bad_records: str, exclude: frozenset[str]) -> Batch:
-    """The good rows of a record batch (:func:`pipelines.data.records.clean`), each tagged with the index of the
-    shard its file belongs to (a window: the file of its last row)."""
-    files, inverse = np.unique(batch[FILE], return_inverse=True)
-    shard = np.array([shard_of[f] for f in files], np.int32)[inverse.reshape(-1)]
-    return clean({**batch, SHARD: shard}, on_bad_records, exclude)
-
-
 def _gpus(settings: ScoreConfig) -> float:
     if settings.num_gpus is not None:
         return settings.num_gpus
@@ -248,7 +241,7 @@ class ScorePass:
         exclude = self.corpus.report.duplicated_ids if self.corpus.report is not None else frozenset()
         ds = self.corpus.records.map_batches(
             functools.partial(
-                _tagged_rows, shard_of=shard_of, on_bad_records=self.corpus.on_bad_records, exclude=exclude
+                tagged_rows, shard_of=shard_of, on_bad_records=self.corpus.on_bad_records, exclude=exclude
             )
         )
         ds.context.execution_options.preserve_order = True  # a shard's files are listed in the input's row order

@@ -31,9 +31,16 @@ def _ok(*args: str) -> str:
 
 
 def _train_and_score(
-    home: Path, config: str, data: Path, name: str, *overrides: str, before_scoring=lambda: None
+    home: Path,
+    config: str,
+    data: Path,
+    name: str,
+    *overrides: str,
+    before_scoring=lambda: None,
+    score_args: tuple[str, ...] = (),
 ) -> tuple[str, pd.DataFrame]:
-    """Train ``config`` on ``data`` for one epoch, score ``data`` with the new champion; (run id, scores)."""
+    """Train ``config`` on ``data`` for one epoch, score ``data`` (with ``score_args``) with the new champion; (run
+    id, scores)."""
     _ok(
         "train",
         "--config",
@@ -46,7 +53,10 @@ def _train_and_score(
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
     run_id = tracking.resolve_model(uri, f"models:/{name}@champion").run_id
     before_scoring()
-    _ok("score", "--model", f"models:/{name}@champion", "--input", str(data), "--output", str(home / "scores"))
+    _ok(
+        "score", "--model", f"models:/{name}@champion", "--input", str(data), "--output", str(home / "scores"),
+        *score_args,
+    )  # fmt: skip
     scores = pd.read_parquet(home / "scores")
     assert np.isfinite(scores["score"]).all() and scores["id"].is_unique
     return run_id, scores
@@ -91,10 +101,13 @@ def test_parquet_digits_dense_skipping_a_corrupt_shard(ray_local, home):
 def test_images_conv(ray_local, home):
     data = home / "png"
     _ok("data", "mnist-images", "--out", str(data), "--limit", "160")
-    # streaming epochs (every epoch re-reads the PNGs), the path for corpora larger than the object store
+    # streaming epochs (every epoch re-reads the PNGs), the path for corpora larger than the object store. After
+    # one epoch (two steps of batch norm) the 128 training images score apart from the 32 validation images'
+    # baseline (PSI 0.22 seen): the drift gate is not what this test is about.
     run_id, scores = _train_and_score(
-        home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]", "data.cache=stream"
-    )
+        home, "mnist_images_conv.yaml", data, "png", "model.channels=[4,8]", "data.cache=stream",
+        score_args=("--psi-limit", "10"),
+    )  # fmt: skip
     assert _metric(home, run_id, "data_cached_in_memory") == 0.0
     assert len(scores) == 160 and _gallery(home, scores) == "images"
     _, labels = corpora.mnist_arrays()

@@ -28,12 +28,12 @@ def test_the_image_default_does_not_collapse_to_a_blank_image(seed, tmp_path):
     images = torch.tensor((x[y == 5][:60] / 255.0).astype(np.float32).reshape(-1, 1, 28, 28))
     train, val = images[:48], images[48:]
     model = seeded_model(job, 0)
-    optimizers = make_optimizers(model, job.train.lr)
+    optimizers, amp = make_optimizers(model, job.train.lr), Precision("fp32", torch.device("cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a trial of tune.cpus_per_trial=1 trains
     try:
         for epoch in range(1, job.train.epochs + 1):
-            _train_epoch(model, train, job, epoch, Precision("fp32", torch.device("cpu")), optimizers)
+            _train_epoch(model, train, job, epoch, amp, optimizers)
         metrics, _ = _validate(model, val, 16)
     finally:
         torch.set_num_threads(threads)

@@ -36,7 +36,7 @@ demo: install
 	@echo "MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(AEPIPE_HOME)/mlflow.db"
 
 test: install postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The production-shaped environment alone (PostgreSQL-backed mlflow server with basic auth and S3 artifacts,
 # moto as S3, a two-node Ray cluster with token auth; tests/support/production.py). `make test` runs it too.

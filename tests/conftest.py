@@ -8,6 +8,21 @@ import numpy as np
 import pytest
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test`` runs on two workers (``pytest -n 2 --dist loadscope --no-loadscope-reorder``): a module's
+    tests on one worker, so its module fixtures are built once, and the production package's on one worker, so its
+    servers (a package fixture) start once and never twice side by side. Modules go out in collection order: the
+    long integration modules first, the short unit modules last to even out the two workers' ends."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "production" if module.startswith("tests/integration/production/") else module
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance shared by every pipeline test (2 logical CPUs, like CI), with the settings

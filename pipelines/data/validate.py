@@ -5,8 +5,8 @@
 - ``skip``: bad records are written (file, row, id, reason) to Parquet under the quarantine directory by the
   tasks that find them, and every copy of a duplicated id is quarantined too (which copy is right is unknown).
 
-Duplicate ids are found with a Ray Data shuffle (``groupby("id").count()``): the driver receives one
-summary row per block and at most ``MAX_DUPLICATES`` duplicated ids, never the full id list.
+Duplicate ids are found by a hash partition of the ids counted in Ray tasks (:mod:`pipelines.data.ids`): the
+driver receives one small result per part and at most ``MAX_DUPLICATES`` duplicated ids, never the id list.
 
 A bad record found in a Ray task (``fail``) stops the pass there and then: the task raises
 :class:`~pipelines.data.errors.TaskDataError`, which reaches the driver as an exception object (not as the text
@@ -31,6 +31,7 @@ from ray.data.dataset import MaterializedDataset
 
 from pipelines import storage
 from pipelines.data.errors import DataError, TaskDataError, task_data_error
+from pipelines.data.ids import count_ids
 from pipelines.data.records import (
     ERROR,
     FILE,
@@ -38,7 +39,6 @@ from pipelines.data.records import (
     Batch,
     describe,
     first_error,
-    group_by,
     quarantine_rows,
     write_quarantine,
 )
@@ -46,10 +46,6 @@ from pipelines.progress import RowCounter
 
 MAX_DUPLICATES = 100_000
 EXAMPLES = 5
-#: Ids per block entering the duplicate check's shuffle. Its driver-side bookkeeping grows with the square of the
-#: blocks shuffled (each map task returns one object per reducer, one reducer per block): regrouping the ids,
-#: one block per file otherwise, keeps it flat up to a million rows (128 files: 64 MiB of driver peak before).
-ID_ROWS_PER_BLOCK = 1_000_000
 
 
 @dataclass
@@ -98,17 +94,6 @@ def _audit(batch: Batch, audit: _Audit, keep_rows: bool = False) -> Batch:
     if bad.all():
         return {}  # an empty tensor column cannot become an Arrow block
     return {k: v[~bad] for k, v in batch.items()}
-
-
-def _summarize(batch: Batch, keep: int) -> Batch:
-    """Per block of ``(id, count)``: rows, and up to ``keep`` duplicated ids (JSON)."""
-    counts = batch["count()"]
-    duplicated = batch["id"][counts > 1]
-    return {
-        "rows": np.array([counts.sum()]),
-        "duplicated": np.array([len(duplicated)]),
-        "ids": np.array([json.dumps(duplicated[:keep].tolist())], dtype=object),
-    }
 
 
 def _quarantine_duplicates(batch: Batch, ids: frozenset[str], audit: _Audit) -> Batch:
@@ -190,14 +175,9 @@ def _count_good(audited: ray.data.Dataset) -> int:
 
 def _count_ids(audited: ray.data.Dataset, keep: int) -> tuple[int, int, frozenset[str]]:
     """Over the good ids ``audited``: ``(good records, ids that occur more than once, up to keep of those ids)``."""
-    regrouped = audited.repartition(target_num_rows_per_block=ID_ROWS_PER_BLOCK, strict=True)
-    summary = _driver_side(
-        group_by(regrouped, "id").count().map_batches(functools.partial(_summarize, keep=keep)),
-    )
-    rows = int(sum(s["rows"] for s in summary))
-    n_duplicated = int(sum(s["duplicated"] for s in summary))
-    duplicated = frozenset(i for s in summary for i in json.loads(s["ids"]))
-    return rows, n_duplicated, duplicated
+    with _data_errors_raised(audited):  # the pass may still be to run (validate_records): bad records raise here
+        counted = count_ids(audited, keep)
+    return counted.rows, counted.repeated, counted.examples
 
 
 def _locate_duplicates(records: ray.data.Dataset, ids: frozenset[str], audit: _Audit) -> list[str]:

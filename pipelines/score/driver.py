@@ -24,7 +24,7 @@ from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle, bundle_files
 from pipelines.config import ConfigError, DataConfig, ScoreConfig
 from pipelines.data import Corpus, DataError, sample_shape
-from pipelines.data.records import group_by
+from pipelines.data.ids import count_ids
 from pipelines.labelled import MAX_EXACT_ROWS, LabelledScores
 from pipelines.progress import SILENT, Progress, counting
 from pipelines.progress import step as progress_step
@@ -284,15 +284,14 @@ def _commit(
 
 
 def _check_unique_ids(partition: str, markers: list[dict[str, Any]]) -> None:
-    """Ids unique across every file the partition will list, checked by a Ray Data shuffle of the id column
-    (never collected on the driver): needed when shards scored by different runs are published together."""
+    """Ids unique across every file the partition will list, counted in Ray tasks (:func:`count_ids`; never
+    collected on the driver): needed when shards scored by different runs are published together."""
     files = [storage.join(partition, f["path"]) for m in markers for f in m["files"] if f["rows"]]
     if not files:
         return
-    ids = ray.data.read_parquet(files).select_columns(["id"])
-    repeated = group_by(ids, "id").count().filter(lambda row: row["count()"] > 1).take(5)
+    repeated = count_ids(ray.data.read_parquet(files), keep=5).examples  # reads the id column alone
     if repeated:
-        shown = ", ".join(str(r["id"]) for r in repeated)
+        shown = ", ".join(str(i) for i in sorted(repeated, key=str))
         raise DataError(f"{partition}: ids occur in more than one shard (e.g. {shown}); they must be unique")
 
 

@@ -294,3 +294,20 @@ def test_training_reads_at_the_models_size_so_a_wrong_length_shard_is_bad_wherev
     q = pd.read_parquet(tmp_path / "checkpoints" / "quarantine" / "lengths")
     assert set(q["file"].map(lambda f: Path(f).name)) == {bad_name} and q["rows"].sum() == 3
     assert all("length" in reason for reason in q["reason"]), q["reason"].tolist()
+
+
+@pytest.mark.parametrize("dtype", ["string", "int64"])
+def test_repeated_ids_are_found_across_blocks_and_parts(ray_local, dtype):
+    """The id count (:func:`pipelines.data.ids.count_ids`) split into several hash parts: ids repeated within a
+    block, across blocks and three times are each found once, and every row is counted."""
+    from pipelines.data.ids import count_ids
+
+    ids = [*range(1000), 5, 500, 999, 999]  # 5 and 500 in other blocks than their copies, 999 three times
+    column = [str(i) for i in ids] if dtype == "string" else ids
+    ds = ray_local.data.from_arrow(pa.table({"id": pa.array(column, getattr(pa, dtype)())})).repartition(8)
+    counted = count_ids(ds, keep=10, part_rows=300)  # 4 parts
+    expected = {"5", "500", "999"} if dtype == "string" else {5, 500, 999}
+    assert (counted.rows, counted.repeated, counted.examples) == (1004, 3, expected)
+    assert count_ids(ds, keep=2, part_rows=300).examples < expected  # keep bounds what the driver receives
+    unique = count_ids(ray_local.data.range(1000), keep=10, part_rows=300)
+    assert (unique.rows, unique.repeated, unique.examples) == (1000, 0, frozenset())

@@ -261,6 +261,22 @@ def test_incremental_scores_only_new_shards_and_rerun_is_a_noop(env, clean, tmp_
     assert not (out / "dt=night3").exists()
 
 
+def test_incremental_refuses_a_new_shard_that_repeats_a_published_id(env, clean, tmp_path):
+    """The new shard is valid on its own; only the check across the shards the partition will list (carried and
+    new, :func:`pipelines.data.ids.count_ids`) sees the repeated ids, and the published manifest stays as it was."""
+    inp, out = _corpus(clean[0], tmp_path / "in"), _corpus(clean[1], tmp_path / "out")
+    before = publish.read_manifest(str(out))
+    x, y = mnist_arrays()
+    ids = np.array([f"night2-{i:05d}" for i in range(98)] + ["mnist-00000", "mnist-00599"])  # 2 of the first night
+    write_vector_shards(tmp_path / "night2", ids, x[:100], y[:100], shards=1)
+    shutil.move(next((tmp_path / "night2").glob("*.parquet")), inp / "part-00004.parquet")
+
+    result = _score(inp, out, "--incremental", "--psi-limit", "100", "--ks-alpha", "1e-300")
+    assert result.exit_code == 2, result.output
+    assert "ids occur in more than one shard (e.g. mnist-00000, mnist-00599)" in result.output
+    assert publish.read_manifest(str(out)) == before
+
+
 def _second_version(home: Path) -> str:
     """Register the champion's bundle again as a new version (no run of its own); its models:/ URI."""
     uri = f"sqlite:///{home / 'mlflow.db'}"

@@ -180,7 +180,7 @@ def read_in_tasks(
     )
 
 
-#: Shuffles (the duplicate-id check, putting series back together) use Ray Data's task-based sort shuffle:
+#: Shuffles (putting series back together) use Ray Data's task-based sort shuffle:
 #: no long-lived aggregator actors holding CPUs that the trainer's workers need on a small cluster.
 SHUFFLE_STRATEGY = "sort_shuffle_pull_based"
 

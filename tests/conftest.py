@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist skips it rather than failing
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``make test`` runs on two workers (``pytest -n 2 --dist loadscope --no-loadscope-reorder``): a module's
     tests on one worker, so its module fixtures are built once, and the production package's on one worker, so its

@@ -78,9 +78,9 @@ def count_ids(ids: ray.data.Dataset, keep: int, column: str = "id", part_rows: i
         split = [_partition_task.options(num_returns=parts).remote(b, column, parts) for b in blocks]
         results = [_count_task.remote(*(s[p] for s in split), column=column, keep=keep) for p in range(parts)]
     counted = ray.get(results)
-    examples = frozenset(i for _, _, found in counted for i in found)
+    found = sorted((i for _, _, examples in counted for i in examples), key=str)  # each part's are distinct
     return IdCount(
         rows=sum(r for r, _, _ in counted),
         repeated=sum(n for _, n, _ in counted),
-        examples=frozenset(sorted(examples, key=str)[:keep]),
+        examples=frozenset(found[:keep]),
     )

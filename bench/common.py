@@ -24,7 +24,7 @@ def ray_workspace(prefix: str, num_cpus: int | None = 2) -> Iterator[pathlib.Pat
 
     from jobs.runtime import ray_defaults
 
-    ray_defaults()
+    ray_defaults(local=True)
 
     root = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
     started = not ray.is_initialized()

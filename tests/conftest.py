@@ -32,7 +32,7 @@ def ray_local():
 
     from jobs.runtime import ray_defaults
 
-    ray_defaults()
+    ray_defaults(local=True)
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray

@@ -106,7 +106,11 @@ Branch = dict[str, Domain]
 
 
 def data_kind(job: JobConfig) -> str:
-    """``vectors``, ``images`` or ``windows``: which default space suits the job's corpus."""
+    """``vectors``, ``images`` or ``windows``: which default space suits the job's corpus. Parquet vectors read as
+    images (a ``(C, H, W)`` ``model.input_shape``, e.g. MNIST's 784 values as ``[1, 28, 28]``) get the images
+    space, whose conv branch needs that shape."""
+    if job.data.source == "parquet" and len(job.model["input_shape"]) == 3:
+        return "images"
     return DATA_KINDS[job.data.source]
 
 

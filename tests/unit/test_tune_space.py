@@ -48,6 +48,17 @@ def test_a_sampled_trial_sets_its_branch_values_and_nothing_of_the_others():
             assert trial.model["input_shape"] == [64] and trial.model["latent_dim"] == job.model["latent_dim"]
 
 
+def test_parquet_vectors_read_as_images_get_the_images_space_and_its_conv_trials_build():
+    flat = load_config("jobs/configs/mnist_dense.yaml", [])
+    assert data_kind(flat) == "vectors"
+    shaped = load_config("jobs/configs/mnist_dense.yaml", ["model.input_shape=[1, 28, 28]"])
+    assert data_kind(shaped) == "images"
+    branches = parse_space(shaped, "mnist_dense.yaml")  # every choice of every branch builds at (1, 28, 28)
+    conv = next(b for b in branches if b["model.name"].values[0] == "conv")
+    trial = trial_job(shaped, {key: domain.values[0] for key, domain in conv.items()})
+    assert trial.model["name"] == "conv" and trial.model["input_shape"] == [1, 28, 28]
+
+
 @pytest.mark.parametrize(
     "space, message",
     [

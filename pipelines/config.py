@@ -87,6 +87,11 @@ class DataConfig(_Section):
     """One statistic for all values (global), one per position of a sample (feature), or one per channel
     (channel: C of an image (C, H, W), F of a window (T, F), each feature of a vector)."""
 
+    latent_variance: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """Size the code from the data: set model.latent_dim to the fewest principal components that hold this share
+    of the normalized training split's variance (e.g. 0.9, as PCA keeping 90%), measured before training (one more
+    pass over the training split; a sample of at most 4096 values); null = model.latent_dim as written."""
+
     cache: Literal["auto", "memory", "stream"] = "auto"
     """Training input per epoch. memory: the normalized train and validation splits are computed once into
     Ray's object store, each worker streams its shard from there in the first epoch and keeps it in its own

@@ -37,6 +37,7 @@ from pipelines.data import (
     validate_and_fit,
     with_shard_key,
 )
+from pipelines.data.components import count_components
 from pipelines.progress import SILENT, Progress, counting, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
@@ -91,6 +92,8 @@ class PreparedData:
     records: int
     skipped: int
     cached: bool
+    latent_dim: int | None = None
+    """The code size measured from the training split (``data.latent_variance``); None when not asked for."""
 
 
 def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
@@ -144,7 +147,22 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
         splits = cache.prepare(normalized, caching)
         # cached: the validation rows as read are kept too, so that the records the pass kept can be released
         val_rows = val_ds.materialize() if caching.in_memory else val_ds
-    return PreparedData(splits, val_rows, normalizer, corpus.report.records, corpus.report.skipped, caching.in_memory)
+    latent_dim = None
+    if dc.latent_variance is not None:
+        with step(progress, "measuring the code size"):
+            values = int(np.prod(corpus.sample_shape))
+            latent_dim = count_components(splits["train"], dc.latent_variance, values)
+        log(f"code size: {latent_dim} principal components hold {dc.latent_variance:.0%} of the training split's "
+            "variance (model.latent_dim)")  # fmt: skip
+    report = corpus.report
+    return PreparedData(splits, val_rows, normalizer, report.records, report.skipped, caching.in_memory, latent_dim)
+
+
+def sized(job: JobConfig, data: PreparedData) -> JobConfig:
+    """``job`` with the code size measured from its data when it asked for one (``data.latent_variance``)."""
+    if data.latent_dim is None:
+        return job
+    return job.model_copy(update={"model": {**job.model, "latent_dim": data.latent_dim}})
 
 
 def open_run(job: JobConfig, decision: resume.Decision, current: resume.Fingerprints, commit: str) -> str:
@@ -351,6 +369,7 @@ def run_training(
         log(line)
 
     data = prepare_data(job, after_planning, progress)
+    job = sized(job, data)
     decision, current = planning.result(log)
     run_id = open_run(job, decision, current, git_commit(CODE_ROOT) or code_commit or "unknown")
     uri = job.tracking_uri

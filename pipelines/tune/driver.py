@@ -27,7 +27,7 @@ from pipelines.progress import SILENT, Progress, Task
 from pipelines.provenance import CODE_ROOT, git_commit
 from pipelines.tracking import promotion
 from pipelines.train import resume
-from pipelines.train.driver import GIT_TAG, PreparedData, input_example, prepare_data
+from pipelines.train.driver import GIT_TAG, PreparedData, input_example, prepare_data, sized
 from pipelines.tune import leaderboard, objective
 from pipelines.tune.space import Branch, param_space, parse_space, raw_space
 from pipelines.tune.trial import TrialData, run_trial
@@ -265,6 +265,7 @@ def run_tuning(job: JobConfig, log: Log = print, *, source: str = "config", prog
             f"{source}: aepipe tune trains on CPU, where train.precision=fp16 cannot run; use bf16 or fp32"
         )
     data = prepare_data(job, log, progress)
+    job = sized(job, data)  # every trial at the code size measured from the data, when the job asked for it
     uri, metric = job.tracking_uri, job.tune.metric
     shared = shared_inputs(job, data)
     objective.check_objective(metric, shared.val_positive, source)

@@ -19,6 +19,7 @@ from jobs.cli import app
 from pipelines import tracking
 from pipelines.data import corpora
 from pipelines.score import publish
+from tests.support.low_rank import rank3
 
 runner = CliRunner()
 FAST = ["train.epochs=1", "train.num_workers=1", "train.batch_size=64"]  # DDP is covered by test_e2e
@@ -182,3 +183,19 @@ def test_bad_input_stops_training_before_it_starts(ray_local, home):
     assert f"{data / 'part-00000.parquet'}: row 2 (id 'c'): null, NaN or infinite value" in result.output
     assert "Traceback" not in result.output
     assert not (home / "checkpoints").exists()  # no Ray Train run was started
+
+
+def test_the_code_size_is_measured_from_the_training_split(ray_local, home):
+    data = home / "rank3"  # 16 values a row in 3 directions, which 90% of the variance takes
+    corpora.write_vector_shards(data, np.array([f"r{i:04d}" for i in range(600)]), rank3(600), None, 2)
+    output = _ok(
+        "train", "--config", "jobs/configs/digits_dense.yaml", f"data.path={data}", *FAST, "data.label_column=null",
+        "model.input_shape=[16]", "data.normalize=none", "data.latent_variance=0.9", "tracking.registered_model=rank3",
+    )  # fmt: skip
+    assert "code size: 3 principal components hold 90% of the training split's variance" in output
+    bundle = Path(next(line.split()[-1] for line in output.splitlines() if line.startswith("bundle:")))
+    assert json.loads((bundle / "model" / "config.json").read_text())["config"]["latent_dim"] == 3  # the model's code
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    run_id = tracking.resolve_model(uri, "models:/rank3@champion").run_id
+    params = tracking.client(uri).get_run(run_id).data.params
+    assert {k: v for k, v in params.items() if k.endswith("latent_dim")} == {"model.latent_dim": "3"}

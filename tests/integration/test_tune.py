@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from pipelines.data import corpora
+from tests.support.low_rank import rank3
 
 runner = CliRunner()
 SPACE = "[{model.name: linear, model.latent_dim: [2, 8]}, {model.hidden: [[32]], model.latent_dim: [8]}]"
@@ -62,3 +65,27 @@ def test_tune_registers_the_best_of_its_nested_trials(ray_local, home):
     assert version.run_id == rows[0]["run_id"] == max(best_auroc, key=best_auroc.__getitem__)
     assert search[0].data.tags["aepipe.tune.best_run"] == version.run_id
     assert f"models:/digits-tune/{version.version}" in result.output
+
+
+def test_every_trial_takes_the_code_size_measured_from_the_data(ray_local, home):
+    data = home / "rank3"  # 16 values a row in 3 directions, which 90% of the variance takes
+    corpora.write_vector_shards(data, np.array([f"r{i:04d}" for i in range(400)]), rank3(400), None, 2)
+    space = "[{model.name: linear}, {model.hidden: [[32]]}]"  # neither branch sets model.latent_dim
+    result = runner.invoke(
+        app,
+        [
+            "tune", "--config", "jobs/configs/digits_dense.yaml", f"data.path={data}", "data.label_column=null",
+            "model.input_shape=[16]", "data.normalize=none", "data.latent_variance=0.9", "name=rank3-tune",
+            "tracking.registered_model=rank3-tune", f"tune.space={space}", "tune.trials=2", "train.epochs=1",
+        ],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "code size: 3 principal components hold 90% of the training split's variance" in result.output
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    search = client.search_runs(
+        [client.get_experiment_by_name("aepipe").experiment_id], "tags.`aepipe.tune.job` = 'rank3-tune'"
+    )
+    parent = search[0].info.run_id
+    trials = client.search_runs([search[0].info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(trials) == 2 and {t.data.params["model.latent_dim"] for t in trials} == {"3"}

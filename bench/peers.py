@@ -30,7 +30,7 @@ IsolationForest 0.850; sklearn digits aepipe 0.9969 (767 s), PCA 0.9971, Isolati
 series windows (shift 0.2) aepipe 0.99990 (68 s), PCA 0.99997, PyOD 0.926, IsolationForest 0.856.
 The series figure is series_linear.yaml at 32 windows per worker; at 8 (since bench/tune_peers.py) it is 0.9879
 (2026-12-02): its 4-d code, trained further, spans the planted level shifts (PCA with 4 components: 0.899). With the
-code sized from the data (``data.latent_variance: 0.9`` in series_linear.yaml: 2 components here) it is 0.99995.
+code sized from the data (``data.latent_variance=0.9``, opt-in: 2 components here) it is 0.99995.
 MNIST with ``aepipe tune`` (2026-12-02, quiet machine, 62 to 83 s a digit): mean 0.9516; per digit 0-9: 0.993,
 1.000, 0.928, 0.942, 0.914, 0.972, 0.986, 0.945, 0.888, 0.949 (PCA: 0.999, 1.000, 0.889, 0.948, 0.918, 0.968, 0.992,
 0.941, 0.845, 0.955).

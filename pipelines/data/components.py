@@ -11,10 +11,24 @@ from __future__ import annotations
 import numpy as np
 import ray.data
 
+from pipelines.config import ConfigError
 from pipelines.data.records import Batch
 
 #: The most values per sample whose covariance is computed (a ``D x D`` float64 matrix per block).
 MAX_VALUES = 4096
+
+
+def check_measurable(values: int, source: str) -> None:
+    """Refuse, before any pass, a code size measured from samples of more than :data:`MAX_VALUES` values.
+
+    Raises:
+        ConfigError: naming ``source`` (the corpus) and the setting.
+    """
+    if values > MAX_VALUES:
+        raise ConfigError(
+            f"{source}: data.latent_variance measures samples of at most {MAX_VALUES} values; these have {values} "
+            "(set model.latent_dim instead)"
+        )
 
 
 def cross_moments(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -43,14 +57,12 @@ def _block_moments(batch: Batch) -> Batch:
 
 
 def count_components(train: ray.data.Dataset, share: float, values: int) -> int:
-    """:func:`components_holding` over the ``x`` of ``train`` (samples of ``values`` values): per-block moments in
-    Ray tasks, summed on the driver.
+    """:func:`components_holding` over the ``x`` of ``train`` (samples of ``values`` values, checked by
+    :func:`check_measurable`): per-block moments in Ray tasks, summed on the driver.
 
     Raises:
-        ValueError: samples of more than :data:`MAX_VALUES` values, or no rows.
+        ValueError: no rows.
     """
-    if values > MAX_VALUES:
-        raise ValueError(f"samples of {values} values: the code size is measured up to {MAX_VALUES} values a sample")
     count, total, cross = 0.0, np.zeros(values), np.zeros((values, values))
     moments = train.select_columns(["x"]).map_batches(_block_moments, batch_size=None, batch_format="numpy")
     for part in moments.iter_batches(batch_size=None, batch_format="numpy"):

@@ -37,7 +37,7 @@ from pipelines.data import (
     validate_and_fit,
     with_shard_key,
 )
-from pipelines.data.components import count_components
+from pipelines.data.components import check_measurable, count_components
 from pipelines.progress import SILENT, Progress, counting, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
@@ -131,6 +131,9 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
         corpus = load_dataset(job.data, job.data_path, quarantine_dir=quarantine, for_model=shape)
     caching = _cache_decision(job, corpus.sample_shape)
     dc = job.data
+    values = int(np.prod(corpus.sample_shape))
+    if dc.latent_variance is not None:  # a setting that cannot work stops before the corpus is read
+        check_measurable(values, job.data_path)
     with step(progress, "validating the corpus, fitting normalization") as task, counting(task) as counter:
         corpus, normalizer = validate_and_fit(
             corpus, dc.val_fraction, dc.normalize, dc.normalize_scope, keep=caching.in_memory, counter=counter
@@ -150,7 +153,6 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
     latent_dim = None
     if dc.latent_variance is not None:
         with step(progress, "measuring the code size"):
-            values = int(np.prod(corpus.sample_shape))
             latent_dim = count_components(splits["train"], dc.latent_variance, values)
         log(f"code size: {latent_dim} principal components hold {dc.latent_variance:.0%} of the training split's "
             "variance (model.latent_dim)")  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data.components import components_holding, cross_moments
+from pipelines.config import ConfigError
+from pipelines.data.components import MAX_VALUES, check_measurable, components_holding, cross_moments
 from tests.support.low_rank import rank3
 
 
@@ -26,3 +27,9 @@ def test_moments_of_parts_add_up_to_the_whole():
 def test_constant_samples_take_one_component():
     m = cross_moments(np.ones((10, 5)))
     assert components_holding(float(m["count"]), m["sum"], m["cross"], 0.9) == 1
+
+
+def test_samples_too_large_to_measure_are_refused_naming_the_corpus_and_setting():
+    check_measurable(MAX_VALUES, "data/x")
+    with pytest.raises(ConfigError, match=r"data/x: data.latent_variance measures samples of at most 4096 values"):
+        check_measurable(MAX_VALUES + 1, "data/x")

@@ -40,6 +40,8 @@ class Autoencoder(nn.Module):
     penalty_needs_input_grad: ClassVar[bool] = False
     """Whether :meth:`penalties` differentiates the code with respect to the input (contractive): then the loss
     needs autograd even when nothing is trained, which :meth:`eval_loss` provides."""
+    principal_start: ClassVar[bool] = False
+    """Whether :meth:`start_at_principal_subspace` can set this family's weights (the linear family)."""
 
     def __init__(self, config: ModelConfig):
         """Builds the layers from the process-wide torch generator, like any ``nn.Module``; to seed the initial
@@ -125,6 +127,11 @@ class Autoencoder(nn.Module):
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample anomaly score ``[B]``, higher = more anomalous (reconstruction error here)."""
         return self.sample_error(self.decode_logits(self.encode(x)), x)
+
+    def start_at_principal_subspace(self, mean: torch.Tensor, components: torch.Tensor) -> None:
+        """Set the weights to the PCA reconstruction with the leading principal ``components`` ``[latent_dim, D]``
+        (orthonormal rows) of samples with ``mean`` ``[D]`` (flattened); families with :attr:`principal_start`."""
+        raise NotImplementedError(f"{self.registry_name!r} cannot start from principal components")
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

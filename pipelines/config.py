@@ -144,6 +144,11 @@ class TrainConfig(_Section):
     """Torch intra-op threads in each worker; null = ``cpus_per_worker`` rounded (at least 1). On a small
     machine one worker with all its cores' threads can beat several single-thread DDP workers."""
 
+    principal_start: bool = True
+    """A family that can (``linear``) starts at the training split's principal subspace: PCA's reconstruction from
+    the first step, whatever the epochs (one more pass over the training split, samples of at most 4096 values);
+    false = random initial weights like every other family."""
+
     shuffle: bool = True
     """Reshuffle the training rows every epoch, seeded by (seed, rank, epoch): a fresh permutation of the rows
     each worker keeps (data.cache memory) or a local shuffle buffer over the stream (data.cache stream)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -37,7 +37,13 @@ from pipelines.data import (
     validate_and_fit,
     with_shard_key,
 )
-from pipelines.data.components import check_measurable, count_components
+from pipelines.data.components import (
+    MAX_VALUES,
+    PrincipalComponents,
+    check_measurable,
+    measurable,
+    principal_components,
+)
 from pipelines.progress import SILENT, Progress, counting, step
 from pipelines.provenance import CODE_ROOT, driver_id, git_commit
 from pipelines.tracking import plots, promotion
@@ -46,7 +52,7 @@ from pipelines.train import checkpoint as ckpt
 from pipelines.train import resume
 from pipelines.train.feed import DriverFeed
 from pipelines.train.spec import WorkerSpec
-from pipelines.train.worker import train_loop_per_worker
+from pipelines.train.worker import starting_subspace, train_loop_per_worker
 
 JOB_TAG = "aepipe.job"
 GIT_TAG = "aepipe.git_commit"
@@ -94,6 +100,9 @@ class PreparedData:
     cached: bool
     latent_dim: int | None = None
     """The code size measured from the training split (``data.latent_variance``); None when not asked for."""
+    principal: PrincipalComponents | None = None
+    """The training split's principal components: measured for ``data.latent_variance`` or for a model that starts
+    from them (``train.principal_start``); None when neither asked."""
 
 
 def _check_shape(job: JobConfig, sample_shape: tuple[int, ...]) -> None:
@@ -113,9 +122,20 @@ def _cache_decision(job: JobConfig, sample_shape: tuple[int, ...]) -> cache.Cach
     return cache.decide(job.data.cache, rows, sample_shape, job.data.cache_max_fraction)
 
 
-def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> PreparedData:
+def _starts_principal(job: JobConfig, families: Sequence[str]) -> bool:
+    """Whether a model of one of ``families`` trained by ``job`` starts at the principal subspace."""
+    from aecore import model_class
+
+    return job.train.principal_start and any(model_class(family).principal_start for family in families)
+
+
+def prepare_data(
+    job: JobConfig, log: Log, progress: Progress = SILENT, families: Sequence[str] | None = None
+) -> PreparedData:
     """Validate the corpus (bad input stops here, or is quarantined, before training), split it by id, fit the
-    normalizer on the training split and cache both splits when they fit.
+    normalizer on the training split and cache both splits when they fit; measure the training split's principal
+    components when the job sizes its code from them or one of the ``families`` it trains (default: the job's
+    ``model.name``) starts from them.
 
     The validation pass is the only read of the files before training (:func:`validate_and_fit`): it fits the
     normalizer too, and when the splits are cached it keeps the good records in the object store, from which the
@@ -150,14 +170,22 @@ def prepare_data(job: JobConfig, log: Log, progress: Progress = SILENT) -> Prepa
         splits = cache.prepare(normalized, caching)
         # cached: the validation rows as read are kept too, so that the records the pass kept can be released
         val_rows = val_ds.materialize() if caching.in_memory else val_ds
-    latent_dim = None
-    if dc.latent_variance is not None:
-        with step(progress, "measuring the code size"):
-            latent_dim = count_components(splits["train"], dc.latent_variance, values)
+    starts = _starts_principal(job, families or [job.model["name"]])
+    if starts and not measurable(values):
+        log(f"model starts from random weights: samples of {values} values are too large for principal components "
+            f"(at most {MAX_VALUES})")  # fmt: skip
+    latent_dim, principal = None, None
+    if dc.latent_variance is not None or (starts and measurable(values)):
+        with step(progress, "principal components of the training split"):
+            principal = principal_components(splits["train"], values)
+    if dc.latent_variance is not None and principal is not None:
+        latent_dim = principal.holding(dc.latent_variance)
         log(f"code size: {latent_dim} principal components hold {dc.latent_variance:.0%} of the training split's "
             "variance (model.latent_dim)")  # fmt: skip
     report = corpus.report
-    return PreparedData(splits, val_rows, normalizer, report.records, report.skipped, caching.in_memory, latent_dim)
+    return PreparedData(
+        splits, val_rows, normalizer, report.records, report.skipped, caching.in_memory, latent_dim, principal
+    )
 
 
 def sized(job: JobConfig, data: PreparedData) -> JobConfig:
@@ -383,6 +411,10 @@ def run_training(
     tracking.log_metrics(uri, run_id, counts, step=0)
     run_name = ray_run_name(job, run_id)
     feed = DriverFeed(job.train.epochs, log, progress)
+    start = starting_subspace(job, data.principal)
+    if start is not None:
+        log(f"{job.model['name']} model starts at the training split's {len(start.components)} principal components "
+            "(train.principal_start)")  # fmt: skip
     spec = WorkerSpec(
         job=job,
         normalizer=data.normalizer,
@@ -392,6 +424,7 @@ def run_training(
         keep_in_worker=data.cached,
         records=data.records,
         progress=feed.queue,
+        principal=start,
     )
     log(f"MLflow run {run_id} ({uri}); Ray Train run {run_name} under {job.checkpoint_path}")
     kept = _fit(job, spec, data.splits, feed)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pipelines.bundle import Normalizer
 from pipelines.config import JobConfig
+from pipelines.data.components import PrincipalComponents
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class WorkerSpec:
     """Good records in the corpus (training + validation rows): what ``train_rows_dropped`` is counted from."""
     progress: Any = None
     """The driver's progress queue (:class:`pipelines.train.feed.DriverFeed`) rank 0 sends to; None: no console."""
+    principal: PrincipalComponents | None = None
+    """The leading principal components of the training split the model starts at (``train.principal_start``);
+    None: random initial weights."""
 
     def as_loop_config(self) -> dict[str, WorkerSpec]:
         """``TorchTrainer(train_loop_config=...)`` takes a dict."""

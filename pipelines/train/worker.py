@@ -32,10 +32,11 @@ import ray.train
 import ray.train.torch
 import torch
 
-from aecore import Autoencoder, PhaseObjective, build_model, make_optimizers, run_update_phases
+from aecore import Autoencoder, PhaseObjective, build_model, make_optimizers, model_class, run_update_phases
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, calibrate
 from pipelines.config import JobConfig
+from pipelines.data.components import PrincipalComponents
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.cadence import CheckpointCadence, MetricsBuffer
 from pipelines.train.faults import FaultInjector
@@ -92,12 +93,27 @@ def ddp_options(model: Autoencoder, bucket_cap_mb: float | None, device: torch.d
     }
 
 
-def seeded_model(job: JobConfig, rank: int) -> Autoencoder:
+def starting_subspace(job: JobConfig, principal: PrincipalComponents | None) -> PrincipalComponents | None:
+    """The leading ``model.latent_dim`` of the ``principal`` components that ``job``'s model starts at: None when the
+    family cannot (:attr:`aecore.Autoencoder.principal_start`), ``train.principal_start`` is off, or the code is
+    larger than the components at hand."""
+    k = int(job.model["latent_dim"])
+    if principal is None or not job.train.principal_start or k > len(principal.components):
+        return None
+    return principal.leading(k) if model_class(job.model["name"]).principal_start else None
+
+
+def seeded_model(job: JobConfig, rank: int, principal: PrincipalComponents | None = None) -> Autoencoder:
     """Seed this rank's python, numpy and torch generators with ``train.seed + rank`` (so dropout, corruption,
     masks and VAE noise differ between ranks) and build the model with initial weights from ``train.seed``
-    alone: identical on every rank, and building leaves the rank's generators as seeded."""
+    alone: identical on every rank, and building leaves the rank's generators as seeded. A model that can starts at
+    the ``principal`` subspace instead (:func:`starting_subspace`)."""
     ckpt.seed_everything(job.train.seed + rank)
-    return build_model(job.model, seed=job.train.seed)
+    model = build_model(job.model, seed=job.train.seed)
+    start = starting_subspace(job, principal)
+    if start is not None:
+        model.start_at_principal_subspace(torch.from_numpy(start.mean), torch.from_numpy(start.components))
+    return model
 
 
 def _warm_tracking(spec: WorkerSpec) -> None:
@@ -161,7 +177,7 @@ class _Worker:
         if rank == 0:  # MLflow's first contact in this process (its store, a schema check) while the model is built
             threading.Thread(target=_warm_tracking, args=(spec,), name="aepipe-mlflow-warm", daemon=True).start()
         torch.set_num_threads(tc.threads_per_worker or max(1, round(tc.cpus_per_worker)))
-        model = seeded_model(spec.job, rank)
+        model = seeded_model(spec.job, rank, spec.principal)
         device = ray.train.torch.get_device()
         optimizers = make_optimizers(model, tc.lr)
         objective = ray.train.torch.prepare_model(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from aecore import model_class
 from pipelines import storage, tracking
 from pipelines.bundle import ModelBundle
 from pipelines.config import ConfigError, JobConfig
@@ -29,12 +30,14 @@ from pipelines.tracking import promotion
 from pipelines.train import resume
 from pipelines.train.driver import GIT_TAG, PreparedData, input_example, prepare_data, sized
 from pipelines.tune import leaderboard, objective
-from pipelines.tune.space import Branch, param_space, parse_space, raw_space
+from pipelines.tune.space import Branch, families, param_space, parse_space, raw_space
 from pipelines.tune.trial import TrialData, run_trial
 
 TUNE_JOB_TAG = "aepipe.tune.job"
 FINGERPRINT_TAG = "aepipe.tune.fingerprint"
 BEST_RUN_TAG = "aepipe.tune.best_run"
+#: The principal components handed to the trials: a linear trial with a larger code starts from random weights.
+MAX_SHIPPED_COMPONENTS = 512
 
 Log = Callable[[str], None]
 
@@ -124,7 +127,10 @@ def shared_inputs(job: JobConfig, data: PreparedData) -> TrialData:
         if marked is not None:
             positive = np.zeros(len(labelled), bool)
             positive[labelled] = marked
-    return TrialData(job, "", data.normalizer, train_x, val_x, positive, labelled if positive is not None else None)
+    # the leading components a trial's linear model may start at (a larger code starts from random weights)
+    principal = data.principal.leading(MAX_SHIPPED_COMPONENTS) if data.principal is not None else None
+    labelled = labelled if positive is not None else None
+    return TrialData(job, "", data.normalizer, train_x, val_x, positive, labelled, principal)
 
 
 class _TrialLines:
@@ -264,8 +270,11 @@ def run_tuning(job: JobConfig, log: Log = print, *, source: str = "config", prog
         raise ConfigError(
             f"{source}: aepipe tune trains on CPU, where train.precision=fp16 cannot run; use bf16 or fp32"
         )
-    data = prepare_data(job, log, progress)
+    data = prepare_data(job, log, progress, families(branches))
     job = sized(job, data)  # every trial at the code size measured from the data, when the job asked for it
+    starting = [f for f in families(branches) if model_class(f).principal_start]
+    if data.principal is not None and starting and job.train.principal_start:
+        log(f"{', '.join(starting)} trials start at the training split's principal components (train.principal_start)")
     uri, metric = job.tracking_uri, job.tune.metric
     shared = shared_inputs(job, data)
     objective.check_objective(metric, shared.val_positive, source)

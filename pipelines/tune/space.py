@@ -169,6 +169,11 @@ def parse_space(job: JobConfig, source: str = "config") -> list[Branch]:
     return branches
 
 
+def families(branches: list[Branch]) -> list[str]:
+    """Every family the branches train."""
+    return sorted({name for branch in branches for name in branch["model.name"].values})
+
+
 def _check_branch(job: JobConfig, branch: Branch, where: str) -> None:
     """Build the trial config of every candidate value of every key (the other keys at their first value)."""
     first = {key: domain.values[0] for key, domain in branch.items()}

@@ -32,6 +32,7 @@ from aecore import Autoencoder, PhaseObjective, make_optimizers, run_update_phas
 from pipelines import tracking
 from pipelines.bundle import ModelBundle, Normalizer, calibrate
 from pipelines.config import JobConfig
+from pipelines.data.components import PrincipalComponents
 from pipelines.train.metrics import LossSums
 from pipelines.train.optim import LRSchedule, Patience, Precision
 from pipelines.train.worker import seeded_model
@@ -58,6 +59,9 @@ class TrialData:
     """``[M]`` bool: anomalous validation rows (meaningful where ``val_labelled``); None: no usable labels."""
     val_labelled: np.ndarray | None
     """``[M]`` bool: validation rows with a label."""
+    principal: PrincipalComponents | None = None
+    """The training split's leading principal components, which a trial's linear model starts at; None: random
+    initial weights."""
 
 
 def trial_run_name(job: JobConfig, trial_id: str) -> str:
@@ -135,7 +139,7 @@ def run_trial(config: dict[str, Any], data: TrialData) -> None:
     uri, tc, metric = job.tracking_uri, job.train, data.job.tune.metric
     run_id = _open_run(job, data, trial_id, values)
     torch.set_num_threads(max(1, int(data.job.tune.cpus_per_trial)))
-    model = seeded_model(job, 0)
+    model = seeded_model(job, 0, data.principal)
     optimizers = make_optimizers(model, tc.lr)
     amp, schedule = Precision(tc.precision, torch.device("cpu")), LRSchedule(tc, optimizers)
     stopping = Patience(tc.early_stopping_patience, tc.early_stopping_min_delta)

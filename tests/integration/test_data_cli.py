@@ -199,3 +199,24 @@ def test_the_code_size_is_measured_from_the_training_split(ray_local, home):
     run_id = tracking.resolve_model(uri, "models:/rank3@champion").run_id
     params = tracking.client(uri).get_run(run_id).data.params
     assert {k: v for k, v in params.items() if k.endswith("latent_dim")} == {"model.latent_dim": "3"}
+
+
+def test_a_linear_model_starts_at_the_principal_subspace(ray_local, home):
+    """One epoch at a learning rate too small to move it: started at PCA, the validation error is the corpus' noise
+    (std 1e-3); from random weights, the corpus' whole variance."""
+    data = home / "rank3"
+    corpora.write_vector_shards(data, np.array([f"r{i:04d}" for i in range(600)]), rank3(600), None, 2)
+    config = home / "linear.yaml"
+    config.write_text(f"data: {{path: {data}}}\nmodel: {{name: linear, input_shape: [16], latent_dim: 3}}\n")
+    uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    val_loss = {}
+    for start in ("true", "false"):
+        output = _ok(
+            "train", "--config", str(config), *FAST, "data.normalize=none", "train.lr=1e-6",
+            f"train.principal_start={start}", f"tracking.registered_model=linear-{start}",
+        )  # fmt: skip
+        started = "linear model starts at the training split's 3 principal components" in output
+        assert started == (start == "true"), output
+        run_id = tracking.resolve_model(uri, f"models:/linear-{start}/1").run_id
+        val_loss[start] = tracking.client(uri).get_run(run_id).data.metrics["val_loss"]
+    assert val_loss["true"] < 1e-5 < 0.1 < val_loss["false"], val_loss

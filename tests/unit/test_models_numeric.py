@@ -61,6 +61,28 @@ def test_linear_autoencoder_spans_the_pca_subspace(digits):
     assert ae_mse == pytest.approx(pca_mse, rel=0.01)
 
 
+def test_linear_autoencoder_started_at_the_principal_subspace_is_pca_before_any_step(digits):
+    k = 5
+    model = build_model({"name": "linear", "input_shape": (8, 8), "latent_dim": k}).eval()
+    flat = digits.numpy()
+    pca = PCA(k).fit(flat)
+    model.start_at_principal_subspace(torch.from_numpy(pca.mean_), torch.from_numpy(pca.components_))
+    images = digits.view(-1, 8, 8)
+    pca_errors = ((pca.inverse_transform(pca.transform(flat)) - flat) ** 2).mean(axis=1)
+    np.testing.assert_allclose(model.score(images).detach().numpy(), pca_errors, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(model.embed(images).numpy(), pca.transform(flat), rtol=1e-3, atol=1e-4)
+
+
+def test_only_a_family_that_can_starts_at_the_principal_subspace():
+    linear = build_model({"name": "linear", "input_shape": (6,), "latent_dim": 2})
+    with pytest.raises(ValueError, match=r"components \(3, 6\) and mean \(6,\) for a code of 2 over 6 values"):
+        linear.start_at_principal_subspace(torch.zeros(6), torch.zeros(3, 6))
+    dense = build_model({"name": "dense", "input_shape": (6,), "latent_dim": 2, "hidden": [4]})
+    assert not dense.principal_start and linear.principal_start
+    with pytest.raises(NotImplementedError, match="'dense' cannot start from principal components"):
+        dense.start_at_principal_subspace(torch.zeros(6), torch.zeros(2, 6))
+
+
 # -- contractive --------------------------------------------------------------------------------
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
 def test_contractive_penalty_equals_brute_force_jacobian(act):

@@ -317,7 +317,13 @@ class _Worker:
         return {**total.means("val"), "val_rows": total.rows}, local
 
     def _log_initial_validation(self) -> None:
-        initial, _ = self._validate()
+        """Log the initial val_loss as step 0. A model started at the principal subspace (PCA's reconstruction, the
+        optimum of a linear model's squared error) is a candidate itself: held as the best epoch so far, epoch 0, so
+        that the noise of the optimizer's steps around that optimum cannot make the registered model worse."""
+        initial, local_scores = self._validate()
+        if self.spec.principal is not None:
+            self.best_val = initial["val_loss"]
+            self.pending_best = self._capture(0, {**initial, "epoch": 0}, local_scores, hold=True)
         if self.rank == 0:
             uri, run_id = self.spec.tracking_uri, self.spec.run_id
             tracking.log_metrics_once(uri, run_id, {"val_loss": initial["val_loss"]}, step=0)

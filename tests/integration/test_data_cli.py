@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from pipelines import tracking
+from pipelines.bundle import ModelBundle
 from pipelines.data import corpora
 from pipelines.score import publish
 from tests.support.low_rank import rank3
@@ -201,22 +202,27 @@ def test_the_code_size_is_measured_from_the_training_split(ray_local, home):
     assert {k: v for k, v in params.items() if k.endswith("latent_dim")} == {"model.latent_dim": "3"}
 
 
-def test_a_linear_model_starts_at_the_principal_subspace(ray_local, home):
-    """One epoch at a learning rate too small to move it: started at PCA, the validation error is the corpus' noise
-    (std 1e-3); from random weights, the corpus' whole variance."""
+def test_a_linear_model_starts_at_the_principal_subspace_and_keeps_it_when_no_epoch_does_better(ray_local, home):
+    """Started at PCA, the validation error is the corpus' noise (std 1e-3). A learning rate that throws the weights
+    off that optimum leaves the epochs worse, and the registered model is the start; from random weights at a
+    learning rate too small to move them, the error is the corpus' whole variance."""
+    x = rank3(600)
     data = home / "rank3"
-    corpora.write_vector_shards(data, np.array([f"r{i:04d}" for i in range(600)]), rank3(600), None, 2)
+    corpora.write_vector_shards(data, np.array([f"r{i:04d}" for i in range(600)]), x, None, 2)
     config = home / "linear.yaml"
     config.write_text(f"data: {{path: {data}}}\nmodel: {{name: linear, input_shape: [16], latent_dim: 3}}\n")
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
-    val_loss = {}
-    for start in ("true", "false"):
+    val_loss, bundles = {}, {}
+    for start, lr in (("true", "0.1"), ("false", "1e-6")):
         output = _ok(
-            "train", "--config", str(config), *FAST, "data.normalize=none", "train.lr=1e-6",
+            "train", "--config", str(config), *FAST, "data.normalize=none", f"train.lr={lr}",
             f"train.principal_start={start}", f"tracking.registered_model=linear-{start}",
         )  # fmt: skip
         started = "linear model starts at the training split's 3 principal components" in output
         assert started == (start == "true"), output
         run_id = tracking.resolve_model(uri, f"models:/linear-{start}/1").run_id
-        val_loss[start] = tracking.client(uri).get_run(run_id).data.metrics["val_loss"]
-    assert val_loss["true"] < 1e-5 < 0.1 < val_loss["false"], val_loss
+        val_loss[start] = tracking.client(uri).get_run(run_id).data.metrics["val_loss"]  # the last epoch's
+        bundle = next(line.split()[-1] for line in output.splitlines() if line.startswith("bundle:"))
+        bundles[start] = ModelBundle.load(bundle)
+    assert val_loss["true"] > 1e-3 and val_loss["false"] > 0.1, val_loss
+    assert float(bundles["true"].infer(x)["score"].mean()) < 1e-5  # the start: PCA's reconstruction of every row

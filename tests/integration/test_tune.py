@@ -62,7 +62,8 @@ def test_tune_registers_the_best_of_its_nested_trials(ray_local, home):
         assert (Path(folder) / name).stat().st_size > 0, name
 
     version = client.get_model_version_by_alias("digits-tune", "challenger")
-    assert version.run_id == rows[0]["run_id"] == max(best_auroc, key=best_auroc.__getitem__)
+    assert version.run_id == rows[0]["run_id"]
+    assert best_auroc[version.run_id] == max(best_auroc.values())  # two trials may draw the same values and tie
     assert search[0].data.tags["aepipe.tune.best_run"] == version.run_id
     assert f"models:/digits-tune/{version.version}" in result.output
 

@@ -30,7 +30,7 @@ from pipelines.tracking import promotion
 from pipelines.train import resume
 from pipelines.train.driver import GIT_TAG, PreparedData, input_example, prepare_data, sized
 from pipelines.tune import leaderboard, objective
-from pipelines.tune.space import Branch, families, param_space, parse_space, raw_space
+from pipelines.tune.space import Branch, families, param_space, parse_space, raw_space, trial_points
 from pipelines.tune.trial import TrialData, run_trial
 
 TUNE_JOB_TAG = "aepipe.tune.job"
@@ -171,7 +171,10 @@ class _TrialLines:
         self.bar.update(self.done)
 
 
-def _tuner(job: JobConfig, shared: TrialData, branches: list[Branch], name: str, restore: bool, lines: Any) -> Any:
+def _tuner(
+    job: JobConfig, shared: TrialData, branches: list[Branch], points: list[dict], name: str, restore: bool, lines: Any
+) -> Any:
+    """The Ray Tune search (restored when ``restore``): one trial per point of :func:`trial_points`."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -192,9 +195,11 @@ def _tuner(job: JobConfig, shared: TrialData, branches: list[Branch], name: str,
         tune_config=tune.TuneConfig(
             metric=metric.value,
             mode=metric.mode,
-            num_samples=tn.trials,
+            num_samples=len(points),
             scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace),
-            search_alg=BasicVariantGenerator(random_state=tn.seed, max_concurrent=concurrent),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=points, random_state=tn.seed, max_concurrent=concurrent
+            ),
             time_budget_s=tn.time_budget_s,
             reuse_actors=True,  # the next trial runs in a finished trial's process: no new interpreter, torch import
         ),
@@ -283,9 +288,12 @@ def run_tuning(job: JobConfig, log: Log = print, *, source: str = "config", prog
     try:
         name = search_name(job, parent)
         log(f"MLflow run {parent} ({uri}); Ray Tune experiment {name} under {job.checkpoint_path}")
-        lines = _TrialLines(job.tune.trials, job.train.epochs, metric.value, log, progress)
+        points = trial_points(branches, job.tune.trials, job.tune.seed)
+        if len(points) < job.tune.trials:
+            log(f"tune.trials={job.tune.trials}, but the space holds {len(points)} distinct settings: one trial each")
+        lines = _TrialLines(len(points), job.train.epochs, metric.value, log, progress)
         try:
-            results = _tuner(job, shared, branches, name, restoring, lines).fit()
+            results = _tuner(job, shared, branches, points, name, restoring, lines).fit()
         finally:
             lines.bar.close()
         rows = leaderboard.rows(results, metric.value, metric.mode)

@@ -3,7 +3,8 @@ the search starts, handed to Ray Tune, and turned back into one trial's job conf
 
 A branch maps each key to a value (fixed), a list (one of its items: a list-valued setting such as
 ``model.hidden`` is written as a list of lists) or ``{uniform|loguniform: [lo, hi]}`` / ``{randint: [lo, hi]}``
-(inclusive). A trial picks a branch with equal odds, then a value per key of that branch. A branch naming another
+(inclusive). The trials take the branches in turn (:func:`trial_points`), then a value per key of that branch: a branch
+of listed values only has its settings enumerated, so that no two trials train the same one. A branch naming another
 family than the job's (``model.name``) starts from that family's defaults with the job's ``model.input_shape`` and
 ``model.latent_dim``; a branch of the job's family starts from the job's model settings.
 
@@ -12,7 +13,10 @@ family than the job's (``model.name``) starts from that family's defaults with t
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +25,13 @@ from pipelines.config import ConfigError, JobConfig, build_config
 SEARCHED_SECTIONS = ("model", "train")
 RANGES = ("uniform", "loguniform", "randint")
 BRANCH_KEY = "branch"
+#: A branch of listed values only is one key of Ray Tune's space: its setting, every key's value as a JSON object.
+SETTING_KEY = "setting"
+#: A branch of listed values with more settings than this is sampled like one with ranges.
+MAX_ENUMERATED = 10_000
 
 #: The default space per data kind: small enough for 20 trials, wide enough to hold what the baselines do well (PCA's
-#: exact linear subspace, wide layers, dropout and batch norm). ``linear`` is PCA learned by gradient descent.
+#: exact linear subspace, wide layers, dropout and batch norm). ``linear`` starts at PCA's subspace: one setting.
 #: No branch searches ``model.latent_dim``: every trial keeps the job's code size. Selected by validation
 #: reconstruction error (``val_mse``, the objective when there are no labels), a larger code always wins, and it
 #: reconstructs the anomalies too (bench/tune_peers.py, windows: the search picked a 16-d linear code, AUROC 0.9955,
@@ -38,7 +46,7 @@ DEFAULT_SPACES: dict[str, list[dict[str, Any]]] = {
             "model.norm": ["none", "batch"],
             "train.lr": {"loguniform": [3e-4, 1e-2]},
         },
-        {"model.name": "linear", "train.lr": {"loguniform": [1e-3, 3e-2]}},
+        {"model.name": "linear"},  # PCA from its start (train.principal_start): one trial at the job's learning rate
     ],
     "images": [
         {  # batch norm always: without it a conv trial can collapse to a blank image (mnist_images_conv.yaml)
@@ -54,14 +62,14 @@ DEFAULT_SPACES: dict[str, list[dict[str, Any]]] = {
             "model.dropout": [0.0, 0.1],
             "train.lr": {"loguniform": [3e-4, 1e-2]},
         },
-        {"model.name": "linear", "train.lr": {"loguniform": [1e-3, 3e-2]}},
+        {"model.name": "linear"},  # PCA from its start (train.principal_start): one trial at the job's learning rate
     ],
     # No recurrent branch by default: on a 20-trial budget its LSTM trials were the slowest per epoch and, at ASHA's
     # grace epochs, 40x worse in val_mse than linear or dense ones (bench/tune_peers.py), so each was a trial lost.
     # A window's flattened values suit linear and dense models (PCA on the windows is the peer to beat); add a
     # ``{model.name: recurrent, ...}`` branch to tune.space to search it.
     "windows": [
-        {"model.name": "linear", "train.lr": {"loguniform": [1e-3, 3e-2]}},
+        {"model.name": "linear"},  # PCA from its start (train.principal_start): one trial at the job's learning rate
         {
             "model.name": "dense",
             "model.hidden": [[64], [128, 64]],
@@ -210,21 +218,60 @@ def trial_job(job: JobConfig, assignment: dict[str, Any], source: str = "trial")
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def settings(branch: Branch) -> list[dict[str, Any]] | None:
+    """Every distinct setting of a branch whose keys all take listed (or fixed) values, in a fixed order; None when a
+    key takes a range or there are more than :data:`MAX_ENUMERATED`."""
+    if any(domain.kind in RANGES for domain in branch.values()):
+        return None
+    if math.prod(len(domain.values) for domain in branch.values()) > MAX_ENUMERATED:
+        return None
+    keys = list(branch)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(branch[k].values for k in keys))]
+
+
 def param_space(branches: list[Branch]) -> dict[str, Any]:
     """Ray Tune's ``param_space``: which branch, and each branch's keys as ``"INDEX:KEY"`` (a trial reads only its
-    branch's)."""
+    branch's), or its setting as ``"INDEX:setting"`` when it has listed values only (:func:`settings`)."""
     from ray import tune
 
     space: dict[str, Any] = {BRANCH_KEY: tune.choice(list(range(len(branches))))}
     for index, branch in enumerate(branches):
-        space.update({f"{index}:{key}": domain.to_ray() for key, domain in branch.items()})
+        listed = settings(branch)
+        if listed is None:
+            space.update({f"{index}:{key}": domain.to_ray() for key, domain in branch.items()})
+        else:
+            space[f"{index}:{SETTING_KEY}"] = tune.choice([json.dumps(setting) for setting in listed])
     return space
+
+
+def trial_points(branches: list[Branch], trials: int, seed: int) -> list[dict[str, Any]]:
+    """What each trial starts from (Ray Tune's ``points_to_evaluate``, one per trial): the branches in turn, each
+    taking an equal share of ``trials`` but no more than its distinct settings, which it takes in a seeded order
+    (never one twice); what a branch cannot take goes to the others. Fewer points than ``trials`` when the space holds
+    fewer settings. A branch with ranges has its values drawn by Ray Tune."""
+    rng = random.Random(seed)
+    pools: list[list[str] | None] = []
+    for branch in branches:
+        listed = settings(branch)
+        pools.append(None if listed is None else rng.sample([json.dumps(s) for s in listed], len(listed)))
+    points: list[dict[str, Any]] = []
+    for turn in itertools.count():
+        open_pools = [i for i, pool in enumerate(pools) if pool is None or turn < len(pool)]
+        if not open_pools or len(points) >= trials:
+            break
+        for index in open_pools[: trials - len(points)]:
+            pool = pools[index]
+            points.append({BRANCH_KEY: index} | ({} if pool is None else {f"{index}:{SETTING_KEY}": pool[turn]}))
+    return points
 
 
 def assignment(config: dict[str, Any]) -> dict[str, Any]:
     """A sampled ``config`` (see :func:`param_space`) as the dotted keys of its branch and their values."""
     prefix = f"{config[BRANCH_KEY]}:"
-    return {key[len(prefix) :]: _plain(value) for key, value in config.items() if key.startswith(prefix)}
+    values = {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
+    encoded = values.pop(SETTING_KEY, None)
+    values = json.loads(encoded) if encoded is not None else values
+    return {key: _plain(value) for key, value in values.items()}
 
 
 def _plain(value: Any) -> Any:

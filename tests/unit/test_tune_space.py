@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import ConfigError, TuneMetric, load_config
 from pipelines.tune import objective
-from pipelines.tune.space import assignment, data_kind, param_space, parse_space, trial_job
+from pipelines.tune.space import assignment, data_kind, param_space, parse_space, trial_job, trial_points
 
 CONFIGS = sorted(Path("jobs/configs").glob("*.yaml"))
 
@@ -46,6 +46,26 @@ def test_a_sampled_trial_sets_its_branch_values_and_nothing_of_the_others():
             # another family starts from its own defaults, keeping the job's input shape and code size
             assert trial.model["name"] == "linear" and trial.model["output_activation"] == "identity"
             assert trial.model["input_shape"] == [64] and trial.model["latent_dim"] == job.model["latent_dim"]
+
+
+def test_the_trials_take_the_branches_in_turn_and_a_listed_setting_once():
+    space = (
+        "[{model.hidden: [[16], [32]], train.lr: {loguniform: [0.001, 0.01]}},"  # a range: drawn, any number of trials
+        " {model.name: linear},"  # one setting: one trial
+        " {model.hidden: [[8], [16], [24]], model.dropout: [0.0, 0.1]}]"  # six settings
+    )
+    job = load_config("jobs/configs/digits_dense.yaml", [f"tune.space={space}"])
+    branches = parse_space(job)
+    points = trial_points(branches, 15, seed=0)
+    assert [p["branch"] for p in points] == [0, 1, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 0]  # then branch 0 alone
+    listed = [assignment(p) for p in points if p["branch"] == 2]
+    assert sorted((v["model.hidden"][0], v["model.dropout"]) for v in listed) == [
+        (8, 0.0), (8, 0.1), (16, 0.0), (16, 0.1), (24, 0.0), (24, 0.1)
+    ]  # fmt: skip
+    assert points == trial_points(branches, 15, seed=0) and points != trial_points(branches, 15, seed=1)
+    assert [p["branch"] for p in trial_points(branches, 4, seed=0)] == [0, 1, 2, 0]
+    finite = parse_space(load_config("jobs/configs/digits_dense.yaml", ["tune.space=[{model.hidden: [[8], [16]]}]"]))
+    assert len(trial_points(finite, 20, seed=0)) == 2  # the space holds two settings: two trials, not twenty
 
 
 def test_parquet_vectors_read_as_images_get_the_images_space_and_its_conv_trials_build():

@@ -35,7 +35,7 @@ from pipelines.config import JobConfig
 from pipelines.data.components import PrincipalComponents
 from pipelines.train.metrics import LossSums
 from pipelines.train.optim import LRSchedule, Patience, Precision
-from pipelines.train.worker import seeded_model
+from pipelines.train.worker import seeded_model, starting_subspace
 from pipelines.tune import objective
 from pipelines.tune.space import assignment, trial_job
 
@@ -147,27 +147,38 @@ def run_trial(config: dict[str, Any], data: TrialData) -> None:
     best: float | None = None
     started = time.perf_counter()
 
-    for epoch in range(1, tc.epochs + 1):
-        lr = schedule.start_epoch(epoch)
-        train = _train_epoch(model, train_x, job, epoch, amp, optimizers)
+    def validated(extra: dict[str, float]) -> tuple[dict[str, float], np.ndarray]:
+        """The validation figures (the labelled ones too) with ``extra``, and the validation scores ``[M]``."""
         val, scores = _validate(model, val_x, tc.batch_size)
-        metrics = {**train, **val, "lr": lr, "time_elapsed_s": time.perf_counter() - started}
+        metrics = {**extra, **val, "time_elapsed_s": time.perf_counter() - started}
         if data.val_positive is not None and data.val_labelled is not None:
             labelled = data.val_labelled
             metrics.update(objective.ranking_metrics(scores[labelled], data.val_positive[labelled]))
-        schedule.end_epoch(metrics["val_loss"])
-        stop = stopping.update(metrics["val_loss"])
+        return metrics, scores
+
+    def report(epoch: int, metrics: dict[str, float], scores: np.ndarray, stop: bool) -> None:
+        """Log the epoch to MLflow and report it to Tune, with its bundle when it improves the objective."""
+        nonlocal best
         tracking.log_steps_once(uri, run_id, [(epoch, metrics)])
         improved = _better(metrics[metric.value], best, metric.mode)
         best = metrics[metric.value] if improved else best
-        report = {**metrics, "epoch": epoch, "run_id": run_id, "early_stop": stop, "best_objective": best}
+        result = {**metrics, "epoch": epoch, "run_id": run_id, "early_stop": stop, "best_objective": best}
         if improved:
             calibration = calibrate(scores, tc.threshold_quantile, tc.threshold_k_std)
             with tempfile.TemporaryDirectory(prefix="aepipe-trial-") as folder:
                 ModelBundle(model, data.normalizer, calibration, job.data.model_dump(mode="json")).save(folder)
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
         else:
-            tune.report(report)
+            tune.report(result)
+
+    if starting_subspace(job, data.principal) is not None:  # started at PCA: the start is a candidate (epoch 0)
+        report(0, *validated({"lr": tc.lr}), stop=False)
+    for epoch in range(1, tc.epochs + 1):
+        lr = schedule.start_epoch(epoch)
+        metrics, scores = validated({**_train_epoch(model, train_x, job, epoch, amp, optimizers), "lr": lr})
+        schedule.end_epoch(metrics["val_loss"])
+        stop = stopping.update(metrics["val_loss"])
+        report(epoch, metrics, scores, stop)
         if stop:
             break
     tracking.end_run(uri, run_id)

@@ -95,3 +95,5 @@ def test_every_trial_takes_the_code_size_measured_from_the_data(ray_local, home)
     assert "linear trials start at the training split's principal components" in result.output
     # started at PCA: the corpus' noise (std 1e-3) is all the trials miss
     assert all(t.data.tags["aepipe.model"] == "linear" and t.data.metrics["val_mse"] < 1e-5 for t in trials)
+    for trial in trials:  # the start is a candidate of its own, epoch 0
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_mse")] == [0, 1]

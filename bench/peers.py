@@ -149,6 +149,7 @@ def pipeline_one_class_auroc(
         seconds += run.seconds
         aurocs.append(roc_auc_score(anomalous, run.scores.loc[vector_ids(len(x_te))]))
         check_logged(run, aurocs[-1], f"{tag} digit {d}")
+        print(f"[bench] peers {tag} digit {d}: AUROC {aurocs[-1]:.4f} ({run.seconds:.0f}s)", flush=True)
     return float(np.mean(aurocs)), seconds
 
 
